@@ -1,0 +1,209 @@
+"""Command line: ``python -m seqpatch_core {predict,train,evaluate,robustness,bench,prepare-backgrounds}``.
+
+User errors (a bad file, a point outside the volume, unusable weights) exit with status 2 and one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from seqpatch_core.errors import SeqPatchError
+
+log = logging.getLogger("seqpatch_core")
+
+#: The shipped checkpoints, relative to the project root.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WEIGHTS = {"seqpatch": PROJECT_ROOT / "weights" / "seqpatch.safetensors", "unet": PROJECT_ROOT / "weights" / "unet.safetensors"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def load_models(names, weights: dict[str, str | None] | None = None, strict: bool = True) -> dict:
+    """Load the named models from their checkpoints (default: the shipped ones).
+
+    With ``strict`` a missing/corrupt checkpoint raises WeightsError; otherwise the model is left out
+    and a warning is logged (the app starts and says what is wrong).
+    """
+    from seqpatch_core.errors import WeightsError
+    from seqpatch_core.models import build_model
+
+    weights = weights or {}
+    models = {}
+    for name in names:
+        path = weights.get(name) or DEFAULT_WEIGHTS.get(name)
+        try:
+            if path is None:
+                raise WeightsError(f"no default weights for {name!r}: pass --weights")
+            models[name] = build_model(name, checkpoint=path)
+        except WeightsError as exc:
+            if strict:
+                raise
+            log.warning("%s", exc)
+    return models
+
+
+def cmd_predict(args) -> int:
+    import time
+
+    import numpy as np
+
+    from seqpatch_core.io import read_volume, write_mask
+    from seqpatch_core.predictor import Predictor
+
+    volume = read_volume(args.image)
+    for w in volume.warnings:
+        log.warning("%s", w)
+    models = load_models([args.method], {args.method: args.weights})
+    pred = Predictor(models, device=args.device)
+    pred.set_volume(volume, window=args.window)
+    points = [pred.check_point(p) for p in args.point]  # validate all before any work
+    mask = np.zeros(volume.array.shape, dtype=np.uint8)
+    for z, y, x in points:
+        t0 = time.perf_counter()
+        if args.propagate:
+            from seqpatch_core.propagate import propagate
+
+            prop = propagate(pred, (z, y, x), method=args.method, preset=args.preset, threshold=args.threshold)
+            mask[prop.mask3d] = 1
+            info = {"slices": [prop.z_range[0], prop.z_range[1]], "volume_ml": round(prop.volume_ml, 3)}
+            area = int(prop.mask3d.sum())
+        else:
+            res = pred.predict((z, y, x), method=args.method, preset=args.preset, threshold=args.threshold)
+            mask[z] = res.mask.astype(np.uint8)  # a later point on the same slice replaces it
+            area = int(res.mask.sum())
+            info = {"window": str(res.window), "preset": res.preset}
+        ms = (time.perf_counter() - t0) * 1e3
+        px_mm2 = volume.spacing[1] * volume.spacing[2]
+        print(
+            json.dumps(
+                {
+                    "method": args.method,
+                    "slice": z,
+                    "point_zyx": [z, y, x],
+                    "area_px": area,
+                    "area_mm2": round(area * px_mm2, 2),
+                    "latency_ms": round(ms, 1),
+                    **info,
+                }
+            ),
+            flush=True,
+        )
+    write_mask(mask, volume, args.out)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from seqpatch_core.training import TrainConfig, train
+
+    tc = TrainConfig(
+        model=args.model,
+        minutes=args.minutes,
+        out=args.out,
+        seed=args.seed,
+        lr=args.lr,
+        slices_per_batch=args.batch,
+        workers=args.workers,
+        eval_every_s=args.eval_every,
+        val_slices=args.val_slices,
+        patience=args.patience,
+        backgrounds=args.backgrounds,
+        data=args.data,
+        device=args.device,
+        amp=not args.no_amp,
+        resume=args.resume,
+        threads=args.threads,
+    )
+    rec = train(tc)
+    v = rec["validation"]
+    log.info("done: best synthetic val Dice %.4f after %s min", v["synthetic_val_dice_best"], rec["training"]["wall_clock_min"])
+    return 0
+
+
+def cmd_prepare_backgrounds(args) -> int:
+    from seqpatch_core.synth import BackgroundBank
+
+    bank = BackgroundBank.from_dir(args.src)
+    bank.save(args.out)
+    log.info("saved %d background slices to %s", len(bank), args.out)
+    return 0
+
+
+def _point(text: str):
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m seqpatch_core", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    pr = sub.add_parser("predict", help="segment clicked objects and write the mask")
+    pr.add_argument("image")
+    pr.add_argument("--point", nargs=3, type=float, action="append", required=True, metavar=("Z", "Y", "X"),
+                    help="voxel indices in array order (slice, row, column); repeatable")
+    pr.add_argument("--method", default="seqpatch", help="seqpatch, unet or an ablation name")
+    pr.add_argument("--window", default="auto", help="auto|soft|lung|bone|brain|mr|W,L")
+    pr.add_argument("--preset", default=None, choices=["ct", "mr", "promise12"],
+                    help="ray preset (default: ct for CT, promise12 otherwise)")
+    pr.add_argument("--threshold", type=float, default=0.5)
+    pr.add_argument("--weights", default=None, help="checkpoint (default: weights/<method>.safetensors)")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--propagate", action="store_true", help="segment the whole object through neighbouring slices")
+    pr.add_argument("--out", required=True)
+    pr.set_defaults(func=cmd_predict)
+
+    tr = sub.add_parser("train", help="train a model on synthetic lesions (and optional labelled data)")
+    tr.add_argument("--model", default="seqpatch")
+    tr.add_argument("--minutes", type=float, default=60.0)
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--resume", action="store_true")
+    tr.add_argument("--data", default=None, help="folder of real image/label pairs to mix in")
+    tr.add_argument("--backgrounds", default=str(PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"),
+                    help="folder of background volumes or an .npz cache (prepare-backgrounds)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--batch", type=int, default=8, help="slices per batch")
+    tr.add_argument("--workers", type=int, default=1)
+    tr.add_argument("--eval-every", type=float, default=120.0, help="seconds between validations")
+    tr.add_argument("--val-slices", type=int, default=48)
+    tr.add_argument("--patience", type=int, default=8)
+    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")
+    tr.set_defaults(func=cmd_train)
+
+    pb = sub.add_parser("prepare-backgrounds", help="cache background slices as .npz (for machines without SimpleITK)")
+    pb.add_argument("src")
+    pb.add_argument("--out", required=True)
+    pb.set_defaults(func=cmd_prepare_backgrounds)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    try:
+        return args.func(args)
+    except SeqPatchError as exc:
+        sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,301 @@
+"""One-click segmentation of a volume's slice, by the sequential patch network or the U-net.
+
+``Predictor`` holds one volume for one user session (segment-anything's ``SamPredictor`` style):
+``set_volume`` does the per-volume work once, then ``predict(point_zyx)`` answers cheaply. Numpy at the
+boundary, tensors inside, everything under ``torch.inference_mode``. Both methods share one pre- and
+post-processing path (window, resample to the working grid, fuse, threshold, component, holes);
+only the network differs.
+
+The functions ``run_seqpatch`` and ``run_unet`` work on windowed working-grid slices and are shared with
+training's validation, the evaluation command and the robustness grid (many clicks in one batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqpatch_core import rays
+from seqpatch_core.errors import InputError, WeightsError
+from seqpatch_core.intensity import Window, apply_window, resolve_window
+from seqpatch_core.io import Volume
+
+log = logging.getLogger(__name__)
+
+METHODS = ("seqpatch", "unet")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: cuda, then mps, then cpu; or the named device. Never assumes CUDA."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA device is available")
+    if name not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def model_arch(model: nn.Module) -> str:
+    """"seqpatch" or "unet", from the model's record."""
+    return getattr(model, "record", {}).get("arch", "seqpatch")
+
+
+# ----------------------------------------------------------------------------- batched inference
+
+
+@dataclass
+class WorkingResult:
+    """What one click gives on the working grid (all arrays numpy).
+
+    fused, coverage: (Hw, Ww) float32. patches, likelihoods: (n_rays, K, P, P) float32 (seqpatch) or
+    (1, 1, S, S) (unet: the field of view). grid: the sampling positions (..., 2) in working px.
+    """
+
+    fused: np.ndarray
+    coverage: np.ndarray
+    patches: np.ndarray
+    likelihoods: np.ndarray
+    grid: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None or dtype == torch.float32:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def run_network(
+    model: nn.Module,
+    image_w: np.ndarray | torch.Tensor,
+    clicks_w: np.ndarray,
+    cfg: rays.RayConfig,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    chunk: int = 0,
+) -> list[WorkingResult]:
+    """Segment one windowed working slice at N clicks in one batch.
+
+    image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) working px. ``dtype`` picks autocast
+    (None/float32: full precision). ``chunk`` > 0 splits very large batches. Returns N results.
+    """
+    arch = model_arch(model)
+    clicks_w = np.asarray(clicks_w, dtype=np.float64).reshape(-1, 2)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    img = torch.as_tensor(np.asarray(image_w, dtype=np.float32), device=device)
+    grid_np = rays.patch_grid(clicks_w, cfg) if arch == "seqpatch" else rays.fov_grid(clicks_w, cfg)
+    grid = torch.as_tensor(grid_np, dtype=torch.float32, device=device)
+    patches = rays.sample_patches(img, grid)  # (N, n, K, P, P) or (N, S, S)
+    t1 = time.perf_counter()
+    timings["sampling_ms"] = (t1 - t0) * 1e3
+    with torch.inference_mode(), _autocast(device, dtype):
+        if arch == "seqpatch":
+            n, r, k, p, _ = patches.shape
+            x = patches.reshape(n * r, k, 1, p, p)
+        else:
+            n = patches.shape[0]
+            x = patches[:, None]
+        step = chunk if chunk > 0 else x.shape[0]
+        logits = torch.cat([model(x[i : i + step]) for i in range(0, x.shape[0], step)])
+        lik = torch.sigmoid(logits.float()).reshape(patches.shape)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    timings["network_ms"] = (t2 - t1) * 1e3
+    patches_np = patches.float().cpu().numpy()
+    lik_np = lik.cpu().numpy()
+    out = []
+    shape = tuple(img.shape)
+    for i in range(len(clicks_w)):
+        if arch == "seqpatch":
+            fused, cov = rays.fuse_patches(lik_np[i], grid_np[i], shape)
+        else:
+            fused, cov = rays.paste_fov(lik_np[i], clicks_w[i], cfg, shape)
+        out.append(WorkingResult(fused, cov, patches_np[i], lik_np[i], grid_np[i], dict(timings)))
+    t3 = time.perf_counter()
+    for r in out:
+        r.timings["fusion_ms"] = (t3 - t2) * 1e3 / len(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- per-session predictor
+
+
+@dataclass
+class Result:
+    """One click's answer, on the slice grid of the volume.
+
+    mask: (H, W) bool; likelihood, coverage: (H, W) float32 (fused, mapped back from the working grid);
+    patches, ray_likelihoods: (n_rays, K, P, P) float32 inputs and outputs per ray (seqpatch), or
+    (S, S) field of view (unet); centres: (n_rays, K, 2) patch centres (y, x) in slice px (seqpatch),
+    or the field of view's four corners (4, 2) (unet); timings: ms per stage and "total_ms".
+    """
+
+    method: str
+    slice_index: int
+    point_zyx: tuple[float, float, float]
+    mask: np.ndarray
+    likelihood: np.ndarray
+    coverage: np.ndarray
+    patches: np.ndarray
+    ray_likelihoods: np.ndarray
+    centres: np.ndarray
+    window: Window
+    preset: str
+    working_spacing: float
+    threshold: float
+    timings: dict[str, float]
+
+    def rethreshold(self, threshold: float) -> np.ndarray:
+        """The mask at another threshold from the cached likelihoods (no network run)."""
+        return rays.postprocess(self.likelihood, self.coverage, self.point_zyx[1:], threshold)
+
+
+class Predictor:
+    """Holds shared models and one volume; answers clicks.
+
+    models: name -> network (built once per process, shared by sessions: inference only).
+    """
+
+    def __init__(
+        self,
+        models: dict[str, nn.Module],
+        device: str | torch.device = "auto",
+        dtype: torch.dtype | None = None,
+        cache_slices: int = 8,
+    ):
+        self.models = models
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.dtype = dtype
+        self.volume: Volume | None = None
+        self.window_spec = "auto"
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_slices
+
+    def session(self) -> Predictor:
+        """A new predictor for another session that shares this one's models."""
+        return Predictor(self.models, self.device, self.dtype, self._cache_size)
+
+    def set_volume(self, volume: Volume, window: str | Window = "auto") -> None:
+        """Hold ``volume`` for the coming clicks; ``window`` is a Window or a spec for ``resolve_window``."""
+        self.volume = volume
+        self.window_spec = window
+        self._cache.clear()
+
+    def _window(self, point_zyx) -> Window:
+        if isinstance(self.window_spec, Window):
+            return self.window_spec
+        return resolve_window(self.window_spec, self.volume, point_zyx)
+
+    def working_slice(self, z: int, window: Window, spacing_mm: float) -> tuple[np.ndarray, rays.SliceGrid]:
+        """The windowed slice z on its working grid (cached per slice, window and spacing)."""
+        key = (z, window.lo, window.hi, spacing_mm)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        vol = self.volume
+        grid = rays.SliceGrid(vol.array.shape[1:], (vol.spacing[1], vol.spacing[2]), spacing_mm)
+        img = rays.resample_to_working(apply_window(vol.array[z], window), grid)
+        self._cache[key] = (img, grid)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return img, grid
+
+    def check_point(self, point_zyx) -> tuple[int, float, float]:
+        """Validate a (z, y, x) voxel point; returns (z as int, y, x)."""
+        if self.volume is None:
+            raise InputError("no volume loaded: load an image first")
+        try:
+            z, y, x = (float(v) for v in point_zyx)
+        except (TypeError, ValueError):
+            raise InputError(f"a point needs three numbers (z, y, x), got {point_zyx!r}") from None
+        shape = self.volume.array.shape
+        if not all(np.isfinite([z, y, x])) or not (
+            0 <= round(z) < shape[0] and 0 <= y <= shape[1] - 1 and 0 <= x <= shape[2] - 1
+        ):
+            raise InputError(
+                f"point (z={z:g}, y={y:g}, x={x:g}) is outside the volume of size "
+                f"z={shape[0]}, y={shape[1]}, x={shape[2]}"
+            )
+        return int(round(z)), y, x
+
+    def model(self, method: str) -> nn.Module:
+        if method not in self.models:
+            raise WeightsError(f"no {method!r} model is loaded; available: {', '.join(self.models) or 'none'}")
+        return self.models[method]
+
+    def default_preset(self) -> str:
+        return "ct" if self.volume is not None and self.volume.modality == "CT" else "mr"
+
+    def predict(
+        self, point_zyx, method: str = "seqpatch", preset: str | None = None, threshold: float = 0.5
+    ) -> Result:
+        """Segment the object clicked at ``point_zyx`` (voxel indices, array order) on its slice."""
+        return self.predict_many(point_zyx[0], [point_zyx[1:]], method, preset, threshold)[0]
+
+    def predict_many(
+        self, z: int, points_yx, method: str = "seqpatch", preset: str | None = None, threshold: float = 0.5
+    ) -> list[Result]:
+        """Segment slice ``z`` at several clicks (y, x) in one batch (the robustness grid)."""
+        t0 = time.perf_counter()
+        pts = [self.check_point((z, *p)) for p in points_yx]
+        z = pts[0][0]
+        model = self.model(method)
+        preset = preset or self.default_preset()
+        cfg = rays.get_preset(preset)
+        window = self._window(pts[0])
+        spacing_mm = rays.WORKING_SPACING_MM.get(self.volume.modality, 1.0)
+        img_w, grid = self.working_slice(z, window, spacing_mm)
+        clicks_w = grid.to_working(np.array([p[1:] for p in pts]))
+        t1 = time.perf_counter()
+        outs = run_network(model, img_w, clicks_w, cfg, self.device, self.dtype)
+        results = []
+        for (_, y, x), wr in zip(pts, outs, strict=True):
+            t2 = time.perf_counter()
+            lik = rays.resample_to_slice(wr.fused, grid)
+            cov = rays.resample_to_slice(wr.coverage, grid)
+            mask = rays.postprocess(lik, cov, (y, x), threshold)
+            arch = model_arch(model)
+            if arch == "seqpatch":
+                centres = grid.to_slice(rays.patch_centres(grid.to_working([y, x]), cfg))
+            else:
+                corner = rays.fov_box(grid.to_working([y, x]), cfg)
+                s = cfg.fov - 1
+                box = corner + np.array([[0, 0], [0, s], [s, s], [s, 0]], dtype=np.float64)
+                centres = grid.to_slice(box)
+            timings = dict(wr.timings)
+            timings["prepare_ms"] = (t1 - t0) * 1e3 / len(pts)
+            timings["postprocess_ms"] = (time.perf_counter() - t2) * 1e3
+            timings["total_ms"] = sum(timings.values())
+            results.append(
+                Result(
+                    method=method,
+                    slice_index=z,
+                    point_zyx=(float(z), y, x),
+                    mask=mask,
+                    likelihood=lik,
+                    coverage=cov,
+                    patches=wr.patches,
+                    ray_likelihoods=wr.likelihoods,
+                    centres=centres.astype(np.float32),
+                    window=window,
+                    preset=preset,
+                    working_spacing=spacing_mm,
+                    threshold=threshold,
+                    timings=timings,
+                )
+            )
+        return results
