@@ -139,8 +139,11 @@ def cmd_prepare_backgrounds(args) -> int:
     return 0
 
 
-def _point(text: str):
-    return text
+def cmd_make_examples(args) -> int:
+    from seqpatch_core.examples import make_examples
+
+    make_examples(args.real)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("src")
     pb.add_argument("--out", required=True)
     pb.set_defaults(func=cmd_prepare_backgrounds)
+    mx = sub.add_parser("make-examples", help="rebuild examples/ from the real cases and the generator")
+    mx.add_argument("--real", default=str(PROJECT_ROOT.parent / "shared" / "data" / "real"))
+    mx.set_defaults(func=cmd_make_examples)
     return p
 
 

@@ -15,7 +15,8 @@ Seed streams (keep them disjoint so that the benchmark never overlaps training):
 
 * training, one stream per data-loader worker:
   ``np.random.default_rng(np.random.SeedSequence([seed, 0, worker_id]))`` (:func:`training_rng`),
-  with the bank's ``"train"`` split (slices whose relative z-position in their volume is < 0.8);
+  with the bank's ``"train"`` split (slices whose relative z-position in their volume is < 0.8,
+  measured over the span of tissue-bearing slices);
 * synthetic benchmark: ``np.random.default_rng(np.random.SeedSequence([seed, 7]))``
   (:func:`benchmark_set`), with the bank's ``"val"`` split (relative z >= 0.8: anatomy training
   never saw).
@@ -233,8 +234,13 @@ def _shape_lobes(rng: np.random.Generator, r0: float) -> tuple[MaskFn, float]:
     for _ in range(int(rng.integers(1, 4))):
         d, ang = r0 * rng.uniform(0.3, 0.8), rng.uniform(0, 2 * np.pi)
         lobes.append(
-            (d * math.sin(ang), d * math.cos(ang), r0 * rng.uniform(0.4, 0.8), r0 * rng.uniform(0.3, 0.7),
-             rng.uniform(0, np.pi))
+            (
+                d * math.sin(ang),
+                d * math.cos(ang),
+                r0 * rng.uniform(0.4, 0.8),
+                r0 * rng.uniform(0.3, 0.7),
+                rng.uniform(0, np.pi),
+            )
         )
     extent = max(math.hypot(oy, ox) + max(ra, rb) for oy, ox, ra, rb, _ in lobes)
 
@@ -302,7 +308,13 @@ def _phantom_background(rng: np.random.Generator, size: int, spacing_mm: float) 
         a = min(rng.uniform(15, 70) * mm, 0.5 * size)
         b = min(rng.uniform(15, 70) * mm, 0.5 * size)
         alpha = _soft_ellipse(
-            shape, rng.uniform(0, size), rng.uniform(0, size), a, b, rng.uniform(0, np.pi), rng.uniform(0.5, 4)
+            shape,
+            rng.uniform(0, size),
+            rng.uniform(0, size),
+            a,
+            b,
+            rng.uniform(0, np.pi),
+            rng.uniform(0.5, 4),
         )
         level = _F32(rng.uniform(0.05, 0.95)) + _F32(rng.uniform(0.3, 1.0)) * texture
         img += alpha * (level - img)
@@ -310,8 +322,13 @@ def _phantom_background(rng: np.random.Generator, size: int, spacing_mm: float) 
     if body:
         c = size / 2.0
         alpha = _soft_ellipse(
-            shape, c + rng.uniform(-10, 10), c + rng.uniform(-10, 10), size * rng.uniform(0.38, 0.6),
-            size * rng.uniform(0.35, 0.5), rng.uniform(0, np.pi), rng.uniform(0.5, 2),
+            shape,
+            c + rng.uniform(-10, 10),
+            c + rng.uniform(-10, 10),
+            size * rng.uniform(0.38, 0.6),
+            size * rng.uniform(0.35, 0.5),
+            rng.uniform(0, np.pi),
+            rng.uniform(0.5, 2),
         )
         outside = _F32(rng.uniform(0.0, 0.08))
         img = alpha * img + (1.0 - alpha) * outside
@@ -351,12 +368,21 @@ def _read_volume_any(path: Path):  # -> seqpatch_core.io.Volume
     return read_volume(path)
 
 
+def _split_indices(rel_z: Sequence[float], split: str) -> np.ndarray:
+    """Indices (int64) of the slices in ``split``: "train" rel_z < 0.8, "val" the rest, or "all"."""
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', not {split!r}")
+    keep = [i for i, r in enumerate(rel_z) if split == "all" or (r < _TRAIN_MAX_REL_Z) == (split == "train")]
+    return np.array(keep, dtype=np.int64)
+
+
 class BackgroundBank:
     """Real anatomy slices (raw intensities) for synthetic backgrounds.
 
     Each slice is a 2-D (y, x) array of raw intensities (HU, stored int16, for CT; arbitrary units,
     stored float16 or float32, for MR) with its in-plane spacing (sy, sx) in mm, its modality
-    ("CT" or "MR"), its relative z-position in its volume (0..1) and its source name.
+    ("CT" or "MR"), its relative z-position in its volume (0..1, over the span of kept tissue slices;
+    see :meth:`from_dir`) and its source name.
 
     The bank keeps all slices; ``split`` selects which ones :meth:`sample` draws from: ``"train"``
     (relative z < 0.8), ``"val"`` (the rest) or ``"all"``. :meth:`save` always writes all slices.
@@ -374,8 +400,6 @@ class BackgroundBank:
         n = len(slices)
         if not (len(spacings) == len(modalities) == len(rel_z) == n):
             raise ValueError("slices, spacings, modalities and rel_z must have the same length")
-        if split not in ("train", "val", "all"):
-            raise ValueError(f"split must be 'train', 'val' or 'all', not {split!r}")
         for m in modalities:
             if m not in ("CT", "MR"):
                 raise ValueError(f"modality must be 'CT' or 'MR', not {m!r}")
@@ -387,11 +411,7 @@ class BackgroundBank:
         self.split = split
         # Per-slice air threshold, used to centre crops on tissue.
         self._thresh = [_content_threshold(s, m) for s, m in zip(self.slices, self.modalities, strict=True)]
-        self._active = np.array(
-            [i for i, r in enumerate(self.rel_z)
-             if split == "all" or (r < _TRAIN_MAX_REL_Z) == (split == "train")],
-            dtype=np.int64,
-        )
+        self._active = _split_indices(self.rel_z, split)
 
     def __len__(self) -> int:
         """Number of slices in the active split."""
@@ -401,14 +421,8 @@ class BackgroundBank:
         """The same slices (shared, not copied) with another active ``split``."""
         new = object.__new__(BackgroundBank)
         new.__dict__.update(self.__dict__)
-        if split not in ("train", "val", "all"):
-            raise ValueError(f"split must be 'train', 'val' or 'all', not {split!r}")
         new.split = split
-        new._active = np.array(
-            [i for i, r in enumerate(self.rel_z)
-             if split == "all" or (r < _TRAIN_MAX_REL_Z) == (split == "train")],
-            dtype=np.int64,
-        )
+        new._active = _split_indices(self.rel_z, split)
         return new
 
     # ---- construction / persistence --------------------------------------------------------------
@@ -437,7 +451,9 @@ class BackgroundBank:
             if arr.ndim != 3:
                 logger.warning("skipping %s: not a 3-D volume (shape %s)", f.name, arr.shape)
                 continue
-            mod = vol.modality if vol.modality in ("CT", "MR") else ("CT" if float(arr.min()) <= -500 else "MR")
+            mod = vol.modality
+            if mod not in ("CT", "MR"):
+                mod = "CT" if float(arr.min()) <= -500 else "MR"
             thr = _content_threshold(arr, mod)
             nz = arr.shape[0]
             keep = [z for z in range(0, nz, every) if float(np.mean(arr[z] > thr)) >= min_content]
@@ -502,9 +518,8 @@ class BackgroundBank:
         for _ in range(30):
             py, px_ = rng.uniform(0, h), rng.uniform(0, w)
             probes = [(py, px_), (py - ry, px_), (py + ry, px_), (py, px_ - rx), (py, px_ + rx)]
-            score = sum(
-                1 for qy, qx in probes if 0 <= qy < h and 0 <= qx < w and sl[int(qy), int(qx)] > self._thresh[i]
-            )
+            thr = self._thresh[i]
+            score = sum(1 for qy, qx in probes if 0 <= qy < h and 0 <= qx < w and sl[int(qy), int(qx)] > thr)
             if score > best:
                 best, cy, cx = score, py, px_
             if score == len(probes):
@@ -560,7 +575,9 @@ def _boundary_point(label: np.ndarray, cy: float, cx: float, ang: float) -> tupl
     return cy + last * dy, cx + last * dx, last
 
 
-def _composite(img: np.ndarray, sl: tuple[slice, slice], alpha: np.ndarray, value: np.ndarray | float) -> None:
+def _composite(
+    img: np.ndarray, sl: tuple[slice, slice], alpha: np.ndarray, value: np.ndarray | float
+) -> None:
     """In place: img[sl] = (1 - alpha) * img[sl] + alpha * value (partial-volume mixing)."""
     region = img[sl]
     region += alpha * (value - region)
@@ -630,11 +647,13 @@ def make_slice(
     value = bg_mean + delta
     parts = [bg_kind, f"{shape_kind} r={r0 / px:.1f}mm", f"d={delta:+.3f}", f"blur={blur:.1f}"]
 
-    # Neighbours are drawn before the target so that the target lies on top of them.
+    # Neighbours are drawn before the target so that the target lies on top of them. They are placed
+    # by walking out from the click, which (unlike the nominal centre) is always inside the label.
+    click = _click_of(label, sl)
     if rng.random() < 0.2:
-        parts.append(_add_leak_organ(rng, img, label, cy, cx, value, delta))
+        parts.append(_add_leak_organ(rng, img, label, click[0], click[1], value, delta))
     if rng.random() < 0.6:
-        parts.append(_add_distractors(rng, img, label, cy, cx, r0, bg_mean, delta, blur, px))
+        parts.append(_add_distractors(rng, img, label, click[0], click[1], r0, bg_mean, delta, blur, px))
 
     # Lesion layer: value + correlated texture (+ optional enhancing rim / necrotic core).
     hh, ww = m.shape
@@ -655,9 +674,8 @@ def make_slice(
     # Smooth multiplicative bias field (+-10 %): random low-order polynomial, cheap and smooth.
     t = np.linspace(-1.0, 1.0, size, dtype=_F32)
     c = rng.uniform(-1, 1, size=5).astype(_F32)
-    bias = c[0] * t[:, None] + c[1] * t[None, :] + c[2] * t[:, None] * t[None, :] + c[3] * (t * t)[:, None] + c[
-        4
-    ] * (t * t)[None, :]
+    ty, tx = t[:, None], t[None, :]
+    bias = c[0] * ty + c[1] * tx + c[2] * ty * tx + c[3] * ty * ty + c[4] * tx * tx
     bias *= _F32(rng.uniform(0.0, 0.1) / max(float(np.abs(bias).max()), 1e-6))
     img *= 1.0 + bias
     np.clip(img, 0.0, 1.0, out=img)
@@ -666,7 +684,7 @@ def make_slice(
     return SynthSlice(
         image=img.astype(_F32, copy=False),
         label=label,
-        click=_click_of(label, sl),
+        click=click,
         spacing_mm=float(spacing_mm),
         kind=" ".join(parts),
     )
@@ -685,7 +703,13 @@ def _click_of(label: np.ndarray, sl: tuple[slice, slice]) -> tuple[float, float]
 
 
 def _add_leak_organ(
-    rng: np.random.Generator, img: np.ndarray, label: np.ndarray, cy: float, cx: float, value: float, delta: float
+    rng: np.random.Generator,
+    img: np.ndarray,
+    label: np.ndarray,
+    cy: float,
+    cx: float,
+    value: float,
+    delta: float,
 ) -> str:
     """A large region of the target's intensity touching the target (half-plane or big ellipse)."""
     size = img.shape[0]
@@ -708,7 +732,9 @@ def _add_leak_organ(
         dist = _F32(rad) - np.sqrt((yy - _F32(oy)) ** 2 + (xx - _F32(ox)) ** 2)
         alpha = np.clip(dist / _F32(edge) + 0.5, 0.0, 1.0)
         kind = "leak-ellipse"
-    img += alpha * (_F32(organ_val) - img)
+    # Mild texture so the organ is not a flat cut-out.
+    layer = _F32(organ_val) + _fft_field(rng, img.shape, [rng.uniform(1.0, 4.0)], [rng.uniform(0.0, 0.04)])
+    img += alpha * (layer - img)
     return kind
 
 
@@ -801,4 +827,6 @@ def benchmark_set(
     training) and the bank's ``"val"`` split (anatomy training never saw)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     bank = backgrounds.with_split("val") if backgrounds is not None else None
+    if bank is not None and len(bank) == 0:
+        logger.warning("background bank has no 'val' slices: benchmark uses procedural phantoms only")
     return [make_slice(rng, size=size, spacing_mm=spacing_mm, backgrounds=bank) for _ in range(n)]

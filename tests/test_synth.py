@@ -1,0 +1,161 @@
+"""Tests for the synthetic training-slice generator (seqpatch_core.synth). Fast: tiny volumes only."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from seqpatch_core.synth import (
+    BackgroundBank,
+    SynthSlice,
+    benchmark_set,
+    jitter_click,
+    make_slice,
+    training_rng,
+)
+
+SEEDS = [0, 1, 2, 3, 4, 5]
+
+
+def _check_slice(s: SynthSlice, size: int) -> None:
+    assert s.image.shape == (size, size) and s.image.dtype == np.float32
+    assert s.label.shape == (size, size) and s.label.dtype == np.uint8
+    assert float(s.image.min()) >= 0.0 and float(s.image.max()) <= 1.0
+    assert set(np.unique(s.label)) <= {0, 1}
+    assert s.label.any()
+    _, n = ndi.label(s.label, structure=np.ones((3, 3), bool))
+    assert n == 1
+    assert np.array_equal(ndi.binary_fill_holes(s.label), s.label.astype(bool))
+    y, x = s.click
+    assert s.label[int(round(y)), int(round(x))] == 1
+    assert isinstance(s.kind, str) and s.kind
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_make_slice_valid_and_deterministic(seed: int) -> None:
+    a = make_slice(np.random.default_rng(seed), size=128)
+    b = make_slice(np.random.default_rng(seed), size=128)
+    _check_slice(a, 128)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.label, b.label)
+    assert a.click == b.click and a.kind == b.kind
+
+
+@pytest.mark.parametrize("spacing", [0.6, 1.0, 2.0])
+def test_object_size_and_position(spacing: float) -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(8):
+        s = make_slice(rng, size=160, spacing_mm=spacing)
+        _check_slice(s, 160)
+        assert s.spacing_mm == spacing
+        diam_mm = 2.0 * math.sqrt(s.label.sum() / math.pi) * spacing
+        assert 1.5 <= diam_mm <= 100.0
+        # Target near the centre: nominal centre within 15 px, mass centre may drift with the shape.
+        ys, xs = np.nonzero(s.label)
+        assert abs(ys.mean() - 79.5) < 15 + 0.5 * (ys.max() - ys.min()) + 5
+        assert abs(xs.mean() - 79.5) < 15 + 0.5 * (xs.max() - xs.min()) + 5
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_jitter_click_within_radius(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    s = make_slice(rng, size=128)
+    r_eq = math.sqrt(s.label.sum() / math.pi)
+    for _ in range(20):
+        y, x = jitter_click(s.click, s.label, rng, max_frac=0.3)
+        assert math.hypot(y - s.click[0], x - s.click[1]) <= 0.3 * r_eq + 1e-6
+        assert s.label[int(round(y)), int(round(x))] == 1
+
+
+def test_jitter_click_falls_back_to_original() -> None:
+    label = np.zeros((20, 20), np.uint8)
+    label[10, 10] = 1  # one pixel: every real move leaves it, or lands on it after rounding
+    y, x = jitter_click((10.0, 10.0), label, np.random.default_rng(0), max_frac=5.0)
+    assert label[int(round(y)), int(round(x))] == 1
+
+
+def test_seed_streams_differ() -> None:
+    a = benchmark_set(1, seed=0, backgrounds=None, size=96)[0]
+    b = make_slice(training_rng(0, 0), size=96)
+    assert not np.array_equal(a.image, b.image)
+    c = benchmark_set(1, seed=0, backgrounds=None, size=96)[0]
+    np.testing.assert_array_equal(a.image, c.image)
+
+
+def _write_tiny_volumes(folder: Path) -> None:
+    sitk = pytest.importorskip("SimpleITK")
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:10, :48, :40]
+    body = ((yy - 24) / 20.0) ** 2 + ((xx - 20) / 17.0) ** 2 < 1
+    ct = np.where(body, 40 + 20 * rng.standard_normal(body.shape), -1000).astype(np.int16)
+    ct[:, 20:24, 15:25] = 700  # "bone"
+    img = sitk.GetImageFromArray(ct)
+    img.SetSpacing((0.8, 0.8, 2.0))  # (x, y, z)
+    sitk.WriteImage(img, str(folder / "ct.nii.gz"))
+    mr = np.where(body, 100 + 10 * rng.standard_normal(body.shape), 0).astype(np.float32)
+    mr[:2] = 0  # air-only slices: must be skipped
+    img = sitk.GetImageFromArray(mr)
+    img.SetSpacing((1.2, 1.2, 3.0))
+    sitk.WriteImage(img, str(folder / "mr.nii.gz"))
+
+
+@pytest.fixture(scope="module")
+def tiny_bank(tmp_path_factory: pytest.TempPathFactory) -> BackgroundBank:
+    folder = tmp_path_factory.mktemp("bg")
+    _write_tiny_volumes(folder)
+    return BackgroundBank.from_dir(folder)
+
+
+def test_bank_from_dir(tiny_bank: BackgroundBank) -> None:
+    mods = tiny_bank.modalities
+    assert mods.count("CT") == 5  # every 2nd of 10 slices
+    assert mods.count("MR") == 4  # z = 0 (air) skipped; 2, 4, 6, 8 kept
+    for s, m, sp in zip(tiny_bank.slices, mods, tiny_bank.spacings, strict=True):
+        assert s.dtype == (np.int16 if m == "CT" else np.float16)
+        assert sp == pytest.approx((0.8, 0.8) if m == "CT" else (1.2, 1.2))
+    n_train, n_val = len(tiny_bank.with_split("train")), len(tiny_bank.with_split("val"))
+    assert n_train > 0 and n_val > 0 and n_train + n_val == len(tiny_bank)
+
+
+def test_bank_save_load_roundtrip(tiny_bank: BackgroundBank, tmp_path: Path) -> None:
+    path = tmp_path / "bank.npz"
+    tiny_bank.save(path)
+    loaded = BackgroundBank.load(path)
+    assert len(loaded) == len(tiny_bank)
+    assert loaded.modalities == tiny_bank.modalities
+    assert loaded.spacings == tiny_bank.spacings
+    assert loaded.rel_z == tiny_bank.rel_z
+    assert loaded.names == tiny_bank.names
+    for a, b in zip(loaded.slices, tiny_bank.slices, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert len(BackgroundBank.load(path, split="val")) == len(tiny_bank.with_split("val"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bank_sample_and_make_slice(tiny_bank: BackgroundBank, seed: int) -> None:
+    img, mod = tiny_bank.sample(np.random.default_rng(seed), 64, 1.0)
+    assert img.shape == (64, 64) and img.dtype == np.float32 and mod in ("CT", "MR")
+    assert 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    a = make_slice(np.random.default_rng(seed), size=96, backgrounds=tiny_bank)
+    b = make_slice(np.random.default_rng(seed), size=96, backgrounds=tiny_bank)
+    _check_slice(a, 96)
+    np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_bank_backgrounds_are_used(tiny_bank: BackgroundBank) -> None:
+    rng = np.random.default_rng(5)
+    kinds = [make_slice(rng, size=64, backgrounds=tiny_bank).kind for _ in range(10)]
+    assert any(k.startswith("bank(") for k in kinds)
+    bench = benchmark_set(4, seed=3, backgrounds=tiny_bank, size=64)
+    assert len(bench) == 4
+    for s in bench:
+        _check_slice(s, 64)
+        if s.kind.startswith("bank("):
+            # Benchmark draws only from the "val" split.
+            val_names = {tiny_bank.names[i] for i in range(len(tiny_bank.names)) if tiny_bank.rel_z[i] >= 0.8}
+            assert s.kind[5:].split(",")[0] in val_names
