@@ -65,7 +65,8 @@ _CT_PRESET_PROBS: dict[str, float] = {"soft": 0.4, "lung": 0.3, "bone": 0.15, "b
 _VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _TRAIN_MAX_REL_Z = 0.8  # relative z below this -> "train", else "val"
 _MIN_CONTENT_FRAC = 0.3  # a kept slice needs at least this fraction of non-air pixels
-_BANK_PROB_PHANTOM = 0.3  # probability of a procedural background even when a bank is given
+_BANK_PROB_PHANTOM = 0.4  # probability of a procedural background even when a bank is given
+_LUNG_PROB = 0.5  # share of procedural backgrounds that are lung-like
 _CENTRE_JITTER_PX = 15.0
 
 _F32 = np.float32
@@ -334,6 +335,42 @@ def _phantom_background(rng: np.random.Generator, size: int, spacing_mm: float) 
         img = alpha * img + (1.0 - alpha) * outside
     np.clip(img, 0.0, 1.0, out=img)
     return img, f"phantom(organs={n_org}{',body' if body else ''})"
+
+
+def _lung_background(rng: np.random.Generator, size: int, spacing_mm: float) -> tuple[np.ndarray, str]:
+    """Lung-like background (float32 (size, size) in [0, 1]): dark parenchyma with fine texture,
+    bright branching-vessel segments, and often a chest wall / mediastinum of soft-tissue brightness.
+
+    Lung nodules and tumours are the commonest CT lesions; the head anatomy in the background bank has
+    no lung, so this phantom supplies the dark-surround, vessel-touching, wall-abutting case.
+    """
+    shape = (size, size)
+    mm = 1.0 / spacing_mm
+    base = rng.uniform(0.03, 0.4)
+    img = _F32(base) + _fft_field(rng, shape, [rng.uniform(1, 3) * mm, rng.uniform(10, 30) * mm],
+                                  [rng.uniform(0.01, 0.05), rng.uniform(0.02, 0.06)])
+    n_vessels = int(rng.integers(6, 22))
+    for _ in range(n_vessels):
+        val = _F32(min(0.98, base + rng.uniform(0.15, 0.6)))
+        width = max(1.0, rng.uniform(1.0, 5.0) * mm)
+        alpha = _tube_alpha(size, rng.uniform(0, size), rng.uniform(0, size), rng.uniform(0, np.pi), 0.0, width,
+                            rng.uniform(0, 8) * mm, rng.uniform(15, 50) * mm, rng.uniform(10, 50) * mm, 0.0)
+        img += alpha * (val - img)
+    wall = rng.random() < 0.6
+    if wall:
+        ang = rng.uniform(0, 2 * np.pi)
+        dist = rng.uniform(10, 0.6 * size / mm) * mm  # from the image centre, px
+        yy = np.arange(size, dtype=_F32)[:, None] - _F32(size / 2)
+        xx = np.arange(size, dtype=_F32)[None, :] - _F32(size / 2)
+        curv = rng.uniform(0.0, 0.004) / mm
+        d = yy * _F32(math.sin(ang)) + xx * _F32(math.cos(ang)) - _F32(dist)
+        across = -yy * _F32(math.cos(ang)) + xx * _F32(math.sin(ang))
+        d = d + _F32(curv) * across * across  # a gently curved wall
+        alpha = np.clip(d / _F32(rng.uniform(0.5, 2.0)) + 0.5, 0.0, 1.0)
+        level = _F32(rng.uniform(0.55, 0.95)) + _fft_field(rng, shape, [rng.uniform(2, 6) * mm], [0.03])
+        img += alpha * (level - img)
+    np.clip(img, 0.0, 1.0, out=img)
+    return img, f"lung(vessels={n_vessels}{',wall' if wall else ''})"
 
 
 def _content_threshold(a: np.ndarray, modality: str) -> float:
@@ -618,6 +655,8 @@ def make_slice(
     # ---- background ----
     if backgrounds is not None and len(backgrounds) > 0 and rng.random() >= _BANK_PROB_PHANTOM:
         img, _, bg_kind = backgrounds._sample(rng, size, spacing_mm)
+    elif rng.random() < _LUNG_PROB:
+        img, bg_kind = _lung_background(rng, size, spacing_mm)
     else:
         img, bg_kind = _phantom_background(rng, size, spacing_mm)
 
@@ -643,6 +682,9 @@ def make_slice(
         if not 0.02 <= bg_mean + sign * mag <= 0.98:  # too strong either way: use the roomier side
             sign = 1.0 if bg_mean < 0.5 else -1.0
             mag = max(0.03, (0.98 - bg_mean) if sign > 0 else (bg_mean - 0.02))
+    if bg_kind.startswith("lung") and rng.random() < 0.8:
+        # a solid nodule in aerated lung: soft tissue, much brighter than the parenchyma
+        sign, mag = 1.0, min(rng.uniform(0.25, 0.75), 0.98 - bg_mean)
     delta = sign * mag
     value = bg_mean + delta
     parts = [bg_kind, f"{shape_kind} r={r0 / px:.1f}mm", f"d={delta:+.3f}", f"blur={blur:.1f}"]
@@ -738,6 +780,21 @@ def _add_leak_organ(
     return kind
 
 
+def _tube_alpha(
+    size: int, cy: float, cx: float, psi: float, off: float, width: float,
+    bend_a: float, bend_l: float, half_len: float, a0: float,
+) -> np.ndarray:
+    """Coverage (size, size) float32 of a slightly curved tube of ``width`` px at angle ``psi``,
+    offset ``off`` px from (cy, cx), centred ``a0`` px along it, ``2 * half_len`` px long."""
+    yy = np.arange(size, dtype=_F32)[:, None] - _F32(cy)
+    xx = np.arange(size, dtype=_F32)[None, :] - _F32(cx)
+    s, c = _F32(math.sin(psi)), _F32(math.cos(psi))
+    along = xx * c + yy * s
+    across = -xx * s + yy * c - _F32(off) - _F32(bend_a) * np.sin(along / _F32(bend_l))
+    alpha = np.clip(_F32(width / 2 + 0.5) - np.abs(across), 0.0, 1.0)
+    return alpha * np.clip(_F32(half_len) - np.abs(along - _F32(a0)), 0.0, 1.0)
+
+
 def _add_distractors(
     rng: np.random.Generator,
     img: np.ndarray,
@@ -763,15 +820,9 @@ def _add_distractors(
             off *= 1 if rng.random() < 0.5 else -1
             width = max(1.5, rng.uniform(1.5, 6.0) * px)
             bend_a, bend_l = rng.uniform(0, 0.3) * r0, rng.uniform(20, 60) * px
-            yy = np.arange(size, dtype=_F32)[:, None] - _F32(cy)
-            xx = np.arange(size, dtype=_F32)[None, :] - _F32(cx)
-            s, c = _F32(math.sin(psi)), _F32(math.cos(psi))
-            along = xx * c + yy * s
-            across = -xx * s + yy * c - _F32(off) - _F32(bend_a) * np.sin(along / _F32(bend_l))
             # Finite segment (30-120 mm) with soft ends: full-image lines look artificial.
             half_len, a0 = rng.uniform(15, 60) * px, rng.uniform(-1.0, 1.0) * r0
-            alpha = np.clip(_F32(width / 2 + 0.5) - np.abs(across), 0.0, 1.0)
-            alpha *= np.clip(_F32(half_len) - np.abs(along - _F32(a0)), 0.0, 1.0)
+            alpha = _tube_alpha(size, cy, cx, psi, off, width, bend_a, bend_l, half_len, a0)
             img += alpha * (val - img)
             kinds.append("vessel")
             continue

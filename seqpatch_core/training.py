@@ -187,6 +187,8 @@ def train(tc: TrainConfig) -> dict:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # few distinct shapes (one per preset): autotune each
     out = Path(tc.out)
     resume_path = out.with_suffix(".resume.pt")
     curve_path = out.with_suffix(".json")

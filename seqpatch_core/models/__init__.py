@@ -26,6 +26,10 @@ from seqpatch_core.models.unet import UNet
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "seqpatch": ("seqpatch", {}),
     "unet": ("unet", {"base": 32, "norm": "group"}),
+    # tuning candidates for the baseline and the sequential net (chosen on synthetic validation only)
+    "unet_w16": ("unet", {"base": 16, "norm": "group"}),
+    "unet_bn": ("unet", {"base": 32, "norm": "batch"}),
+    "seqpatch_gn": ("seqpatch", {"norm": "group"}),
     "seqfcn": ("seqpatch", {"rnn_levels": "none"}),
     "bottom": ("seqpatch", {"rnn_levels": "bottom"}),
     "bottom_middle": ("seqpatch", {"rnn_levels": "bottom_middle"}),
@@ -88,20 +92,27 @@ def build_model(name: str, checkpoint: str | Path | None = None, **config: Any) 
         wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
         detail = (missing and f"missing {missing[0]}") or (extra and f"unexpected {extra[0]}") or f"shape of {wrong[0]}"
         raise WeightsError(f"{Path(checkpoint).name} does not fit the {name!r} network ({detail})")
-    model.load_state_dict(state)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model.record = record
     return model.eval()
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, **record: Any) -> None:
-    """Write ``model``'s weights and its record (architecture, plus any extra fields) as safetensors."""
+def save_checkpoint(model: nn.Module, path: str | Path, dtype: torch.dtype = torch.float16, **record: Any) -> None:
+    """Write ``model``'s weights and its record (architecture, plus any extra fields) as safetensors.
+
+    Weights are stored as float16 by default (half the download; they are loaded back as float32,
+    and the likelihoods move by about 1e-3 at most). Integer buffers keep their dtype.
+    """
     from safetensors.torch import save_file
 
     base = dict(getattr(model, "record", {}))
     base.update(record)
     if "arch" not in base or "config" not in base:
         raise WeightsError("the model has no architecture record; build it with build_model")
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

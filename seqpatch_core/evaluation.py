@@ -1,0 +1,298 @@
+"""Slice-wise evaluation of the segmentation methods against reference labels.
+
+Two sources of cases:
+
+* a real volume with its label (:func:`evaluate_volume`): every slice z that holds the label is
+  clicked, at the label's mass centre on that slice (the nearest label pixel when the centre falls
+  outside it), through the same :class:`~seqpatch_core.predictor.Predictor` path the app uses;
+* held-out synthetic slices (:func:`evaluate_synthetic`): ``training.validation_set`` (half at
+  1.0 mm with preset ``ct``, half at 0.625 mm with ``promise12``; the background bank's ``"val"``
+  split), segmented on their working grid exactly like training's validation
+  (:func:`segment_working`).
+
+Click modes (:func:`parse_clicks`): ``centroid`` (one click per slice at the centre above) or
+``jitter:N`` (N clicks per slice moved from the centre by a uniform distance of up to 20 % of the
+slice object's equivalent radius ``sqrt(area / pi)``, in a uniform direction, staying inside the
+object: :func:`seqpatch_core.synth.jitter_click`). Jitter is seeded by ``SeedSequence([seed, 13])``,
+apart from the synthetic slices' own stream. In jitter mode the centre click is evaluated as well,
+so the summary reports the Dice lost by moving the click ("dice_lost" = mean centre Dice - mean
+jittered Dice, per slice then averaged).
+
+Metrics are :func:`seqpatch_core.metrics.evaluate_masks` on 2D slices with the slice's in-plane
+spacing (y, x) in mm: Dice, CD-x/y/z (cd_z is 0 on 2D slices), HD95, ABD (mm) and aRVD.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqpatch_core import rays, synth
+from seqpatch_core.errors import InputError
+from seqpatch_core.metrics import evaluate_masks
+from seqpatch_core.predictor import Predictor, run_network
+from seqpatch_core.propagate import mask_click
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "JITTER_FRAC",
+    "METRICS",
+    "evaluate_synthetic",
+    "evaluate_volume",
+    "markdown_table",
+    "parse_clicks",
+    "segment_working",
+    "slice_clicks",
+    "summarize",
+]
+
+#: Largest click displacement of ``jitter:N``, as a fraction of the object's equivalent radius.
+JITTER_FRAC = 0.2
+#: Metrics summarised per method (keys of ``evaluate_masks``), with their table headers.
+METRICS: dict[str, str] = {
+    "dice": "Dice",
+    "cd_x": "CD-x (mm)",
+    "cd_y": "CD-y (mm)",
+    "cd_z": "CD-z (mm)",
+    "hd95": "HD95 (mm)",
+    "abd": "ABD (mm)",
+}
+
+Progress = Callable[[float, str], None]
+
+
+def parse_clicks(spec: str) -> tuple[str, int]:
+    """``"centroid"`` -> ("centroid", 1); ``"jitter:N"`` (N >= 1) -> ("jitter", N); else InputError."""
+    text = str(spec).strip().lower()
+    if text == "centroid":
+        return "centroid", 1
+    if text.startswith("jitter:"):
+        try:
+            n = int(text.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return "jitter", n
+    raise InputError(f"unknown click mode {spec!r}; use centroid or jitter:N (N >= 1)")
+
+
+def _jitter_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, 13]))
+
+
+def slice_clicks(
+    label: np.ndarray, mode: str, n: int, rng: np.random.Generator, centre: tuple[float, float] | None = None
+) -> list[tuple[float, float]]:
+    """Clicks (y, x) in slice px on a 2D label (H, W) for one click mode.
+
+    The first click is always the object's centre (``centre`` or :func:`mask_click`); ``jitter``
+    appends ``n`` jittered clicks (see the module docstring).
+    """
+    c = centre if centre is not None else mask_click(label)
+    clicks = [(float(c[0]), float(c[1]))]
+    if mode == "jitter":
+        clicks += [synth.jitter_click(c, label, rng, max_frac=JITTER_FRAC) for _ in range(n)]
+    return clicks
+
+
+def segment_working(
+    model: nn.Module,
+    image_w: np.ndarray,
+    clicks_w: np.ndarray,
+    cfg: rays.RayConfig,
+    device: torch.device,
+    threshold: float = 0.5,
+    dtype: torch.dtype | None = None,
+) -> list[np.ndarray]:
+    """Masks for N clicks on one windowed working-grid slice, in one network batch.
+
+    image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) working px. The whole pipeline
+    (fusion, threshold, component holding the click, hole filling) as in the app, without the
+    resampling to a slice grid. Returns N (Hw, Ww) bool masks. ``training.validate`` does the same
+    for one click.
+    """
+    clicks_w = np.asarray(clicks_w, dtype=np.float64).reshape(-1, 2)
+    outs = run_network(model, image_w, clicks_w, cfg, device, dtype)
+    return [rays.postprocess(wr.fused, wr.coverage, c, threshold) for wr, c in zip(outs, clicks_w, strict=True)]
+
+
+def _rows_for_slice(
+    masks_by_method: dict[str, list[np.ndarray]],
+    ref: np.ndarray,
+    clicks: Sequence[tuple[float, float]],
+    spacing_yx: tuple[float, float],
+    case: dict,
+) -> list[dict]:
+    """One row per (method, click): the case fields, the click and the metrics."""
+    rows = []
+    for method, masks in masks_by_method.items():
+        for i, (mask, click) in enumerate(zip(masks, clicks, strict=True)):
+            m = evaluate_masks(mask, ref, spacing_yx)
+            rows.append(
+                {
+                    "method": method,
+                    **case,
+                    "click": [round(float(click[0]), 3), round(float(click[1]), 3)],
+                    "click_kind": "centre" if i == 0 else "jitter",
+                    **m,
+                }
+            )
+    return rows
+
+
+def _select(rows: list[dict], mode: str) -> list[dict]:
+    """The rows the summary is about: centre clicks (centroid mode) or jittered ones."""
+    kind = "centre" if mode == "centroid" else "jitter"
+    return [r for r in rows if r["click_kind"] == kind]
+
+
+def evaluate_volume(
+    predictor: Predictor,
+    label: np.ndarray,
+    methods: Sequence[str],
+    clicks: str = "centroid",
+    seed: int = 0,
+    preset: str | None = None,
+    threshold: float = 0.5,
+    progress: Progress | None = None,
+) -> dict:
+    """Evaluate ``methods`` on every labelled slice of the predictor's volume.
+
+    label: (z, y, x) of the volume's shape, non-zero = object. All clicks of one slice go through
+    one :meth:`Predictor.predict_many` batch per method. Returns ``{"clicks", "seed", "spacing_zyx",
+    "slices": [z...], "rows": [...], "summary": {method: ...}}`` (see :func:`summarize`).
+    """
+    mode, n = parse_clicks(clicks)
+    vol = predictor.volume
+    if vol is None:
+        raise InputError("no volume loaded: load an image first")
+    lab = np.asarray(label) != 0
+    if lab.shape != vol.shape:
+        raise InputError(f"label shape {lab.shape} differs from the image's {vol.shape} (z, y, x)")
+    zs = [int(z) for z in np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))]
+    if not zs:
+        raise InputError("the label is empty: nothing to evaluate")
+    spacing_yx = (float(vol.spacing[1]), float(vol.spacing[2]))
+    rng = _jitter_rng(seed)
+    rows: list[dict] = []
+    for i, z in enumerate(zs):
+        if progress is not None:
+            progress(i / len(zs), f"slice {z}")
+        pts = slice_clicks(lab[z], mode, n, rng)
+        masks = {
+            m: [r.mask for r in predictor.predict_many(z, pts, m, preset=preset, threshold=threshold)]
+            for m in methods
+        }
+        rows += _rows_for_slice(masks, lab[z], pts, spacing_yx, {"case": vol.source, "z": z})
+    if progress is not None:
+        progress(1.0, "done")
+    return {
+        "source": vol.source,
+        "clicks": clicks,
+        "seed": seed,
+        "spacing_zyx": list(vol.spacing),
+        "slices": zs,
+        "rows": rows,
+        "summary": summarize(rows, methods, mode),
+    }
+
+
+def evaluate_synthetic(
+    models: dict[str, nn.Module],
+    n: int,
+    seed: int,
+    backgrounds: str | None,
+    device: torch.device,
+    clicks: str = "centroid",
+    threshold: float = 0.5,
+    progress: Progress | None = None,
+) -> dict:
+    """Evaluate ``models`` (name -> network) on ``n`` held-out synthetic slices.
+
+    The slices are ``training.validation_set(n, seed, backgrounds)``; each is already a windowed
+    working-grid image, so it is segmented by :func:`segment_working` with the slice's preset.
+    Returns the same structure as :func:`evaluate_volume` (``case`` is the slice index).
+    """
+    from seqpatch_core.training import validation_set
+
+    if n < 1:
+        raise InputError(f"--synthetic needs at least 1 slice, got {n}")
+    mode, k = parse_clicks(clicks)
+    val = validation_set(n, seed, backgrounds)
+    rng = _jitter_rng(seed)
+    rows: list[dict] = []
+    for i, (s, preset) in enumerate(val):
+        if progress is not None:
+            progress(i / len(val), f"synthetic slice {i}")
+        cfg = rays.get_preset(preset)
+        pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
+        masks = {name: segment_working(m, s.image, np.array(pts), cfg, device, threshold) for name, m in models.items()}
+        case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
+        rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case)
+    if progress is not None:
+        progress(1.0, "done")
+    return {
+        "source": f"synthetic (n={n}, seed={seed}, backgrounds={backgrounds or 'phantoms'})",
+        "clicks": clicks,
+        "seed": seed,
+        "slices": list(range(len(val))),
+        "rows": rows,
+        "summary": summarize(rows, list(models), mode),
+    }
+
+
+def _mean_sd(values: Sequence[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else 0.0}
+
+
+def summarize(rows: list[dict], methods: Sequence[str], mode: str = "centroid") -> dict:
+    """Per method: ``{metric: {"mean", "sd"}}`` over the mode's rows, ``"n"`` (rows) and ``"slices"``.
+
+    The sd is the sample standard deviation (0 for one row). In jitter mode also
+    ``"dice_centre"`` (mean Dice of the centre clicks) and ``"dice_lost"``: the mean over slices of
+    (centre Dice - mean jittered Dice).
+    """
+    out: dict[str, dict] = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        sel = _select(mine, mode)
+        if not sel:
+            continue
+        entry: dict = {k: _mean_sd([r[k] for r in sel]) for k in METRICS}
+        entry["n"] = len(sel)
+        entry["slices"] = len({(r["case"], r["z"]) for r in sel})
+        if mode == "jitter":
+            centre = {(r["case"], r["z"]): r["dice"] for r in mine if r["click_kind"] == "centre"}
+            lost: dict[tuple, list[float]] = {}
+            for r in sel:
+                lost.setdefault((r["case"], r["z"]), []).append(centre[(r["case"], r["z"])] - r["dice"])
+            entry["dice_centre"] = _mean_sd(list(centre.values()))
+            entry["dice_lost"] = _mean_sd([float(np.mean(v)) for v in lost.values()])
+        out[method] = entry
+    return out
+
+
+def _fmt(stat: dict[str, float], digits: int) -> str:
+    if not math.isfinite(stat["mean"]):
+        return "n/a"
+    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def markdown_table(summary: dict) -> str:
+    """One row per method: mean ± sd of each metric, n clicks and slices (and Dice lost in jitter mode)."""
+    jitter = any("dice_lost" in e for e in summary.values())
+    head = ["method", *METRICS.values(), "n", "slices"] + (["Dice (centre)", "Dice lost"] if jitter else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, e in summary.items():
+        cells = [method] + [_fmt(e[k], 3 if k == "dice" else 2) for k in METRICS] + [str(e["n"]), str(e["slices"])]
+        if jitter:
+            cells += [_fmt(e["dice_centre"], 3), _fmt(e["dice_lost"], 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
