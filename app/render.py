@@ -67,7 +67,9 @@ def display_factor(shape_yx: Sequence[int]) -> int:
     return int(min(_MAX_FACTOR, max(1, math.ceil(_TARGET_PX / longest))))
 
 
-def display_to_slice(xy_display: Sequence[float], factor: int, shape_yx: Sequence[int]) -> tuple[float, float]:
+def display_to_slice(
+    xy_display: Sequence[float], factor: int, shape_yx: Sequence[int]
+) -> tuple[float, float]:
     """A picture pixel ``[x, y]`` (Gradio's ``SelectData.index`` order) → slice point (y, x), clamped.
 
     Picture pixel ``i`` covers slice pixels ``[i / f - 0.5, (i + 1) / f - 0.5]``; its centre is taken.
@@ -239,8 +241,11 @@ def _dashed_line(draw: ImageDraw.ImageDraw, a, b, colour, width: int, dash: floa
     for s in range(0, steps + 1, 2):
         t0 = s * dash / length
         t1 = min(1.0, (s + 1) * dash / length)
-        draw.line([(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
-                  fill=colour, width=width)
+        draw.line(
+            [(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
+            fill=colour,
+            width=width,
+        )
 
 
 def _colourbar(img: Image.Image, lut: np.ndarray, scale: float) -> None:
@@ -333,8 +338,13 @@ def render_ray_grid(
             canvas[y0 : y0 + ps, x0 + ps + gap : x0 + cw] = _enlarge(lk[i, j], s)
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
-    _text(draw, (left, 6), f"k = 0 … {k - 1}   (inside → outside along each ray; "
-          "left: input patch, right: likelihood; orange frame: patch centre inside the mask)", 14)
+    _text(
+        draw,
+        (left, 6),
+        f"k = 0 … {k - 1}   (inside -> outside along each ray; "
+        "left: input patch, right: likelihood; orange frame: patch centre inside the mask)",
+        14,
+    )
     for i in range(n):
         y0 = top + i * (ps + pad)
         angle = 360.0 * i / n

@@ -139,11 +139,152 @@ def cmd_prepare_backgrounds(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import torch
+
+    from seqpatch_core.bench import markdown, run_bench
+    from seqpatch_core.predictor import Predictor
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    models = load_models(["seqpatch", "unet"], {"seqpatch": args.weights_seqpatch, "unet": args.weights_unet})
+    pred = Predictor(models, device=args.device, dtype=dtypes[args.dtype])
+    result = run_bench(pred, args.image, args.label, clicks=args.clicks, preset=args.preset, with_load=not args.no_load)
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
 def cmd_make_examples(args) -> int:
     from seqpatch_core.examples import make_examples
 
     make_examples(args.real)
     return 0
+
+
+def _method_list(text: str) -> list[str]:
+    """``"seqpatch,unet"`` -> ["seqpatch", "unet"]; unknown names are a usage error."""
+    from seqpatch_core.models import MODELS
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in MODELS]
+    if not names or bad:
+        name = (bad or [text])[0]
+        raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {', '.join(MODELS)}")
+    return list(dict.fromkeys(names))  # keep the order, drop repeats
+
+
+def _checked_models(args) -> dict:
+    """The models of ``args.methods`` on ``args.device``, from --weights-<method> or the shipped files.
+
+    A missing checkpoint is reported with its full path (WeightsError: exit 2, one line).
+    """
+    from seqpatch_core.errors import WeightsError
+    from seqpatch_core.predictor import pick_device
+
+    device = pick_device(args.device)
+    weights = {}
+    for name in args.methods:
+        path = getattr(args, f"weights_{name}", None) or DEFAULT_WEIGHTS.get(name)
+        if path is not None and not Path(path).is_file():
+            raise WeightsError(f"weights file for {name!r} not found: {path}")
+        weights[name] = path
+    # the networks must sit where the inputs are sent (run_network moves only the data)
+    return {k: m.to(device) for k, m in load_models(args.methods, weights).items()}
+
+
+def _write_json(data: dict, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=1))
+        log.info("wrote %s", path)
+
+
+def _load_case(args):
+    """(Predictor holding ``args.image``, its label (z, y, x) uint8 or None) for evaluate/robustness."""
+    from seqpatch_core.io import read_label, read_volume
+    from seqpatch_core.predictor import Predictor
+
+    volume = read_volume(args.image)
+    for w in volume.warnings:
+        log.warning("%s", w)
+    label = read_label(args.label, volume) if args.label else None
+    pred = Predictor(_checked_models(args), device=args.device)
+    pred.set_volume(volume, window=args.window)
+    return pred, label
+
+
+def cmd_evaluate(args) -> int:
+    from seqpatch_core import evaluation
+    from seqpatch_core.errors import InputError
+    from seqpatch_core.predictor import pick_device
+
+    evaluation.parse_clicks(args.clicks)  # a bad mode fails before any model is loaded
+    if (args.image is None) == (args.synthetic is None):
+        raise InputError("give either --image with --label, or --synthetic N")
+    if args.synthetic is not None:
+        models = _checked_models(args)
+        bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
+        res = evaluation.evaluate_synthetic(
+            models, args.synthetic, args.seed, bank, pick_device(args.device),
+            clicks=args.clicks, threshold=args.threshold,
+        )
+    else:
+        if not args.label:
+            raise InputError("--image needs --label (the reference segmentation)")
+        pred, label = _load_case(args)
+        res = evaluation.evaluate_volume(
+            pred, label, args.methods, clicks=args.clicks, seed=args.seed, preset=args.preset,
+            threshold=args.threshold,
+        )
+    print(f"{res['source']}, clicks: {res['clicks']}\n")
+    print(evaluation.markdown_table(res["summary"]), flush=True)
+    _write_json(res, args.json)
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    from seqpatch_core.errors import InputError
+    from seqpatch_core.propagate import mask_click
+    from seqpatch_core.robustness import click_robustness, robustness_figure, robustness_table
+
+    pred, label = _load_case(args)
+    nz = pred.volume.shape[0]
+    if not 0 <= args.slice < nz:
+        raise InputError(f"slice {args.slice} is outside the volume (0..{nz - 1})")
+    label_slice = label[args.slice] if label is not None else None
+    if args.point is not None:
+        point = tuple(args.point)
+    elif label_slice is not None and label_slice.any():
+        point = mask_click(label_slice)
+    elif label_slice is not None:
+        raise InputError(f"the label is empty on slice {args.slice}: give --point Y X")
+    else:
+        raise InputError("give --point Y X or --label (to click the label's centre)")
+    res = click_robustness(
+        pred, args.slice, point, grid=args.grid, step_mm=args.step_mm, methods=args.methods,
+        label_slice=label_slice, preset=args.preset, threshold=args.threshold,
+    )
+    print(robustness_table(res), flush=True)
+    _write_json(res, args.json)
+    if args.png:
+        robustness_figure(res).savefig(args.png, dpi=120)
+        log.info("wrote %s", args.png)
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by evaluate and robustness: methods, their weights, window, preset, threshold."""
+    p.add_argument("--methods", type=_method_list, default=["seqpatch", "unet"], help="comma-separated")
+    p.add_argument("--weights-seqpatch", default=None, help="default: weights/seqpatch.safetensors")
+    p.add_argument("--weights-unet", default=None, help="default: weights/unet.safetensors")
+    p.add_argument("--window", default="auto", help="auto|soft|lung|bone|brain|mr|W,L")
+    p.add_argument("--preset", default=None, choices=["ct", "mr", "promise12"],
+                   help="ray preset (default: ct for CT, mr otherwise)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="write the full result here")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,10 +327,49 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")
     tr.set_defaults(func=cmd_train)
 
+    default_bank = PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"
+    ev = sub.add_parser("evaluate", help="per-slice Dice, CD, HD95, ABD on a labelled image or synthetic set")
+    ev.add_argument("--image", default=None, help="image to click on every labelled slice")
+    ev.add_argument("--label", default=None, help="reference label of --image")
+    ev.add_argument("--synthetic", type=int, default=None, metavar="N", help="N held-out synthetic slices")
+    ev.add_argument("--backgrounds", default=str(default_bank) if default_bank.exists() else None,
+                    help="background bank for --synthetic (folder or .npz; 'none': phantoms)")
+    ev.add_argument("--clicks", default="centroid",
+                    help="centroid | jitter:N (N clicks per slice up to 20%% of the object's radius away)")
+    ev.add_argument("--seed", type=int, default=0)
+    _add_model_options(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    ro = sub.add_parser("robustness", help="Dice over a grid of click offsets on one slice")
+    ro.add_argument("image")
+    ro.add_argument("--label", default=None, help="reference label (default: each method's own result)")
+    ro.add_argument("--slice", type=int, required=True, metavar="Z")
+    ro.add_argument("--point", nargs=2, type=float, default=None, metavar=("Y", "X"),
+                    help="original click in slice px (default: the label's centre on the slice)")
+    ro.add_argument("--grid", type=int, default=5, help="grid × grid offsets")
+    ro.add_argument("--step-mm", type=float, default=3.0, help="offset step (mm)")
+    ro.add_argument("--png", default=None, help="write the Dice heat maps here")
+    _add_model_options(ro)
+    ro.set_defaults(func=cmd_robustness)
+
     pb = sub.add_parser("prepare-backgrounds", help="cache background slices as .npz (for machines without SimpleITK)")
     pb.add_argument("src")
     pb.add_argument("--out", required=True)
     pb.set_defaults(func=cmd_prepare_backgrounds)
+    be = sub.add_parser("bench", help="per-click latency by stage, robustness grid, loading, sizes")
+    be.add_argument("--device", default="cpu")
+    be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    be.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice, the cores)")
+    be.add_argument("--clicks", type=int, default=20)
+    be.add_argument("--preset", default="ct", choices=["ct", "mr", "promise12"])
+    be.add_argument("--image", default=str(PROJECT_ROOT / "examples" / "lung2_ct_crop.nii.gz"))
+    be.add_argument("--label", default=str(PROJECT_ROOT / "examples" / "lung2_ct_crop_label.nii.gz"))
+    be.add_argument("--weights-seqpatch", default=None)
+    be.add_argument("--weights-unet", default=None)
+    be.add_argument("--no-load", action="store_true", help="skip the 512x512x100 loading test")
+    be.add_argument("--json", default=None)
+    be.set_defaults(func=cmd_bench)
+
     mx = sub.add_parser("make-examples", help="rebuild examples/ from the real cases and the generator")
     mx.add_argument("--real", default=str(PROJECT_ROOT.parent / "shared" / "data" / "real"))
     mx.set_defaults(func=cmd_make_examples)

@@ -119,7 +119,8 @@ def segment_working(
     """
     clicks_w = np.asarray(clicks_w, dtype=np.float64).reshape(-1, 2)
     outs = run_network(model, image_w, clicks_w, cfg, device, dtype)
-    return [rays.postprocess(wr.fused, wr.coverage, c, threshold) for wr, c in zip(outs, clicks_w, strict=True)]
+    pairs = zip(outs, clicks_w, strict=True)
+    return [rays.postprocess(wr.fused, wr.coverage, c, threshold) for wr, c in pairs]
 
 
 def _rows_for_slice(
@@ -232,7 +233,9 @@ def evaluate_synthetic(
             progress(i / len(val), f"synthetic slice {i}")
         cfg = rays.get_preset(preset)
         pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
-        masks = {name: segment_working(m, s.image, np.array(pts), cfg, device, threshold) for name, m in models.items()}
+        clicks_w = np.array(pts)  # a synthetic slice is its own working grid
+        masks = {name: segment_working(net, s.image, clicks_w, cfg, device, threshold)
+                 for name, net in models.items()}
         case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
         rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case)
     if progress is not None:
@@ -291,7 +294,8 @@ def markdown_table(summary: dict) -> str:
     head = ["method", *METRICS.values(), "n", "slices"] + (["Dice (centre)", "Dice lost"] if jitter else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, e in summary.items():
-        cells = [method] + [_fmt(e[k], 3 if k == "dice" else 2) for k in METRICS] + [str(e["n"]), str(e["slices"])]
+        cells = [method] + [_fmt(e[k], 3 if k == "dice" else 2) for k in METRICS]
+        cells += [str(e["n"]), str(e["slices"])]
         if jitter:
             cells += [_fmt(e["dice_centre"], 3), _fmt(e["dice_lost"], 3)]
         lines.append("| " + " | ".join(cells) + " |")

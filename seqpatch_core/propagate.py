@@ -138,7 +138,7 @@ def propagate(
                         break
                     ratio = area / prev_area
                     if ratio > max_area_ratio or ratio < 1.0 / max_area_ratio:
-                        log.debug("slice %d: area %d px vs %d px before (x%.2f): stop", z, area, prev_area, ratio)
+                        log.debug("slice %d: area %d px vs %d (x%.2f): stop", z, area, prev_area, ratio)
                         stops[name] = "area_jump"
                         break
                     mask3d[z] = mask

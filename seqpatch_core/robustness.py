@@ -86,7 +86,8 @@ def click_robustness(
         if progress is not None:
             progress(mi / len(methods), f"{method}: {len(points)} clicks")
         t0 = time.perf_counter()
-        masks = [r.mask for r in predictor.predict_many(z, points, method, preset=preset, threshold=threshold)]
+        results = predictor.predict_many(z, points, method, preset=preset, threshold=threshold)
+        masks = [r.mask for r in results]
         ref = label_slice if label_slice is not None else masks[centre]
         scores: list[list[float | None]] = [[None] * grid for _ in range(grid)]
         for (i, j), (y, x), m in zip(cells, points, masks, strict=True):
@@ -119,8 +120,11 @@ def _methods(result: dict) -> list[str]:
 def robustness_table(result: dict) -> str:
     """Markdown: one Dice grid per method (rows y offsets, columns x offsets, mm), × = click outside."""
     offs = result["offsets_mm"]
-    out = [f"slice {result['slice']}, click (y, x) = ({result['point_yx'][0]:.1f}, {result['point_yx'][1]:.1f}), "
-           f"reference: {result['reference']}; rows: y offset, columns: x offset (mm); × click outside the object"]
+    y, x = result["point_yx"]
+    out = [
+        f"slice {result['slice']}, click (y, x) = ({y:.1f}, {x:.1f}), reference: {result['reference']}; "
+        "rows: y offset, columns: x offset (mm); × = click outside the object"
+    ]
     for method in _methods(result):
         vals = [v for row in result[method] for v in row if v is not None]
         out += ["", f"**{method}** (mean Dice {np.mean(vals):.3f}, {result['seconds'][method]:.2f} s)", ""]

@@ -1,0 +1,71 @@
+"""Run the SeqPatch demo: ``python app.py [--device auto|cpu|cuda|mps] [--port 7860]``.
+
+Works as a Hugging Face Space (``app_file: app.py``): the server name and port come from
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` when set. The app starts even without trained weights
+and then says how to get them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="SeqPatch one-click segmentation demo")
+    p.add_argument("--device", default="auto", help="auto (cuda, mps, then cpu), cpu, cuda or mps")
+    p.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        help="port (default: $GRADIO_SERVER_PORT or 7860)",
+    )
+    p.add_argument(
+        "--seqpatch-weights", default=None, help="checkpoint (default: weights/seqpatch.safetensors)"
+    )
+    p.add_argument("--unet-weights", default=None, help="checkpoint (default: weights/unet.safetensors)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    log = logging.getLogger("seqpatch.app")
+
+    from app import LAUNCH_KWARGS, build_demo
+    from seqpatch_core.__main__ import load_models
+    from seqpatch_core.errors import SeqPatchError
+    from seqpatch_core.predictor import Predictor, pick_device
+
+    try:
+        device = pick_device(args.device)
+    except SeqPatchError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    models = load_models(
+        ["seqpatch", "unet"], {"seqpatch": args.seqpatch_weights, "unet": args.unet_weights}, strict=False
+    )
+    for name, model in models.items():
+        model.to(device)
+        log.info("loaded %s (sha256 %s)", name, str(model.record.get("sha256", "?"))[:12])
+    if not models:
+        log.warning(
+            "no weights loaded: the app starts, but segmentation needs weights (see weights/README.md)"
+        )
+    predictor = Predictor(models, device=device)
+    log.info("device: %s", predictor.device)
+    demo = build_demo(predictor)
+    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,700 @@
+"""What the demo does, as functions of a per-session :class:`Session`: testable without a browser.
+
+Every handler takes the session (and plain values) and returns a dict keyed by output name
+(:data:`OUTPUTS`); the layout maps names to components and leaves absent outputs unchanged. Errors a
+user can cause (:class:`~seqpatch_core.errors.SeqPatchError`) become a one-line ``gr.Error``.
+
+Axis order: arrays are (z, y, x) and points (z, y, x) or (y, x) slice pixels, as in the core. The UI
+layer alone converts Gradio's click position ``[x, y]`` on the enlarged picture into (y, x).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from app import render
+from seqpatch_core.errors import InputError, SeqPatchError
+from seqpatch_core.intensity import Window, apply_window, resolve_window
+from seqpatch_core.io import Volume, read_label, read_volume, write_mask
+from seqpatch_core.metrics import evaluate_masks
+from seqpatch_core.predictor import METHODS, Predictor, Result
+
+log = logging.getLogger(__name__)
+
+#: Names of everything a handler may update (the layout has one component per name).
+OUTPUTS = (
+    "state",
+    "summary",
+    "slice",
+    "window",
+    "width",
+    "level",
+    "overlay",
+    "lik_seqpatch",
+    "lik_unet",
+    "rays",
+    "metrics",
+    "status",
+    "files",
+)
+#: Window choices shown in the dropdown ("custom" = the W/L sliders).
+WINDOWS = ("auto", "soft", "lung", "bone", "brain", "mr", "custom")
+#: Expired sessions are dropped after this many seconds without use.
+SESSION_TTL_S = 2 * 3600
+
+WEIGHTS_HELP = (
+    "train them with `python -m seqpatch_core train --model {m} --out weights/{m}.safetensors` "
+    "or see weights/README.md"
+)
+
+
+def weights_message(missing: list[str]) -> str:
+    names = " and ".join(render.NAMES.get(m, m) for m in missing)
+    return f"{names} weights are not loaded: " + WEIGHTS_HELP.format(m=missing[0])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def user_errors(fn):
+    """Turns a :class:`SeqPatchError` into a one-line ``gr.Error`` (no stack trace for users)."""
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SeqPatchError as exc:
+            log.info("%s: %s", fn.__name__, _one_line(exc))
+            raise gr.Error(_one_line(exc), print_exception=False) from None
+
+    return inner
+
+
+# ----------------------------------------------------------------------------- session
+
+
+@dataclass
+class Click:
+    """One click: the point, what ran, and what it replaced on its slice (for undo)."""
+
+    z: int
+    y: float
+    x: float
+    methods: list[str]
+    replaced: dict[str, Result] | None
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class Session:
+    """Everything one browser session holds (kept in ``gr.State``, never module-level)."""
+
+    predictor: Predictor
+    volume: Volume | None = None
+    label: np.ndarray | None = None
+    image_path: str | None = None
+    label_path: str | None = None
+    label_note: str = ""
+    z: int = 0
+    window_name: str = "auto"
+    custom: Window | None = None
+    threshold: float = 0.5
+    opacity: float = 0.3
+    show_rays: bool = False
+    results: dict[int, dict[str, Result]] = field(default_factory=dict)
+    history: list[Click] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tmpdir: str | None = None
+    _windows: dict[str, Window] = field(default_factory=dict)
+    _slices: OrderedDict = field(default_factory=OrderedDict)
+
+    # -- geometry and display helpers
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.volume.shape if self.volume is not None else (0, 0, 0)
+
+    @property
+    def factor(self) -> int:
+        return render.display_factor(self.shape[1:])
+
+    def display_window(self, z: int | None = None) -> Window:
+        """The window slice ``z`` is shown in, which is also what the networks see."""
+        z = self.z if z is None else z
+        if self.window_name == "custom" and self.custom is not None:
+            return self.custom
+        if self.window_name == "auto":
+            res = self.results.get(z)
+            if res:
+                return next(iter(res.values())).window
+        name = self.window_name if self.window_name != "custom" else "auto"
+        if name not in self._windows:
+            self._windows[name] = resolve_window(name, self.volume, None)
+        return self._windows[name]
+
+    def windowed(self, z: int) -> np.ndarray:
+        """The windowed slice in [0, 1] (cached, so scrolling and re-drawing stay fast)."""
+        w = self.display_window(z)
+        key = (z, w.lo, w.hi)
+        if key in self._slices:
+            self._slices.move_to_end(key)
+            return self._slices[key]
+        out = apply_window(self.volume.array[z], w)
+        self._slices[key] = out
+        while len(self._slices) > 32:
+            self._slices.popitem(last=False)
+        return out
+
+    def model_window(self) -> str | Window:
+        if self.window_name == "custom":
+            return self.custom if self.custom is not None else "auto"
+        return self.window_name
+
+    def workdir(self) -> Path:
+        if self.tmpdir is None or not Path(self.tmpdir).is_dir():
+            self.tmpdir = tempfile.mkdtemp(prefix="seqpatch_session_")
+        return Path(self.tmpdir)
+
+    def close(self) -> None:
+        """Frees the session's files (called when Gradio drops an expired session)."""
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        self._slices.clear()
+        self.results.clear()
+        self.history.clear()
+
+
+def new_session(predictor: Predictor) -> Session:
+    """A session with its own predictor that shares ``predictor``'s models."""
+    return Session(predictor=predictor.session())
+
+
+def close_session(session: Session | None) -> None:
+    """``gr.State`` delete callback."""
+    if isinstance(session, Session):
+        log.info("closing an expired session")
+        session.close()
+
+
+def _require(session: Session | None) -> Session:
+    if session is None or session.volume is None:
+        raise InputError("no image loaded: upload one or pick an example first")
+    return session
+
+
+# ----------------------------------------------------------------------------- view
+
+
+def _is_ct(volume: Volume) -> bool:
+    return volume.modality == "CT" or float(volume.array.min()) <= -500.0
+
+
+def wl_ranges(volume: Volume) -> dict[str, dict[str, float]]:
+    """Slider ranges for window width and level in the image's units."""
+    if _is_ct(volume):
+        return {
+            "width": {"minimum": 1, "maximum": 4000, "step": 1},
+            "level": {"minimum": -1500, "maximum": 3000, "step": 1},
+        }
+    lo, hi = float(volume.array.min()), float(volume.array.max())
+    span = max(hi - lo, 1e-6)
+    step = 10 ** math.floor(math.log10(span / 1000)) if span > 0 else 1
+    return {
+        "width": {"minimum": step, "maximum": _nice(2 * span, step), "step": step},
+        "level": {"minimum": _nice(lo - span / 2, step), "maximum": _nice(hi + span / 2, step), "step": step},
+    }
+
+
+def _nice(v: float, step: float) -> float:
+    return float(round(v / step) * step)
+
+
+def _best_slice(volume: Volume, label: np.ndarray | None) -> int:
+    if label is not None and label.any():
+        return int(np.argmax(label.reshape(label.shape[0], -1).sum(axis=1)))
+    return volume.shape[0] // 2
+
+
+def _metrics_table(session: Session, z: int) -> str:
+    res = session.results.get(z) or {}
+    device = session.predictor.device
+    dev = f"device: **{device}**"
+    if not res:
+        lines = [f"_Click on the object in the slice to segment it._  {dev}"]
+        if session.label is not None:
+            area = int(session.label[z].sum())
+            lines.append(f"Ground truth on slice {z}: {area} px.")
+        return "\n\n".join(lines)
+    ref = session.label[z] if session.label is not None else None
+    sy, sx = session.volume.spacing[1:]
+    header = "| method | Dice | CD x (mm) | CD y (mm) | HD95 (mm) | area (mm²) | latency (ms) |"
+    rows = [header, "|---|---:|---:|---:|---:|---:|---:|"]
+    for m in METHODS:
+        r = res.get(m)
+        if r is None:
+            continue
+        area = float(r.mask.sum()) * sy * sx
+        lat = r.timings.get("total_ms", float("nan"))
+        if ref is not None:
+            e = evaluate_masks(r.mask, ref, (sy, sx))
+            rows.append(
+                f"| {render.NAMES[m]} | {e['dice']:.3f} | {e['cd_x']:.2f} | {e['cd_y']:.2f} | "
+                f"{e['hd95']:.2f} | {area:.1f} | {lat:.0f} |"
+            )
+        else:
+            rows.append(f"| {render.NAMES[m]} | – | – | – | – | {area:.1f} | {lat:.0f} |")
+    note = "" if ref is not None else "\n\n_Load a label to see Dice, CD and HD95._"
+    return "\n".join(rows) + f"\n\nSlice {z}, threshold {session.threshold:.2f}, {dev}." + note
+
+
+def _status(session: Session, z: int) -> str:
+    res = session.results.get(z) or {}
+    parts = []
+    if res:
+        r = next(iter(res.values()))
+        pz, py, px = r.point_zyx
+        phys = session.volume.index_to_physical((pz, py, px))
+        parts.append(
+            f"Point (z, y, x) = ({pz:.0f}, {py:.1f}, {px:.1f}) voxels = "
+            f"({phys[0]:.1f}, {phys[1]:.1f}, {phys[2]:.1f}) mm (x, y, z); window {r.window}; "
+            f"ray preset {r.preset}."
+        )
+    n = len(session.results)
+    parts.append(
+        f"{n} segmented slice{'s' if n != 1 else ''}"
+        + (f" ({', '.join(str(k) for k in sorted(session.results))})" if n else "")
+        + "."
+    )
+    parts.extend(f"⚠ {note}" for note in session.notes)
+    return " ".join(parts[:2]) + ("\n\n" + "\n\n".join(parts[2:]) if len(parts) > 2 else "")
+
+
+def render_view(session: Session) -> dict[str, Any]:
+    """Every picture and text of the current slice."""
+    s = _require(session)
+    z = s.z
+    f = s.factor
+    win = s.windowed(z)
+    res = s.results.get(z) or {}
+    contours = [render.Contour(m, res[m].mask) for m in METHODS if m in res]
+    if s.label is not None:
+        contours.append(render.Contour("truth", s.label[z].astype(bool), dashed=True, fill=not res))
+    point = centres = fov = None
+    if res:
+        point = next(iter(res.values())).point_zyx[1:]
+    if s.show_rays and "seqpatch" in res:
+        centres = res["seqpatch"].centres
+    if s.show_rays and "unet" in res:
+        fov = res["unet"].centres
+    caption = f"slice {z}/{s.shape[0] - 1}  {s.display_window(z)}"
+    overlay = render.render_overlay(
+        render.grey_rgb(win, f),
+        f,
+        contours,
+        opacity=s.opacity,
+        point_yx=point,
+        ray_centres=centres,
+        fov_corners=fov,
+        caption=caption,
+    )
+    out: dict[str, Any] = {"overlay": overlay}
+    for m in METHODS:
+        r = res.get(m)
+        if r is None:
+            why = "weights not loaded" if m not in s.predictor.models else "click on the slice"
+            out[f"lik_{m}"] = render.placeholder(f"{render.NAMES[m]} likelihood\n({why})")
+        else:
+            out[f"lik_{m}"] = render.render_likelihood(
+                win,
+                r.likelihood,
+                r.coverage,
+                f,
+                key=m,
+                mask=r.mask,
+                point_yx=r.point_zyx[1:],
+                title=f"{render.NAMES[m]} likelihood",
+            )
+    sp = res.get("seqpatch")
+    if sp is not None and sp.patches.ndim == 4:
+        cy = np.clip(np.round(sp.centres[..., 0]).astype(int), 0, s.shape[1] - 1)
+        cx = np.clip(np.round(sp.centres[..., 1]).astype(int), 0, s.shape[2] - 1)
+        inside = sp.mask[cy, cx]
+        out["rays"] = render.render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside)
+    else:
+        out["rays"] = render.placeholder("Per-ray view: click on the slice\n(SeqPatch: 16 rays × K patches)")
+    out["metrics"] = _metrics_table(s, z)
+    out["status"] = _status(s, z)
+    w = s.display_window(z)
+    out["width"] = round(w.width, 6)
+    out["level"] = round(w.level, 6)
+    return out
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def _empty_view(session: Session | None, message: str = "Load an image") -> dict[str, Any]:
+    return {
+        "state": session,
+        "summary": "_No image loaded._",
+        "overlay": render.placeholder(message, (360, 480)),
+        "lik_seqpatch": render.placeholder("SeqPatch likelihood"),
+        "lik_unet": render.placeholder("U-net likelihood"),
+        "rays": render.placeholder("Per-ray view"),
+        "metrics": "",
+        "status": "",
+        "files": None,
+    }
+
+
+def _summary(session: Session) -> str:
+    v = session.volume
+    lines = [f"**{v.source}**: {v.summary()}"]
+    if session.label is not None:
+        n = int(session.label.sum())
+        k = int(np.count_nonzero(session.label.reshape(session.label.shape[0], -1).any(axis=1)))
+        lines.append(f"Label: {n} voxels on {k} slice{'s' if k != 1 else ''}.")
+    elif session.label_note:
+        lines.append(session.label_note)
+    lines.extend(f"⚠ {w}" for w in v.warnings)
+    return "\n\n".join(lines)
+
+
+@user_errors
+def load(
+    predictor: Predictor,
+    old: Session | None,
+    image_path: str | None,
+    label_path: str | None = None,
+    window_name: str = "auto",
+    threshold: float = 0.5,
+    opacity: float = 0.3,
+    show_rays: bool = False,
+) -> dict[str, Any]:
+    """Read an image (and optional label), start a fresh session on it and show its best slice.
+
+    threshold, opacity, show_rays: the controls' current values, kept by the new session.
+    """
+    if old is not None:
+        old.close()
+    session = new_session(predictor)
+    session.threshold = float(threshold) if threshold and 0 < float(threshold) < 1 else 0.5
+    session.opacity = float(np.clip(opacity if opacity is not None else 0.3, 0.0, 1.0))
+    session.show_rays = bool(show_rays)
+    if not image_path:
+        return _empty_view(session)
+    volume = read_volume(image_path)
+    session.volume = volume
+    session.image_path = str(image_path)
+    session.window_name = window_name if window_name in WINDOWS and window_name != "custom" else "auto"
+    if label_path:
+        _set_label(session, label_path)
+    session.predictor.set_volume(volume, window=session.model_window())
+    session.z = _best_slice(volume, session.label)
+    missing = [m for m in METHODS if m not in predictor.models]
+    if missing:
+        session.notes.append(weights_message(missing))
+    ranges = wl_ranges(volume)
+    out = render_view(session)
+    out.update(
+        {
+            "state": session,
+            "summary": _summary(session),
+            "slice": gr.update(
+                minimum=0,
+                maximum=max(volume.shape[0] - 1, 0),
+                value=session.z,
+                step=1,
+                interactive=volume.shape[0] > 1,
+            ),
+            "window": session.window_name,
+            "width": gr.update(value=out["width"], **ranges["width"]),
+            "level": gr.update(value=out["level"], **ranges["level"]),
+            "files": None,
+        }
+    )
+    return out
+
+
+def _set_label(session: Session, label_path: str) -> None:
+    try:
+        session.label = read_label(label_path, session.volume)
+    except SeqPatchError as exc:
+        raise InputError(f"label not used: {_one_line(exc)}") from None
+    session.label_path = str(label_path)
+
+
+@user_errors
+def load_label(session: Session | None, image_path: str | None, label_path: str | None) -> dict[str, Any]:
+    """A label chosen after the image: checked against the image's geometry.
+
+    Does nothing while the image itself is (re)loading (the image handler reads the label too).
+    """
+    if session is None or session.volume is None or str(image_path or "") != (session.image_path or ""):
+        return {}
+    if (label_path or None) == session.label_path:
+        return {}
+    if not label_path:
+        session.label = None
+        session.label_path = None
+    else:
+        _set_label(session, label_path)
+        if not session.results:
+            session.z = _best_slice(session.volume, session.label)
+    out = render_view(session)
+    out.update({"state": session, "summary": _summary(session), "slice": session.z})
+    return out
+
+
+@user_errors
+def change_slice(session: Session | None, z: float) -> dict[str, Any]:
+    s = _require(session)
+    s.z = int(np.clip(round(float(z)), 0, s.shape[0] - 1))
+    out = render_view(s)
+    out["state"] = s
+    return out
+
+
+@user_errors
+def change_window(
+    session: Session | None, name: str, width: float | None = None, level: float | None = None
+) -> dict[str, Any]:
+    """A window preset from the dropdown ("custom" takes the W/L sliders)."""
+    s = _require(session)
+    if name not in WINDOWS:
+        raise InputError(f"unknown window {name!r}; choose one of {', '.join(WINDOWS)}")
+    if name == "custom":
+        if width is None or level is None:
+            w = s.display_window()
+            width, level = w.width, w.level
+        return change_wl(s, width, level)
+    s.window_name = name
+    s.predictor.set_volume(s.volume, window=s.model_window())
+    out = render_view(s)
+    out["state"] = s
+    return out
+
+
+@user_errors
+def change_wl(session: Session | None, width: float, level: float) -> dict[str, Any]:
+    """The W/L sliders: a custom window (used for display and by the networks from the next click)."""
+    s = _require(session)
+    if width is None or level is None or not float(width) > 0:
+        raise InputError("the window width must be a positive number")
+    s.window_name = "custom"
+    s.custom = Window.from_width_level(float(width), float(level), "custom")
+    s.predictor.set_volume(s.volume, window=s.custom)
+    out = render_view(s)
+    out.update({"state": s, "window": "custom"})
+    return out
+
+
+@user_errors
+def change_display(session: Session | None, opacity: float, show_rays: bool) -> dict[str, Any]:
+    s = _require(session)
+    s.opacity = float(np.clip(opacity, 0.0, 1.0))
+    s.show_rays = bool(show_rays)
+    out = render_view(s)
+    out["state"] = s
+    return out
+
+
+@user_errors
+def segment(session: Session | None, z: float, y: float, x: float) -> dict[str, Any]:
+    """Run every loaded method at the point (z, y, x) (voxels) and keep the result for slice z.
+
+    A new click on a slice replaces that slice's result (undo brings the old one back).
+    """
+    s = _require(session)
+    zi, yf, xf = s.predictor.check_point((z, y, x))
+    methods = [m for m in METHODS if m in s.predictor.models]
+    if not methods:
+        raise gr.Error(
+            "No model is loaded: " + WEIGHTS_HELP.format(m="seqpatch") + " (and the same for unet)",
+            print_exception=False,
+        )
+    new: dict[str, Result] = {}
+    for m in methods:
+        new[m] = s.predictor.predict((zi, yf, xf), method=m, threshold=s.threshold)
+    s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
+    s.results[zi] = new
+    s.z = zi
+    out = render_view(s)
+    out.update({"state": s, "slice": zi, "files": None})
+    return out
+
+
+@user_errors
+def set_threshold(session: Session | None, threshold: float) -> dict[str, Any]:
+    """Re-threshold every kept result from its cached likelihoods (no network runs)."""
+    t = float(threshold)
+    if not 0.0 < t < 1.0:
+        raise InputError(f"the threshold must be between 0 and 1, got {t:g}")
+    if session is None or session.volume is None:
+        return {}
+    s = session
+    s.threshold = t
+    for res in s.results.values():
+        for r in res.values():
+            _rethreshold(r, t)
+    out = render_view(s)
+    out["state"] = s
+    return out
+
+
+def _rethreshold(r: Result, t: float) -> None:
+    if r.threshold != t:
+        r.mask = r.rethreshold(t)
+        r.threshold = t
+
+
+@user_errors
+def undo(session: Session | None) -> dict[str, Any]:
+    """Take back the last click: its slice gets back what it had before."""
+    s = _require(session)
+    if not s.history:
+        raise InputError("nothing to undo")
+    click = s.history.pop()
+    if click.replaced:
+        for r in click.replaced.values():
+            _rethreshold(r, s.threshold)
+        s.results[click.z] = click.replaced
+    else:
+        s.results.pop(click.z, None)
+    s.z = click.z
+    out = render_view(s)
+    out.update({"state": s, "slice": click.z, "files": None})
+    return out
+
+
+@user_errors
+def reset(session: Session | None) -> dict[str, Any]:
+    """Forget every click and result (the image and label stay)."""
+    s = _require(session)
+    s.results.clear()
+    s.history.clear()
+    out = render_view(s)
+    out.update({"state": s, "files": None})
+    return out
+
+
+def mask_volume(session: Session, method: str) -> np.ndarray:
+    """The (z, y, x) uint8 mask of ``method`` over every segmented slice."""
+    s = _require(session)
+    out = np.zeros(s.shape, dtype=np.uint8)
+    for z, res in s.results.items():
+        if method in res:
+            out[z] = res[method].mask
+    return out
+
+
+def clicks_record(session: Session) -> dict[str, Any]:
+    """The clicks as JSON-ready data: voxel (z, y, x) and physical (x, y, z) mm coordinates."""
+    s = _require(session)
+    v = s.volume
+    weights = {}
+    for m, model in s.predictor.models.items():
+        rec = getattr(model, "record", {}) or {}
+        weights[m] = {"name": rec.get("name", m), "sha256": rec.get("sha256")}
+    clicks = []
+    for i, c in enumerate(s.history):
+        res = s.results.get(c.z) or {}
+        current = any(r.point_zyx == (float(c.z), c.y, c.x) for r in res.values())
+        later = any(o.z == c.z for o in s.history[i + 1 :])
+        entry = {
+            "slice": c.z,
+            "voxel_zyx": [c.z, round(c.y, 3), round(c.x, 3)],
+            "physical_xyz_mm": [round(p, 4) for p in v.index_to_physical((c.z, c.y, c.x))],
+            "methods": c.methods,
+            "threshold": s.threshold,
+            "superseded": bool(later or not current),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(c.time)),
+        }
+        if current and not later:
+            entry["results"] = {
+                m: {
+                    "area_px": int(r.mask.sum()),
+                    "latency_ms": round(r.timings.get("total_ms", 0.0), 1),
+                    "window": str(r.window),
+                    "preset": r.preset,
+                    "weights_sha256": weights.get(m, {}).get("sha256"),
+                }
+                for m, r in res.items()
+            }
+        clicks.append(entry)
+    return {
+        "image": v.source,
+        "size_zyx": list(v.shape),
+        "spacing_zyx_mm": list(v.spacing),
+        "origin_xyz_mm": list(v.origin),
+        "direction": list(v.direction),
+        "threshold": s.threshold,
+        "device": str(s.predictor.device),
+        "weights": weights,
+        "clicks": clicks,
+    }
+
+
+def _stem(session: Session) -> str:
+    name = Path(session.image_path or "image").name
+    for ext in (
+        ".nii.gz",
+        ".nii",
+        ".mha",
+        ".mhd",
+        ".nrrd",
+        ".nhdr",
+        ".zip",
+        ".dcm",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".tif",
+        ".tiff",
+        ".bmp",
+    ):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "image"
+
+
+@user_errors
+def export(session: Session | None) -> dict[str, Any]:
+    """Write the 3D masks (.nii.gz, the input's exact geometry), the overlay (.png) and the clicks (.json)."""
+    from PIL import Image
+
+    s = _require(session)
+    if not s.results:
+        raise InputError("nothing to export yet: click on the object first")
+    d = s.workdir()
+    stem = _stem(s)
+    files = []
+    for m in METHODS:
+        if any(m in res for res in s.results.values()):
+            p = d / f"{stem}_{m}_mask.nii.gz"
+            write_mask(mask_volume(s, m), s.volume, p)
+            files.append(str(p))
+    png = d / f"{stem}_slice{s.z}_overlay.png"
+    Image.fromarray(render_view(s)["overlay"]).save(png)
+    files.append(str(png))
+    js = d / f"{stem}_clicks.json"
+    js.write_text(json.dumps(clicks_record(s), indent=2))
+    files.append(str(js))
+    return {"state": s, "files": files}

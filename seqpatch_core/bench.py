@@ -1,0 +1,188 @@
+"""Per-click benchmark: latency by stage for both methods, the robustness grid, loading, sizes, floor.
+
+Measured on the bundled lung2 example (``examples/lung2_ct_crop.nii.gz``) with the ``ct`` preset
+(16 rays x 15 patches of 32 x 32), after warm-up; CUDA timings synchronise. The "compute floor" is the
+network's floating-point operations per click divided by this machine's measured rate for a large
+matrix product in the same precision: the time the click would take if every layer ran at that rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqpatch_core import rays
+from seqpatch_core.io import read_label, read_volume
+from seqpatch_core.models import model_size
+from seqpatch_core.predictor import Predictor, model_arch
+
+log = logging.getLogger(__name__)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2)}
+
+
+def network_flops(model: torch.nn.Module, cfg: rays.RayConfig) -> float:
+    """Floating-point operations (2 x multiply-adds) of one click's forward pass."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if model_arch(model) == "seqpatch":
+        x = torch.zeros(cfg.n_rays, cfg.k, 1, cfg.patch, cfg.patch)
+    else:
+        x = torch.zeros(1, 1, cfg.fov, cfg.fov)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.cpu()(x)
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
+    """Measured FLOP/s of an n x n x n matrix product on ``device`` in ``dtype``."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - t)
+
+
+def load_benchmark(shape=(100, 512, 512)) -> dict[str, float]:
+    """Time and peak-memory growth of reading a CT of ``shape`` (z, y, x) int16, written as .nii.gz."""
+    import SimpleITK as sitk
+
+    rng = np.random.default_rng(0)
+    arr = (rng.normal(0, 300, size=shape)).astype(np.int16)
+    arr[:, :40] = -1000
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ct.nii.gz"
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((0.7, 0.7, 2.5))
+        sitk.WriteImage(img, str(path), useCompression=True)
+        del arr, img
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = time.perf_counter()
+        vol = read_volume(path)
+        seconds = time.perf_counter() - t
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        del vol
+    # ru_maxrss is a high-water mark (KiB on Linux): growth over what the process had already reached
+    return {"shape_zyx": list(shape), "seconds": round(seconds, 3), "peak_growth_mb": round((peak - before) / 1024, 1)}
+
+
+def run_bench(
+    predictor: Predictor,
+    image: str | Path,
+    label: str | Path | None = None,
+    clicks: int = 20,
+    warmup: int = 3,
+    preset: str = "ct",
+    with_load: bool = True,
+) -> dict:
+    """Benchmark both methods on ``image`` (the click: the label's centre on its largest slice)."""
+    vol = read_volume(image)
+    predictor.set_volume(vol, window="auto")
+    if label is not None:
+        lab = read_label(label, vol)
+        z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
+        ys, xs = np.nonzero(lab[z])
+        cy, cx = float(ys.mean()), float(xs.mean())
+    else:
+        z, cy, cx = vol.shape[0] // 2, vol.shape[1] / 2, vol.shape[2] / 2
+    rng = np.random.default_rng(0)
+    dev = predictor.device
+    dtype = predictor.dtype or torch.float32
+    out: dict = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine()),
+        "device_type": dev.type,
+        "threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "image": Path(image).name,
+        "preset": preset,
+        "clicks": clicks,
+    }
+    cfg = rays.get_preset(preset)
+    rate = matmul_rate(dev, dtype if dev.type == "cuda" or dtype != torch.float16 else torch.float32)
+    out["matmul_gflops"] = round(rate / 1e9, 1)
+    for method in ("seqpatch", "unet"):
+        if method not in predictor.models:
+            continue
+        model = predictor.models[method]
+        totals, stages = [], {}
+        for i in range(warmup + clicks):
+            # a slightly different click each time (within 2 px), as a user's clicks are
+            pt = (z, cy + rng.uniform(-2, 2), cx + rng.uniform(-2, 2))
+            t = time.perf_counter()
+            res = predictor.predict(pt, method=method, preset=preset)
+            total = (time.perf_counter() - t) * 1e3
+            if i >= warmup:
+                totals.append(total)
+                for k, v in res.timings.items():
+                    if k != "total_ms":
+                        stages.setdefault(k, []).append(v)
+        flops = network_flops(model, cfg)
+        model.to(dev)
+        out[method] = {
+            **_percentiles(totals),
+            "stages": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
+            "gflops_per_click": round(flops / 1e9, 2),
+            "floor_ms": round(flops / rate * 1e3, 2),
+            **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in model_size(model).items()},
+        }
+    # the 5 x 5 robustness grid, both methods, one batch per method
+    offs = (np.arange(5) - 2) * 3.0 / np.array(vol.spacing[1:])[:, None]
+    pts = [(cy + dy, cx + dx) for dy in offs[0] for dx in offs[1]]
+    pts = [(min(max(y, 0), vol.shape[1] - 1), min(max(x, 0), vol.shape[2] - 1)) for y, x in pts]
+    t = time.perf_counter()
+    for method in ("seqpatch", "unet"):
+        if method in predictor.models:
+            predictor.predict_many(z, pts, method=method, preset=preset)
+    out["robustness_grid_5x5_s"] = round(time.perf_counter() - t, 2)
+    if dev.type == "cuda":
+        out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if with_load:
+        out["load_512x512x100"] = load_benchmark()
+    return out
+
+
+def markdown(b: dict) -> str:
+    """The README's table for one bench result."""
+    rows = [
+        f"Machine: {b['device']} ({b['device_type']}, {b['threads']} threads, {b['dtype']}), torch {b['torch']}; "
+        f"{b['image']}, preset {b['preset']}, {b['clicks']} clicks after warm-up.",
+        "",
+        "| method | p50 ms | p95 ms | sampling | network | fusion | post-processing | GFLOP/click | floor ms | params |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in ("seqpatch", "unet"):
+        if m in b:
+            r, s = b[m], b[m]["stages"]
+            rows.append(
+                f"| {m} | {r['p50_ms']} | {r['p95_ms']} | {s.get('sampling_ms', 0):.1f} | {s.get('network_ms', 0):.1f} | "
+                f"{s.get('fusion_ms', 0):.1f} | {s.get('postprocess_ms', 0) + s.get('prepare_ms', 0):.1f} | "
+                f"{r['gflops_per_click']} | {r['floor_ms']} | {r['parameters'] / 1e6:.2f} M |"
+            )
+    rows.append("")
+    rows.append(f"5x5 robustness grid, both methods: {b['robustness_grid_5x5_s']} s. "
+                f"Matrix-product rate: {b['matmul_gflops']} GFLOP/s.")
+    if "load_512x512x100" in b:
+        ld = b["load_512x512x100"]
+        rows.append(f"Loading a 512x512x100 CT (.nii.gz): {ld['seconds']} s, peak memory growth {ld['peak_growth_mb']} MB.")
+    return "\n".join(rows)

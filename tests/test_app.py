@@ -1,0 +1,296 @@
+"""Tests of the demo's handlers (no browser) and of its HTTP API through gradio_client.
+
+The networks are small random-weight checkpoints written to a temporary folder, so the tests run in
+seconds on a CPU and check the plumbing (shapes, geometry, undo, exports, errors), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
+
+from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, render  # noqa: E402
+from seqpatch_core import predictor as predictor_module  # noqa: E402
+from seqpatch_core.io import read_volume  # noqa: E402
+from seqpatch_core.models import build_model, save_checkpoint  # noqa: E402
+from seqpatch_core.predictor import Predictor  # noqa: E402
+
+SHAPE = (4, 64, 72)  # (z, y, x)
+SPACING_XYZ = (0.9, 0.8, 3.0)
+ORIGIN = (-31.5, 12.25, 40.0)
+# 20° about z: the exported mask must keep a non-trivial direction too.
+_A = np.deg2rad(20.0)
+DIRECTION = (np.cos(_A), -np.sin(_A), 0.0, np.sin(_A), np.cos(_A), 0.0, 0.0, 0.0, 1.0)
+CENTRE = (30.0, 38.0)  # (y, x) of the disc
+SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Two shared cores: one intra-op thread is faster than two fighting for them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    out = {}
+    for name, cfg in SMALL.items():
+        out[name] = d / f"{name}.safetensors"
+        save_checkpoint(build_model(name, **cfg), out[name])
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(weights) -> dict:
+    return {name: build_model(name, checkpoint=path, **SMALL[name]) for name, path in weights.items()}
+
+
+@pytest.fixture(scope="module")
+def predictor(models) -> Predictor:
+    return Predictor(models, device="cpu")
+
+
+def _write(arr: np.ndarray, path: Path, like: sitk.Image | None = None) -> sitk.Image:
+    img = sitk.GetImageFromArray(arr)
+    if like is not None:
+        img.CopyInformation(like)
+    else:
+        img.SetSpacing(SPACING_XYZ)
+        img.SetOrigin(ORIGIN)
+        img.SetDirection(DIRECTION)
+    sitk.WriteImage(img, str(path))
+    return img
+
+
+@pytest.fixture(scope="module")
+def volume_files(tmp_path_factory) -> tuple[str, str]:
+    """A CT-like volume: soft tissue with a bright disc (largest on slice 2), and its label."""
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    z, y, x = SHAPE
+    yy, xx = np.mgrid[:y, :x]
+    r2 = (yy - CENTRE[0]) ** 2 + (xx - CENTRE[1]) ** 2
+    arr = np.full(SHAPE, -900.0, dtype=np.float32)
+    lab = np.zeros(SHAPE, dtype=np.uint8)
+    for k, radius in enumerate((6, 9, 12, 8)):
+        arr[k][r2 <= 28**2] = 30.0
+        arr[k][r2 <= radius**2] = 200.0
+        lab[k][r2 <= radius**2] = 1
+    arr += rng.normal(0, 10, SHAPE).astype(np.float32)
+    img = _write(arr, d / "disc.nii.gz")
+    _write(lab, d / "disc_label.nii.gz", like=img)
+    return str(d / "disc.nii.gz"), str(d / "disc_label.nii.gz")
+
+
+@pytest.fixture()
+def loaded(predictor, volume_files) -> handlers.Session:
+    out = handlers.load(predictor, None, *volume_files)
+    return out["state"]
+
+
+def test_load_shows_summary_and_the_labels_largest_slice(predictor, volume_files):
+    out = handlers.load(predictor, None, *volume_files)
+    s = out["state"]
+    assert s.volume.shape == SHAPE
+    assert s.z == 2  # the label's largest slice
+    assert out["slice"]["value"] == 2 and out["slice"]["maximum"] == SHAPE[0] - 1
+    assert "72×64×4" in out["summary"] and "CT" in out["summary"] and "Label:" in out["summary"]
+    f = render.display_factor(SHAPE[1:])
+    assert out["overlay"].shape == (SHAPE[1] * f, SHAPE[2] * f, 3) and out["overlay"].dtype == np.uint8
+    assert set(handlers.OUTPUTS) >= set(out)
+
+
+def test_click_runs_both_methods_on_the_slice_grid(loaded):
+    out = handlers.segment(loaded, 2, *CENTRE)
+    res = loaded.results[2]
+    assert set(res) == {"seqpatch", "unet"}
+    for r in res.values():
+        assert r.mask.shape == SHAPE[1:] and r.mask.dtype == bool
+        assert r.likelihood.shape == SHAPE[1:]
+    sp = res["seqpatch"]
+    assert sp.patches.shape[0] == 16 and sp.patches.shape == sp.ray_likelihoods.shape
+    assert out["rays"].ndim == 3 and out["rays"].shape[2] == 3
+    assert out["lik_seqpatch"].shape == out["overlay"].shape
+    assert "Dice" in out["metrics"] and "SeqPatch" in out["metrics"] and "U-net" in out["metrics"]
+    assert "device: **cpu**" in out["metrics"]
+    assert out["slice"] == 2
+
+
+def test_threshold_reuses_cached_likelihoods(loaded, monkeypatch):
+    handlers.segment(loaded, 2, *CENTRE)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the network ran on a threshold change")
+
+    monkeypatch.setattr(predictor_module, "run_network", boom)
+    out = handlers.set_threshold(loaded, 0.3)
+    for r in loaded.results[2].values():
+        assert r.threshold == 0.3
+        assert np.array_equal(r.mask, r.rethreshold(0.3))
+    assert "threshold 0.30" in out["metrics"]
+    with pytest.raises(AssertionError, match="network ran"):
+        handlers.segment(loaded, 2, *CENTRE)  # the patch really is in the path a click takes
+
+
+def test_click_replaces_slice_then_undo_and_reset(loaded):
+    handlers.segment(loaded, 2, *CENTRE)
+    first = loaded.results[2]["seqpatch"]
+    handlers.segment(loaded, 2, CENTRE[0] + 2, CENTRE[1] - 1)  # same slice: replaces
+    assert loaded.results[2]["seqpatch"] is not first
+    handlers.segment(loaded, 1, *CENTRE)
+    assert sorted(loaded.results) == [1, 2]
+    out = handlers.undo(loaded)
+    assert sorted(loaded.results) == [2] and out["slice"] == 1
+    handlers.undo(loaded)
+    assert loaded.results[2]["seqpatch"] is first
+    handlers.undo(loaded)
+    assert loaded.results == {}
+    with pytest.raises(gr.Error, match="nothing to undo"):
+        handlers.undo(loaded)
+    handlers.segment(loaded, 3, *CENTRE)
+    handlers.reset(loaded)
+    assert loaded.results == {} and loaded.history == []
+
+
+def test_export_mask_geometry_and_clicks_json(loaded, models, volume_files):
+    with pytest.raises(gr.Error, match="nothing to export"):
+        handlers.export(loaded)
+    handlers.segment(loaded, 2, *CENTRE)
+    handlers.segment(loaded, 0, CENTRE[0] + 1.5, CENTRE[1])
+    files = handlers.export(loaded)["files"]
+    names = [Path(f).name for f in files]
+    assert {"disc_seqpatch_mask.nii.gz", "disc_unet_mask.nii.gz", "disc_clicks.json"} <= set(names)
+    assert any(n.endswith("_overlay.png") for n in names)
+
+    src = sitk.ReadImage(volume_files[0])
+    for m in ("seqpatch", "unet"):
+        img = sitk.ReadImage(next(f for f in files if f.endswith(f"_{m}_mask.nii.gz")))
+        assert img.GetSize() == src.GetSize()
+        assert np.allclose(img.GetSpacing(), src.GetSpacing())
+        assert np.allclose(img.GetOrigin(), src.GetOrigin())
+        assert np.allclose(img.GetDirection(), src.GetDirection())
+        arr = sitk.GetArrayFromImage(img)
+        assert np.array_equal(arr, handlers.mask_volume(loaded, m))
+        assert np.array_equal(arr[2], loaded.results[2][m].mask.astype(np.uint8))
+        assert not arr[1].any() and not arr[3].any()
+
+    rec = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    vol = read_volume(volume_files[0])
+    assert len(rec["clicks"]) == 2
+    c = rec["clicks"][1]
+    assert c["voxel_zyx"] == [0, CENTRE[0] + 1.5, CENTRE[1]]
+    assert np.allclose(c["physical_xyz_mm"], vol.index_to_physical((0, CENTRE[0] + 1.5, CENTRE[1])), atol=1e-3)
+    assert c["methods"] == ["seqpatch", "unet"] and c["threshold"] == 0.5
+    sha = models["seqpatch"].record["sha256"]
+    assert rec["weights"]["seqpatch"]["sha256"] == sha and len(sha) == 64
+    assert c["results"]["seqpatch"]["weights_sha256"] == sha
+    loaded.close()
+    assert loaded.tmpdir is None and not Path(files[0]).exists()
+
+
+def test_bad_upload_is_one_line_error(predictor, tmp_path, volume_files):
+    bad = tmp_path / "notes.nii.gz"
+    bad.write_text("this is not an image\n" * 20)
+    with pytest.raises(gr.Error) as info:
+        handlers.load(predictor, None, str(bad))
+    msg = info.value.message
+    assert "notes.nii.gz" in msg and "\n" not in msg and "Traceback" not in msg
+
+    small = tmp_path / "small_label.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 8, 8), np.uint8)), str(small))
+    with pytest.raises(gr.Error) as info:
+        handlers.load(predictor, None, volume_files[0], str(small))
+    assert info.value.message.startswith("label not used: label geometry differs")
+
+
+def test_label_loaded_later_and_view_controls(predictor, volume_files):
+    s = handlers.load(predictor, None, volume_files[0])["state"]
+    assert s.label is None and s.z == SHAPE[0] // 2
+    assert handlers.load_label(s, "/elsewhere/other.nii.gz", volume_files[1]) == {}  # image still loading
+    out = handlers.load_label(s, volume_files[0], volume_files[1])
+    assert s.label is not None and out["slice"] == 2
+    out = handlers.change_window(s, "bone")
+    assert (out["width"], out["level"]) == (1800, 400)
+    out = handlers.change_wl(s, 350, 50)
+    assert out["window"] == "custom" and s.predictor.window_spec == s.custom
+    out = handlers.change_slice(s, 3)
+    assert s.z == 3 and "Ground truth on slice 3" in out["metrics"]
+    handlers.change_display(s, 0.6, True)
+    handlers.segment(s, 3, *CENTRE)
+    assert s.results[3]["seqpatch"].window.name == "custom"
+
+
+def test_missing_weights_message(volume_files):
+    empty = Predictor({}, device="cpu")
+    out = handlers.load(empty, None, *volume_files)
+    assert "weights/README.md" in out["status"] and "python -m seqpatch_core train" in out["status"]
+    with pytest.raises(gr.Error) as info:
+        handlers.segment(out["state"], 2, *CENTRE)
+    assert "weights/README.md" in info.value.message
+    demo = build_demo(empty, examples=[])  # the app still starts
+    assert isinstance(demo, gr.Blocks)
+
+
+def test_click_position_mapping():
+    f = 4
+    yx = np.array([[0.0, 0.0], [10.0, 5.0], [63.0, 71.0]])
+    shown = render.slice_to_display(yx, f)
+    back = [render.display_to_slice((p[1], p[0]), f, SHAPE[1:]) for p in shown]
+    assert np.allclose(back, yx)
+    # Gradio gives [x, y]: a click right of the centre moves x, not y.
+    assert render.display_to_slice((200, 8), f, SHAPE[1:]) == pytest.approx((1.625, 49.625))
+
+
+def test_find_examples_skips_missing(tmp_path):
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    (tmp_path / "a_label.nii.gz").write_bytes(b"x")
+    (tmp_path / "orphan_label.nii.gz").write_bytes(b"x")
+    assert find_examples(tmp_path) == [[str(tmp_path / "a.nii.gz"), str(tmp_path / "a_label.nii.gz")]]
+    assert find_examples(tmp_path / "none") == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_gradio_client_load_and_click(predictor, volume_files, tmp_path):
+    from gradio_client import Client, handle_file
+
+    demo = build_demo(predictor, examples=[list(volume_files)])
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **LAUNCH_KWARGS)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path),
+                        analytics_enabled=False)
+        out = client.predict(handle_file(volume_files[0]), handle_file(volume_files[1]), "auto", 0.5, 0.3,
+                             False, api_name="/load")
+        summary = out[0]
+        assert "72×64×4" in summary
+        out = client.predict(2, CENTRE[0], CENTRE[1], api_name="/segment")
+        overlay, metrics = out[5], out[9]
+        assert Path(overlay).is_file()
+        assert "| SeqPatch |" in metrics and "| U-net |" in metrics
+        files = client.predict(api_name="/export")[-1]
+        mask = next(f for f in files if str(f).endswith("_seqpatch_mask.nii.gz"))
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
+        assert arr.shape == SHAPE
+    finally:
+        demo.close()

@@ -1,0 +1,122 @@
+"""Tests of seqpatch_core.evaluation and the ``evaluate`` command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from test_propagate import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
+
+from seqpatch_core.__main__ import main
+from seqpatch_core.errors import InputError
+from seqpatch_core.evaluation import (
+    METRICS,
+    evaluate_synthetic,
+    evaluate_volume,
+    markdown_table,
+    parse_clicks,
+    slice_clicks,
+)
+from seqpatch_core.predictor import pick_device
+
+ROW_KEYS = {"method", "case", "z", "click", "click_kind", "dice", "cd_x", "cd_y", "cd_z", "hd95", "abd", "arvd"}
+
+
+def test_parse_clicks():
+    assert parse_clicks("centroid") == ("centroid", 1)
+    assert parse_clicks(" Jitter:3 ") == ("jitter", 3)
+    for bad in ("jitter:0", "jitter:x", "random", ""):
+        with pytest.raises(InputError):
+            parse_clicks(bad)
+
+
+def test_jitter_clicks_stay_within_20_percent_of_the_radius():
+    _, label = sphere_arrays()
+    lab = label[6]
+    radius = math.sqrt(lab.sum() / math.pi)
+    clicks = slice_clicks(lab, "jitter", 50, np.random.default_rng(0))
+    assert len(clicks) == 51
+    cy, cx = clicks[0]
+    dist = np.hypot(*(np.array(clicks[1:]) - [cy, cx]).T)
+    assert dist.max() <= 0.2 * radius + 1e-9 and dist.max() > 0.1 * radius
+    assert all(lab[round(y), round(x)] for y, x in clicks)
+
+
+#: A ball on 3 slices (4 mm slices, 8 mm radius): few network runs.
+SMALL = {"shape": (5, 48, 48), "centre": (2.0, 24.0, 24.0), "radius_mm": 8.0, "spacing_zyx": (4.0, 1.0, 1.0)}
+
+
+def test_evaluate_volume_with_a_predictable_network():
+    pred = bright_predictor(**SMALL)
+    _, label = sphere_arrays(**SMALL)
+    res = evaluate_volume(pred, label, ["seqpatch", "unet"], clicks="jitter:2", seed=3)
+    labelled = [int(z) for z in np.flatnonzero(label.any(axis=(1, 2)))]
+    assert res["slices"] == labelled
+    assert len(res["rows"]) == 2 * len(labelled) * 3  # methods x slices x (centre + 2 jittered)
+    assert ROW_KEYS <= set(res["rows"][0])
+    assert all(r["cd_z"] == 0.0 for r in res["rows"])
+    for method in ("seqpatch", "unet"):
+        s = res["summary"][method]
+        assert s["n"] == 2 * len(labelled) and s["slices"] == len(labelled)
+        assert set(METRICS) <= set(s)
+        assert s["dice"]["mean"] > 0.8  # BrightNet finds the bright ball
+        assert abs(s["dice_lost"]["mean"]) < 0.1
+    again = evaluate_volume(pred, label, ["seqpatch"], clicks="jitter:2", seed=3)
+    assert [r["click"] for r in again["rows"]] == [r["click"] for r in res["rows"] if r["method"] == "seqpatch"]
+    table = markdown_table(res["summary"])
+    assert table.count("\n") == 3 and "Dice lost" in table and "±" in table
+    json.dumps(res)  # plain types only
+
+
+def test_evaluate_synthetic_shares_the_working_grid_path():
+    models = {"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}
+    res = evaluate_synthetic(models, 2, seed=5, backgrounds=None, device=pick_device("cpu"))
+    assert len(res["rows"]) == 4
+    assert {r["preset"] for r in res["rows"]} == {"ct", "promise12"}
+    assert {r["spacing_mm"] for r in res["rows"]} == {1.0, 0.625}
+    assert set(res["summary"]) == {"seqpatch", "unet"}
+
+
+def test_cli_real_case(tmp_path, capsys):
+    image, label = write_case(tmp_path, **SMALL)  # both random networks run 3 times
+    w = write_checkpoints(tmp_path)
+    out = tmp_path / "ev.json"
+    rc = main(["evaluate", "--image", str(image), "--label", str(label), "--weights-seqpatch", str(w["seqpatch"]),
+               "--weights-unet", str(w["unet"]), "--preset", "mr", "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "| seqpatch |" in stdout and "| unet |" in stdout
+    res = json.loads(out.read_text())
+    assert res["slices"] == [1, 2, 3]
+    assert len(res["rows"]) == 6 and ROW_KEYS <= set(res["rows"][0])
+    for method in ("seqpatch", "unet"):
+        assert res["summary"][method]["n"] == 3
+        assert 0.0 <= res["summary"][method]["dice"]["mean"] <= 1.0
+
+
+def test_cli_synthetic(tmp_path):
+    w = write_checkpoints(tmp_path)
+    out = tmp_path / "syn.json"
+    rc = main(["evaluate", "--synthetic", "2", "--seed", "1", "--backgrounds", "none", "--methods", "seqpatch",
+               "--weights-seqpatch", str(w["seqpatch"]), "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert len(res["rows"]) == 2 and list(res["summary"]) == ["seqpatch"]
+
+
+def test_cli_missing_weights_and_bad_options(tmp_path, capsys):
+    image, label = write_case(tmp_path, shape=(3, 32, 32), centre=(1.0, 16.0, 16.0), radius_mm=6.0)
+    missing = tmp_path / "nope.safetensors"
+    rc = main(["evaluate", "--image", str(image), "--label", str(label), "--methods", "seqpatch",
+               "--weights-seqpatch", str(missing), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and str(missing) in err
+    assert main(["evaluate", "--synthetic", "2", "--clicks", "wobble"]) == 2
+    assert main(["evaluate", "--image", str(image), "--synthetic", "2"]) == 2
+    assert main(["evaluate", "--image", str(image), "--methods", "seqpatch"]) == 2  # no --label
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--synthetic", "2", "--methods", "seqpatch,nonsense"])
+    assert exc.value.code == 2

@@ -1,0 +1,196 @@
+"""Tests of seqpatch_core.propagate: the slice-to-slice walk, its stopping rules and the 3D result.
+
+Also home of the small helpers the evaluation and robustness tests share: a bright sphere in noise
+written with SimpleITK, tiny random-weight checkpoints, and ``BrightNet``, a stand-in network whose
+likelihood is the windowed intensity itself (bright = object), so the whole real pipeline (window,
+rays, fusion, threshold, component) runs in milliseconds and gives a predictable answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from torch import nn
+
+from seqpatch_core.errors import InputError
+from seqpatch_core.io import volume_from_array
+from seqpatch_core.models import build_model, save_checkpoint
+from seqpatch_core.predictor import Predictor
+from seqpatch_core.propagate import mask_click, propagate
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+class BrightNet(nn.Module):
+    """Logits ``40 * (x - 0.5)`` of the windowed input: segments whatever is brighter than mid-window.
+
+    ``arch`` "seqpatch" takes (B, K, 1, P, P) sequences, "unet" (N, 1, S, S) fields of view; both
+    map any shape to the same shape, so one class serves both.
+    """
+
+    def __init__(self, arch: str = "seqpatch"):
+        super().__init__()
+        self.record = {"name": arch, "arch": arch, "config": {}}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 40.0 * (x - 0.5)
+
+
+def sphere_arrays(
+    shape=(12, 64, 64), centre=(6.0, 32.0, 30.0), radius_mm=9.0, spacing_zyx=(2.0, 1.0, 1.0), seed=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A CT-like (z, y, x) int16 volume (0 ± 10 HU, a 150 HU ball, an air corner) and its uint8 label."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij")
+    d = np.sqrt(sum(((a - c) * s) ** 2 for a, c, s in zip((zz, yy, xx), centre, spacing_zyx, strict=True)))
+    label = (d < radius_mm).astype(np.uint8)
+    image = rng.normal(0.0, 10.0, shape) + 150.0 * label
+    image[:, :2, :2] = -1000.0  # air: read as CT, auto window "soft"
+    return image.astype(np.int16), label
+
+
+def write_case(tmp_path: Path, **kw) -> tuple[Path, Path]:
+    """Write ``sphere_arrays(**kw)`` as image.nrrd and label.nrrd in ``tmp_path``; returns both paths."""
+    spacing = kw.get("spacing_zyx", (2.0, 1.0, 1.0))
+    paths = []
+    for name, arr in zip(("image", "label"), sphere_arrays(**kw), strict=True):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+        sitk.WriteImage(img, str(tmp_path / f"{name}.nrrd"))
+        paths.append(tmp_path / f"{name}.nrrd")
+    return paths[0], paths[1]
+
+
+def write_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    """Random-weight checkpoints: a tiny sequential net (no RNN, narrow: fast on CPU) and the U-net."""
+    out = {"seqpatch": tmp_path / "seqpatch.safetensors", "unet": tmp_path / "unet.safetensors"}
+    save_checkpoint(build_model("seqpatch", widths=(8, 8, 8), rnn_levels="none"), out["seqpatch"])
+    save_checkpoint(build_model("unet"), out["unet"])
+    return out
+
+
+def bright_predictor(**kw) -> Predictor:
+    """A Predictor with BrightNet as "seqpatch" and "unet", holding ``sphere_arrays(**kw)``."""
+    image, _ = sphere_arrays(**kw)
+    vol = volume_from_array(image, spacing=kw.get("spacing_zyx", (2.0, 1.0, 1.0)), modality="CT")
+    pred = Predictor({"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}, device="cpu")
+    pred.set_volume(vol)
+    return pred
+
+
+# ----------------------------------------------------------------------------- propagation, real pipeline
+
+
+def test_follows_sphere_and_stops_on_area_jump():
+    # radius 9 mm, 2 mm slices: areas at dz = 0..4 are about 254, 241, 204, 141, 53 px; the last
+    # step (53 / 141 < 1/2) is an area jump under the default ratio 2, allowed under ratio 3.
+    pred = bright_predictor()
+    prop = propagate(pred, (6, 32, 30), method="seqpatch")
+    assert prop.mask3d.shape == (12, 64, 64) and prop.mask3d.dtype == bool
+    assert prop.z_range == (3, 9)
+    assert prop.stops == {"+z": "area_jump", "-z": "area_jump"}
+    zs = np.flatnonzero(prop.mask3d.any(axis=(1, 2)))
+    assert (zs.min(), zs.max()) == prop.z_range
+    assert [r["z"] for r in prop.per_slice] == list(range(3, 10))
+
+    wide = propagate(pred, (6, 32, 30), method="seqpatch", max_area_ratio=3.0)
+    assert wide.z_range == (2, 10)
+    assert wide.stops == {"+z": "vanished", "-z": "vanished"}
+    _, label = sphere_arrays()
+    inter = np.logical_and(wide.mask3d, label).sum()
+    assert 2 * inter / (wide.mask3d.sum() + label.sum()) > 0.85
+    # volume from the voxel count and spacing (2 x 1 x 1 mm = 0.002 mL per voxel)
+    assert wide.volume_ml == pytest.approx(wide.mask3d.sum() * 0.002)
+    assert wide.volume_ml == pytest.approx(4 / 3 * np.pi * 9.0**3 / 1000, rel=0.2)
+
+
+def test_stops_at_volume_end_and_keeps_window():
+    pred = bright_predictor(shape=(5, 48, 48), centre=(2.0, 24.0, 24.0), radius_mm=40.0, spacing_zyx=(0.5, 1.0, 1.0))
+    before = pred.window_spec
+    prop = propagate(pred, (2, 24, 24), method="unet")
+    assert prop.z_range == (0, 4)
+    assert prop.stops == {"+z": "volume_end", "-z": "volume_end"}
+    assert pred.window_spec == before  # the session's window setting is restored
+
+
+# ----------------------------------------------------------------------------- stopping rules, stubbed
+
+
+def _disc(r: float, cy=20.0, cx=20.0, shape=(40, 40)) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def _stub(monkeypatch, masks: dict[int, np.ndarray]) -> list[tuple]:
+    """Predictor.predict answers ``masks[z]`` (empty if absent); returns the list of calls (z, y, x)."""
+    calls: list[tuple] = []
+
+    def fake_predict(self, point_zyx, method="seqpatch", preset=None, threshold=0.5):
+        calls.append(tuple(point_zyx))
+        return SimpleNamespace(mask=masks.get(int(point_zyx[0]), np.zeros((40, 40), bool)))
+
+    monkeypatch.setattr(Predictor, "predict", fake_predict)
+    return calls
+
+
+def _stub_predictor(nz=8) -> Predictor:
+    vol = volume_from_array(np.random.default_rng(1).normal(size=(nz, 40, 40)), spacing=(3.0, 0.5, 0.5))
+    pred = Predictor({}, device="cpu")
+    pred.set_volume(vol)
+    return pred
+
+
+def test_area_ratio_and_vanish_rules(monkeypatch):
+    a = _disc(8)  # 197 px
+    masks = {
+        4: a,
+        5: _disc(7),  # x0.77: kept
+        6: _disc(12),  # x2.9 of slice 5: a leak, discarded, +z stops
+        7: _disc(7),  # never reached
+        3: _disc(6, cy=22, cx=18),  # x0.58: kept
+        2: _disc(1),  # 5 px: x0.045, an area jump
+    }
+    calls = _stub(monkeypatch, masks)
+    prop = propagate(_stub_predictor(), (4, 20, 20), max_area_ratio=2.0)
+    assert prop.z_range == (3, 5)
+    assert prop.stops == {"+z": "area_jump", "-z": "area_jump"}
+    assert [r["z"] for r in prop.per_slice] == [3, 4, 5]
+    assert not prop.mask3d[6].any() and not prop.mask3d[2].any()
+    assert prop.volume_ml == pytest.approx(prop.mask3d.sum() * 3.0 * 0.25 / 1000)
+    # each next click is the previous accepted slice's centroid
+    assert calls[0] == (4, 20.0, 20.0)
+    assert [c[0] for c in calls] == [4, 5, 6, 3, 2]
+    assert calls[3][1:] == pytest.approx((20.0, 20.0))  # slice 3 is clicked at slice 4's centre
+    assert calls[4][1:] == pytest.approx((22.0, 18.0))  # slice 2 at slice 3's centre
+
+    # a ratio of 50 keeps slices 6 and 7 (then the volume ends) and the 5 px slice 2 (then slice 1 vanishes)
+    _stub(monkeypatch, masks)
+    loose = propagate(_stub_predictor(), (4, 20, 20), max_area_ratio=50.0)
+    assert loose.z_range == (2, 7)
+    assert loose.stops == {"+z": "volume_end", "-z": "vanished"}
+
+
+def test_empty_first_slice_and_bad_ratio(monkeypatch):
+    _stub(monkeypatch, {})
+    prop = propagate(_stub_predictor(), (4, 20, 20))
+    assert prop.z_range == (4, 4) and not prop.mask3d.any() and prop.volume_ml == 0.0
+    assert prop.stops == {"+z": "empty_start", "-z": "empty_start"}
+    with pytest.raises(InputError):
+        propagate(_stub_predictor(), (4, 20, 20), max_area_ratio=1.0)
+    with pytest.raises(InputError):
+        propagate(_stub_predictor(), (99, 20, 20))
+
+
+def test_mask_click_uses_nearest_pixel_for_a_ring():
+    ring = _disc(10) & ~_disc(6)
+    y, x = mask_click(ring)
+    assert ring[int(round(y)), int(round(x))]
+    assert np.hypot(y - 20, x - 20) == pytest.approx(7.0, abs=1.0)
+    assert mask_click(_disc(3, cy=10, cx=30)) == pytest.approx((10.0, 30.0))
+    with pytest.raises(InputError):
+        mask_click(np.zeros((5, 5), bool))

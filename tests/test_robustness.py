@@ -1,0 +1,96 @@
+"""Tests of seqpatch_core.robustness and the ``robustness`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_propagate import bright_predictor, sphere_arrays, write_case, write_checkpoints
+
+from seqpatch_core.__main__ import main
+from seqpatch_core.errors import InputError
+from seqpatch_core.predictor import Predictor
+from seqpatch_core.robustness import click_robustness, robustness_figure, robustness_table
+
+KEYS = {"offsets_mm", "seqpatch", "unet", "reference", "outside", "point_yx", "slice", "seconds"}
+
+
+@pytest.fixture
+def spy(monkeypatch) -> list[tuple]:
+    """Counts Predictor.predict_many calls (method, number of clicks) and runs the real one."""
+    calls: list[tuple] = []
+    real = Predictor.predict_many
+
+    def counting(self, z, points_yx, method="seqpatch", preset=None, threshold=0.5):
+        calls.append((method, len(points_yx)))
+        return real(self, z, points_yx, method, preset, threshold)
+
+    monkeypatch.setattr(Predictor, "predict_many", counting)
+    return calls
+
+
+def test_grid_against_label_in_one_batch_per_method(spy):
+    pred = bright_predictor()
+    _, label = sphere_arrays()
+    fractions = []
+    res = click_robustness(pred, 6, (32.0, 30.0), grid=5, step_mm=4.0, label_slice=label[6],
+                           progress=lambda f, text: fractions.append(f))
+    assert set(res) == KEYS
+    assert res["offsets_mm"] == [-8.0, -4.0, 0.0, 4.0, 8.0]
+    assert res["reference"] == "label" and res["slice"] == 6 and res["point_yx"] == [32.0, 30.0]
+    assert spy == [("seqpatch", 25), ("unet", 25)]  # the whole grid in one batch per method
+    for method in ("seqpatch", "unet"):
+        grid = np.array(res[method], dtype=float)
+        assert grid.shape == (5, 5)
+        assert grid[2, 2] > 0.85  # BrightNet finds the ball from its centre
+        assert res["seconds"][method] > 0
+    outside = np.array(res["outside"])
+    assert outside.shape == (5, 5)
+    # (8, 8) mm from the centre is 11.3 mm away: outside the 9 mm ball; (4, 4) is inside
+    assert outside[0, 0] and outside[4, 4] and not outside[2, 2] and not outside[1, 3]
+    assert fractions[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in fractions)
+    json.dumps(res)
+
+
+def test_self_reference_and_clicks_outside_the_image(spy):
+    pred = bright_predictor()
+    res = click_robustness(pred, 6, (1.0, 30.0), grid=5, step_mm=3.0, methods=("unet",))
+    assert res["reference"] == "self" and set(res) == KEYS - {"seqpatch"}
+    grid = res["unet"]
+    assert grid[0] == [None] * 5 and grid[1] == [None] * 5  # y - 6 mm and y - 3 mm leave the image
+    assert grid[2][2] == 1.0  # the original click against itself
+    assert spy == [("unet", 15)]  # skipped clicks are not sent
+    assert all(isinstance(v, float) for row in grid[2:] for v in row)
+    with pytest.raises(InputError):
+        click_robustness(pred, 6, (100.0, 30.0))  # the original click is outside the image
+    with pytest.raises(InputError):
+        click_robustness(pred, 6, (32.0, 30.0), grid=0)
+
+
+def test_figure_and_table():
+    res = click_robustness(bright_predictor(), 6, (1.0, 30.0), grid=3, step_mm=5.0)
+    fig = robustness_figure(res)
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 2  # two heat maps (+ a colour bar)
+    table = robustness_table(res)
+    assert "**seqpatch**" in table and "n/a" in table
+
+
+def test_cli(tmp_path, capsys):
+    image, label = write_case(tmp_path, shape=(3, 40, 40), centre=(1.0, 20.0, 20.0), radius_mm=8.0)
+    w = write_checkpoints(tmp_path)
+    out, png = tmp_path / "rob.json", tmp_path / "rob.png"
+    weights = ["--weights-seqpatch", str(w["seqpatch"]), "--weights-unet", str(w["unet"]), "--device", "cpu"]
+    rc = main(["robustness", str(image), "--label", str(label), "--slice", "1", "--grid", "3", "--step-mm", "3",
+               "--preset", "mr", "--json", str(out), "--png", str(png), *weights])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert set(res) == KEYS and res["reference"] == "label"
+    assert np.array(res["seqpatch"]).shape == (3, 3) and np.array(res["unet"]).shape == (3, 3)
+    assert res["point_yx"] == pytest.approx([20.0, 20.0])  # default: the label's centre on the slice
+    assert png.stat().st_size > 1000
+    assert "**unet**" in capsys.readouterr().out
+    # no label and no point: one line, exit 2
+    assert main(["robustness", str(image), "--slice", "1", *weights]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["robustness", str(image), "--slice", "7", "--point", "5", "5", *weights]) == 2
