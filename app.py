@@ -30,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--seqpatch-weights", default=None, help="checkpoint (default: weights/seqpatch.safetensors)"
     )
     p.add_argument("--unet-weights", default=None, help="checkpoint (default: weights/unet.safetensors)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
 
@@ -47,6 +48,10 @@ def main(argv=None) -> None:
     from seqpatch_core.errors import SeqPatchError
     from seqpatch_core.predictor import Predictor, pick_device
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         device = pick_device(args.device)
     except SeqPatchError as exc:

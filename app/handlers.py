@@ -418,7 +418,7 @@ def load(
             "summary": _summary(session),
             "slice": gr.update(
                 minimum=0,
-                maximum=max(volume.shape[0] - 1, 0),
+                maximum=max(volume.shape[0] - 1, 1),  # a Gradio slider needs min < max
                 value=session.z,
                 step=1,
                 interactive=volume.shape[0] > 1,

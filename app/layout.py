@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ CSS = """
 #legend-note { font-size: 0.9em; opacity: 0.85; }
 """
 #: Keyword arguments for ``demo.launch`` (Gradio 6 takes css and theme there, not in ``gr.Blocks``).
-LAUNCH_KWARGS: dict[str, Any] = {"css": CSS}
+LAUNCH_KWARGS: dict[str, Any] = {"css": CSS, "max_file_size": "1gb"}
 
 HEADER = """## SeqPatch: one-click segmentation of CT and MR slices
 Load an image (or pick an example), then **click on the object**. Two networks segment it on that
@@ -60,12 +61,11 @@ def _example_label(path: str) -> str:
 def _bind(fn: Callable[..., dict[str, Any]]) -> Callable[..., tuple]:
     """Adapts a handler returning ``{output name: value}`` to Gradio's tuple of :data:`OUTPUTS`."""
 
+    @functools.wraps(fn)  # keeps the signature: Gradio injects gr.SelectData by its annotation
     def run(*args):
         out = fn(*args)
         return tuple(out[name] if name in out else gr.skip() for name in OUTPUTS)
 
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
     return run
 
 
@@ -77,7 +77,8 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
     examples = find_examples() if examples is None else [list(e) for e in examples]
     missing = [m for m in ("seqpatch", "unet") if m not in predictor.models]
 
-    with gr.Blocks(title="SeqPatch: one-click segmentation") as demo:
+    # delete_cache: uploads and exports older than 2 h are removed from Gradio's cache every hour.
+    with gr.Blocks(title="SeqPatch: one-click segmentation", delete_cache=(3600, 7200)) as demo:
         state = gr.State(None, time_to_live=handlers.SESSION_TTL_S, delete_callback=handlers.close_session)
         gr.Markdown(HEADER)
         if missing:
@@ -119,17 +120,16 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     level = gr.Slider(
                         -1500, 3000, value=40, step=1, label="Window level (L)", elem_id="level"
                     )
-                with gr.Row():
-                    opacity = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Overlay opacity")
-                    threshold = gr.Slider(
-                        0.05,
-                        0.95,
-                        value=0.5,
-                        step=0.05,
-                        label="Threshold",
-                        info="re-fuses the cached likelihoods, no network run",
-                        elem_id="threshold",
-                    )
+                opacity = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Overlay opacity (fill)")
+                threshold = gr.Slider(
+                    0.05,
+                    0.95,
+                    value=0.5,
+                    step=0.05,
+                    label="Threshold",
+                    info="re-thresholds the cached likelihoods of every segmented slice (no network run)",
+                    elem_id="threshold",
+                )
                 show_rays = gr.Checkbox(
                     False, label="Show rays, patch centres and the U-net field of view", elem_id="show-rays"
                 )
@@ -141,6 +141,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     label="Exports: 3D masks (.nii.gz), overlay (.png), clicks (.json)",
                     file_count="multiple",
                     interactive=False,
+                    height=150,
                     elem_id="exports",
                 )
                 with gr.Accordion("Segment at a voxel (z, y, x)", open=False):
@@ -153,6 +154,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                 overlay = gr.Image(
                     render.placeholder("Load an image, then click on the object", (360, 480)),
                     label="Slice: click on the object",
+                    height=600,
                     type="numpy",
                     format="png",
                     interactive=False,

@@ -191,19 +191,19 @@ def render_overlay(
         edge = _edge(up, width)
         if c.dashed:
             yy, xx = np.nonzero(edge)
-            keep = ((yy + xx) // (4 * width)) % 2 == 0
+            keep = ((yy + xx) // (3 * width)) % 3 != 2  # long dashes, short gaps
             edge = np.zeros_like(edge)
             edge[yy[keep], xx[keep]] = True
         edges.append((edge, colour))
-    for edge, colour in edges:  # outlines after every fill, so no fill hides an outline
-        out[edge] = colour
-    img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
+    img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).convert("RGBA")
     scale = max(1.0, img.width / 560)
+    labels = []
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
     if fov_corners is not None:
         pts = [tuple(p[::-1]) for p in slice_to_display(fov_corners, factor)]
         for a, b in zip(pts, pts[1:] + pts[:1], strict=True):
-            _dashed_line(draw, a, b, COLOURS["unet"], 2)
+            _dashed_line(draw, a, b, (*COLOURS["unet"], 255), 2)
     if ray_centres is not None and point_yx is not None:
         centres = slice_to_display(ray_centres, factor)
         start = slice_to_display(np.asarray(point_yx, dtype=np.float64), factor)
@@ -211,14 +211,26 @@ def render_overlay(
         for i in range(n):
             col = ray_colour(i, n)
             line = [(start[1], start[0])] + [(p[1], p[0]) for p in centres[i]]
-            draw.line(line, fill=col, width=1)
+            draw.line(line, fill=(*col, 190), width=1)
             for p in centres[i]:
-                draw.ellipse([p[1] - 2, p[0] - 2, p[1] + 2, p[0] + 2], fill=col)
+                draw.ellipse([p[1] - 2, p[0] - 2, p[1] + 2, p[0] + 2], fill=(*col, 190))
             end = centres[i, -1]
             d = end - start
             d = d / (np.linalg.norm(d) + 1e-9)
             ty, tx = end + d * 10 * scale
-            _text(draw, (tx - 5 * scale, ty - 7 * scale), str(i), int(11 * scale), fill=col)
+            labels.append(((tx - 5 * scale, ty - 7 * scale), str(i), col))
+    img = Image.alpha_composite(img, layer).convert("RGB")
+    # Outlines (with a dark halo) go over the fills and the rays, so neither hides a contour.
+    out = np.asarray(img).copy()
+    for edge, _ in edges:
+        halo = ndimage.binary_dilation(edge) & ~edge
+        out[halo] = out[halo] // 3
+    for edge, colour in edges:
+        out[edge] = colour.astype(np.uint8)
+    img = Image.fromarray(out)
+    draw = ImageDraw.Draw(img)
+    for xy, text, col in labels:
+        _text(draw, xy, text, int(11 * scale), fill=col)
     if point_yx is not None:
         _marker(draw, slice_to_display(np.asarray(point_yx, dtype=np.float64), factor), 5 * scale)
     entries = []
@@ -227,6 +239,9 @@ def render_overlay(
     _legend(img, entries, scale)
     if caption:
         size = int(12 * scale)
+        box = Image.new("RGBA", (int(font_len(caption, size)) + 12, size + 10), (0, 0, 0, 170))
+        img.paste(box, (2, img.height - size - 12), box)
+        draw = ImageDraw.Draw(img)
         _text(draw, (8, img.height - size - 8), caption, size)
     return np.asarray(img)
 

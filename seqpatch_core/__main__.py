@@ -123,6 +123,7 @@ def cmd_train(args) -> int:
         amp=not args.no_amp,
         resume=args.resume,
         threads=args.threads,
+        init=args.init,
     )
     rec = train(tc)
     v = rec["validation"]
@@ -150,7 +151,8 @@ def cmd_bench(args) -> int:
     dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
     models = load_models(["seqpatch", "unet"], {"seqpatch": args.weights_seqpatch, "unet": args.weights_unet})
     pred = Predictor(models, device=args.device, dtype=dtypes[args.dtype])
-    result = run_bench(pred, args.image, args.label, clicks=args.clicks, preset=args.preset, with_load=not args.no_load)
+    image, label = (None, None) if args.synthetic else (args.image, args.label)
+    result = run_bench(pred, image, label, clicks=args.clicks, preset=args.preset, with_load=not args.no_load)
     print(markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -323,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-slices", type=int, default=48)
     tr.add_argument("--patience", type=int, default=8)
     tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimiser)")
     tr.add_argument("--device", default="auto")
     tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")
     tr.set_defaults(func=cmd_train)
@@ -366,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--label", default=str(PROJECT_ROOT / "examples" / "lung2_ct_crop_label.nii.gz"))
     be.add_argument("--weights-seqpatch", default=None)
     be.add_argument("--weights-unet", default=None)
+    be.add_argument("--synthetic", action="store_true", help="a generated CT slice instead of --image")
     be.add_argument("--no-load", action="store_true", help="skip the 512x512x100 loading test")
     be.add_argument("--json", default=None)
     be.set_defaults(func=cmd_bench)

@@ -84,20 +84,46 @@ def load_benchmark(shape=(100, 512, 512)) -> dict[str, float]:
     return {"shape_zyx": list(shape), "seconds": round(seconds, 3), "peak_growth_mb": round((peak - before) / 1024, 1)}
 
 
+def synthetic_ct(seed: int = 0, shape=(17, 256, 256), spacing=(5.0, 0.627, 0.627)):
+    """A CT-like volume (HU) with one generated lesion on its middle slice, shaped like the lung2 crop.
+
+    For machines without SimpleITK (the latency depends on the preset and the slice size, not on the
+    content). Returns ``(volume, label)``.
+    """
+    from seqpatch_core import synth
+    from seqpatch_core.intensity import CT_PRESETS
+    from seqpatch_core.io import volume_from_array
+
+    s = synth.make_slice(np.random.default_rng(seed), size=shape[1], spacing_mm=spacing[1])
+    width, level = CT_PRESETS["lung"]
+    arr = np.full(shape, -1000.0, dtype=np.float32)
+    arr[:] = level - width / 2 + s.image * width
+    lab = np.zeros(shape, dtype=np.uint8)
+    lab[shape[0] // 2] = s.label
+    vol = volume_from_array(arr, spacing=spacing, modality="CT", source="synthetic CT (bench)")
+    return vol, lab
+
+
 def run_bench(
     predictor: Predictor,
-    image: str | Path,
+    image: str | Path | None,
     label: str | Path | None = None,
     clicks: int = 20,
     warmup: int = 3,
     preset: str = "ct",
     with_load: bool = True,
 ) -> dict:
-    """Benchmark both methods on ``image`` (the click: the label's centre on its largest slice)."""
-    vol = read_volume(image)
+    """Benchmark both methods on ``image`` (the click: the label's centre on its largest slice).
+
+    ``image=None`` benchmarks :func:`synthetic_ct` instead.
+    """
+    if image is None:
+        vol, lab = synthetic_ct()
+    else:
+        vol = read_volume(image)
+        lab = read_label(label, vol) if label is not None else None
     predictor.set_volume(vol, window="auto")
-    if label is not None:
-        lab = read_label(label, vol)
+    if lab is not None:
         z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
         ys, xs = np.nonzero(lab[z])
         cy, cx = float(ys.mean()), float(xs.mean())
@@ -113,7 +139,7 @@ def run_bench(
         "cores": os.cpu_count(),
         "dtype": str(dtype).replace("torch.", ""),
         "torch": torch.__version__,
-        "image": Path(image).name,
+        "image": Path(image).name if image is not None else vol.source,
         "preset": preset,
         "clicks": clicks,
     }

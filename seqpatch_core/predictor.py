@@ -177,8 +177,8 @@ class Predictor:
         dtype: torch.dtype | None = None,
         cache_slices: int = 8,
     ):
-        self.models = models
         self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.models = {name: m.to(self.device) for name, m in models.items()}
         self.dtype = dtype
         self.volume: Volume | None = None
         self.window_spec = "auto"

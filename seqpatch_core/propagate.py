@@ -47,7 +47,8 @@ class Propagation:
             px, float), "area_px": int}``.
         stops: why each direction stopped: ``{"+z": reason, "-z": reason}`` with reason one of
             ``"vanished"``, ``"area_jump"``, ``"volume_end"`` or ``"empty_start"`` (the clicked
-            slice itself gave fewer than ``min_area_px`` pixels).
+            slice itself gave fewer than ``min_area_px`` pixels: its mask is kept, as a plain
+            ``predict`` gives it, and no other slice is tried).
     """
 
     mask3d: np.ndarray

@@ -169,14 +169,14 @@ def patch_centres(click_yx, cfg: RayConfig) -> np.ndarray:
     return click[..., None, None, :] + offsets
 
 
-def patch_grid(click_yx, cfg: RayConfig) -> np.ndarray:
-    """Sampling positions (..., n_rays, K, P, P, 2) in (y, x) working pixels.
+def patch_offsets(cfg: RayConfig) -> np.ndarray:
+    """Sampling positions (n_rays, K, P, P, 2) relative to the click, in (y, x) working pixels.
 
     Patch pixel (row i, column j) sits at ``centre + (j - c) * u + (i - c) * v`` with
     ``c = (P - 1) / 2``; ``u`` is the ray direction and ``v`` its normal for ``align="ray"``,
     or the x and y axes for ``align="axis"``.
     """
-    centres = patch_centres(click_yx, cfg)  # (..., n, K, 2)
+    centres = patch_centres(np.zeros(2), cfg)  # (n, K, 2)
     p = cfg.patch
     off = np.arange(p, dtype=np.float64) - (p - 1) / 2.0
     theta = ray_angles(cfg.n_rays)
@@ -188,7 +188,13 @@ def patch_grid(click_yx, cfg: RayConfig) -> np.ndarray:
         v = np.tile([[1.0, 0.0]], (cfg.n_rays, 1))
     # (n, P, P, 2): row offset along v, column offset along u
     local = off[None, :, None, None] * v[:, None, None, :] + off[None, None, :, None] * u[:, None, None, :]
-    return centres[..., :, :, None, None, :] + local[:, None, :, :, :]
+    return centres[:, :, None, None, :] + local[:, None, :, :, :]
+
+
+def patch_grid(click_yx, cfg: RayConfig) -> np.ndarray:
+    """Sampling positions (..., n_rays, K, P, P, 2) in (y, x) working pixels for click(s) (..., 2)."""
+    click = np.asarray(click_yx, dtype=np.float64)
+    return click[..., None, None, None, None, :] + patch_offsets(cfg)
 
 
 def sample_patches(image: torch.Tensor, grid_yx: torch.Tensor, pad_value: float = 0.0) -> torch.Tensor:

@@ -143,8 +143,8 @@ def robustness_figure(result: dict):
     """Dice heat maps side by side, one per method (a matplotlib Figure, no pyplot state).
 
     viridis on 0..1, each cell annotated with its Dice; clicks outside the object are hatched and
-    marked ×; skipped cells (click outside the image) are grey "n/a". Axes are offsets in mm
-    (x to the right, y down, as on the image).
+    marked ×; skipped cells (click outside the image) are grey "n/a"; the original click's cell is
+    outlined in red. Axes are offsets in mm (x to the right, y down, as on the image).
     """
     from matplotlib.figure import Figure
 
@@ -168,14 +168,15 @@ def robustness_figure(result: dict):
                     ax.text(offs[j], offs[i], "n/a", ha="center", va="center", fontsize=8, color="0.3")
                     continue
                 if outside[i, j]:
-                    ax.add_patch(_cell_patch(offs[j], offs[i], step))
+                    hatch = _cell_patch(offs[j], offs[i], step, hatch="//", edgecolor="white", alpha=0.6)
+                    ax.add_patch(hatch)
                     label = f"×\n{v:.2f}"
                 else:
                     label = f"{v:.2f}"
                 # dark text on the bright (yellow) end of viridis, light text on the dark end
                 ax.text(offs[j], offs[i], label, ha="center", va="center", fontsize=8,
                         color="black" if v > 0.6 else "white")
-        ax.plot(0.0, 0.0, marker="+", color="red", markersize=14, mew=2)
+        ax.add_patch(_cell_patch(0.0, 0.0, step, edgecolor="red", linewidth=2.0))  # the original click
         ax.set_xticks(offs)
         ax.set_yticks(offs)
         ax.set_xlabel("x offset (mm)")
@@ -187,8 +188,9 @@ def robustness_figure(result: dict):
     return fig
 
 
-def _cell_patch(x: float, y: float, step: float):
+def _cell_patch(x: float, y: float, step: float, **style):
+    """An unfilled square over the grid cell centred at offset (x, y) mm (matplotlib Rectangle)."""
     from matplotlib.patches import Rectangle
 
-    return Rectangle((x - step / 2, y - step / 2), step, step, fill=False, hatch="//", edgecolor="white",
-                     linewidth=0.0, alpha=0.6)
+    style.setdefault("linewidth", 0.0)
+    return Rectangle((x - step / 2, y - step / 2), step, step, fill=False, **style)

@@ -59,6 +59,7 @@ class TrainConfig:
     amp: bool = True
     resume: bool = False
     threads: int = 0
+    init: str | None = None
 
 
 # ----------------------------------------------------------------------------- data
@@ -139,9 +140,13 @@ def targets_for(arch: str, batch: dict, cfg: rays.RayConfig, device: torch.devic
     """Network inputs and soft targets for a batch, sampled on ``device``."""
     images = batch["images"].to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
-    clicks = batch["clicks"].numpy()
-    grid_np = rays.patch_grid(clicks, cfg) if arch == "seqpatch" else rays.fov_grid(clicks, cfg)
-    grid = torch.as_tensor(grid_np, dtype=torch.float32, device=device)
+    clicks = batch["clicks"]
+    if arch == "seqpatch":
+        # offsets are small (n, K, P, P, 2); the big broadcast add happens on the device
+        offsets = torch.as_tensor(rays.patch_offsets(cfg), dtype=torch.float32, device=device)
+        grid = clicks.to(device, torch.float32)[:, None, None, None, None, :] + offsets
+    else:
+        grid = torch.as_tensor(rays.fov_grid(clicks.numpy(), cfg), dtype=torch.float32, device=device)
     x = rays.sample_patches(images, grid)
     y = rays.sample_patches(labels, grid)
     if arch == "seqpatch":
@@ -193,6 +198,11 @@ def train(tc: TrainConfig) -> dict:
     resume_path = out.with_suffix(".resume.pt")
     curve_path = out.with_suffix(".json")
     model = build_model(tc.model).to(device)
+    if tc.init and not (tc.resume and resume_path.is_file()):
+        # continue from an earlier run's best weights (fresh optimiser); recorded in the checkpoint
+        start_from = build_model(tc.model, checkpoint=tc.init)
+        model.load_state_dict(start_from.state_dict())
+        log.info("initialised from %s", tc.init)
     arch = model_arch(model)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(0.95, 0.99), weight_decay=tc.weight_decay)
     state = {"step": 0, "samples": 0, "elapsed_s": 0.0, "best": -1.0, "history": [], "round": 0, "stale": 0}

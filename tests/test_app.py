@@ -194,7 +194,9 @@ def test_export_mask_geometry_and_clicks_json(loaded, models, volume_files):
     assert len(rec["clicks"]) == 2
     c = rec["clicks"][1]
     assert c["voxel_zyx"] == [0, CENTRE[0] + 1.5, CENTRE[1]]
-    assert np.allclose(c["physical_xyz_mm"], vol.index_to_physical((0, CENTRE[0] + 1.5, CENTRE[1])), atol=1e-3)
+    assert np.allclose(
+        c["physical_xyz_mm"], vol.index_to_physical((0, CENTRE[0] + 1.5, CENTRE[1])), atol=1e-3
+    )
     assert c["methods"] == ["seqpatch", "unet"] and c["threshold"] == 0.5
     sha = models["seqpatch"].record["sha256"]
     assert rec["weights"]["seqpatch"]["sha256"] == sha and len(sha) == 64
@@ -275,13 +277,22 @@ def test_gradio_client_load_and_click(predictor, volume_files, tmp_path):
 
     demo = build_demo(predictor, examples=[list(volume_files)])
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **LAUNCH_KWARGS)
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS
+    )
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path),
-                        analytics_enabled=False)
-        out = client.predict(handle_file(volume_files[0]), handle_file(volume_files[1]), "auto", 0.5, 0.3,
-                             False, api_name="/load")
+        client = Client(
+            f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path), analytics_enabled=False
+        )
+        out = client.predict(
+            handle_file(volume_files[0]),
+            handle_file(volume_files[1]),
+            "auto",
+            0.5,
+            0.3,
+            False,
+            api_name="/load",
+        )
         summary = out[0]
         assert "72×64×4" in summary
         out = client.predict(2, CENTRE[0], CENTRE[1], api_name="/segment")

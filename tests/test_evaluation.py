@@ -21,7 +21,7 @@ from seqpatch_core.evaluation import (
 )
 from seqpatch_core.predictor import pick_device
 
-ROW_KEYS = {"method", "case", "z", "click", "click_kind", "dice", "cd_x", "cd_y", "cd_z", "hd95", "abd", "arvd"}
+ROW_KEYS = {"method", "case", "z", "click", "click_kind", *METRICS, "arvd"}
 
 
 def test_parse_clicks():
@@ -64,7 +64,8 @@ def test_evaluate_volume_with_a_predictable_network():
         assert s["dice"]["mean"] > 0.8  # BrightNet finds the bright ball
         assert abs(s["dice_lost"]["mean"]) < 0.1
     again = evaluate_volume(pred, label, ["seqpatch"], clicks="jitter:2", seed=3)
-    assert [r["click"] for r in again["rows"]] == [r["click"] for r in res["rows"] if r["method"] == "seqpatch"]
+    first = [r["click"] for r in res["rows"] if r["method"] == "seqpatch"]
+    assert [r["click"] for r in again["rows"]] == first  # seeded
     table = markdown_table(res["summary"])
     assert table.count("\n") == 3 and "Dice lost" in table and "±" in table
     json.dumps(res)  # plain types only
@@ -83,8 +84,9 @@ def test_cli_real_case(tmp_path, capsys):
     image, label = write_case(tmp_path, **SMALL)  # both random networks run 3 times
     w = write_checkpoints(tmp_path)
     out = tmp_path / "ev.json"
-    rc = main(["evaluate", "--image", str(image), "--label", str(label), "--weights-seqpatch", str(w["seqpatch"]),
-               "--weights-unet", str(w["unet"]), "--preset", "mr", "--device", "cpu", "--json", str(out)])
+    weights = ["--weights-seqpatch", str(w["seqpatch"]), "--weights-unet", str(w["unet"])]
+    rc = main(["evaluate", "--image", str(image), "--label", str(label), *weights, "--preset", "mr",
+               "--device", "cpu", "--json", str(out)])
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "| seqpatch |" in stdout and "| unet |" in stdout
@@ -99,8 +101,8 @@ def test_cli_real_case(tmp_path, capsys):
 def test_cli_synthetic(tmp_path):
     w = write_checkpoints(tmp_path)
     out = tmp_path / "syn.json"
-    rc = main(["evaluate", "--synthetic", "2", "--seed", "1", "--backgrounds", "none", "--methods", "seqpatch",
-               "--weights-seqpatch", str(w["seqpatch"]), "--device", "cpu", "--json", str(out)])
+    rc = main(["evaluate", "--synthetic", "2", "--seed", "1", "--backgrounds", "none", "--methods",
+               "seqpatch", "--weights-seqpatch", str(w["seqpatch"]), "--device", "cpu", "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert len(res["rows"]) == 2 and list(res["summary"]) == ["seqpatch"]

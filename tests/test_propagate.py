@@ -110,7 +110,9 @@ def test_follows_sphere_and_stops_on_area_jump():
 
 
 def test_stops_at_volume_end_and_keeps_window():
-    pred = bright_predictor(shape=(5, 48, 48), centre=(2.0, 24.0, 24.0), radius_mm=40.0, spacing_zyx=(0.5, 1.0, 1.0))
+    # a ball far larger than the volume: every slice holds the object
+    pred = bright_predictor(shape=(5, 48, 48), centre=(2.0, 24.0, 24.0), radius_mm=40.0,
+                            spacing_zyx=(0.5, 1.0, 1.0))
     before = pred.window_spec
     prop = propagate(pred, (2, 24, 24), method="unet")
     assert prop.z_range == (0, 4)

@@ -81,8 +81,8 @@ def test_cli(tmp_path, capsys):
     w = write_checkpoints(tmp_path)
     out, png = tmp_path / "rob.json", tmp_path / "rob.png"
     weights = ["--weights-seqpatch", str(w["seqpatch"]), "--weights-unet", str(w["unet"]), "--device", "cpu"]
-    rc = main(["robustness", str(image), "--label", str(label), "--slice", "1", "--grid", "3", "--step-mm", "3",
-               "--preset", "mr", "--json", str(out), "--png", str(png), *weights])
+    rc = main(["robustness", str(image), "--label", str(label), "--slice", "1", "--grid", "3",
+               "--step-mm", "3", "--preset", "mr", "--json", str(out), "--png", str(png), *weights])
     assert rc == 0
     res = json.loads(out.read_text())
     assert set(res) == KEYS and res["reference"] == "label"
