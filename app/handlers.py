@@ -391,20 +391,26 @@ def load(
 
     threshold, opacity, show_rays: the controls' current values, kept by the new session.
     """
-    if old is not None:
-        old.close()
     session = new_session(predictor)
     session.threshold = float(threshold) if threshold and 0 < float(threshold) < 1 else 0.5
     session.opacity = float(np.clip(opacity if opacity is not None else 0.3, 0.0, 1.0))
     session.show_rays = bool(show_rays)
     if not image_path:
+        if old is not None:
+            old.close()
         return _empty_view(session)
-    volume = read_volume(image_path)
+    volume = read_volume(image_path)  # a refused file leaves the current session as it was
     session.volume = volume
     session.image_path = str(image_path)
     session.window_name = window_name if window_name in WINDOWS and window_name != "custom" else "auto"
     if label_path:
-        _set_label(session, label_path)
+        try:
+            _set_label(session, label_path)
+        except SeqPatchError as exc:  # the image is fine: use it, and say why the label is not
+            session.label_note = f"⚠ {_one_line(exc)}"
+            gr.Warning(_one_line(exc))
+    if old is not None:
+        old.close()
     session.predictor.set_volume(volume, window=session.model_window())
     session.z = _best_slice(volume, session.label)
     missing = [m for m in METHODS if m not in predictor.models]

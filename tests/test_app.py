@@ -215,9 +215,20 @@ def test_bad_upload_is_one_line_error(predictor, tmp_path, volume_files):
 
     small = tmp_path / "small_label.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 8, 8), np.uint8)), str(small))
-    with pytest.raises(gr.Error) as info:
-        handlers.load(predictor, None, volume_files[0], str(small))
+    with pytest.warns(UserWarning, match="label not used"):  # the image loads, without the label
+        out = handlers.load(predictor, None, volume_files[0], str(small))
+    assert out["state"].label is None
+    assert "label not used: label geometry differs" in out["summary"]
+    with pytest.raises(gr.Error) as info:  # a label chosen later is refused outright
+        handlers.load_label(out["state"], volume_files[0], str(small))
     assert info.value.message.startswith("label not used: label geometry differs")
+
+    # A refused image keeps the session that was there, results included.
+    s = handlers.load(predictor, None, *volume_files)["state"]
+    handlers.segment(s, 2, *CENTRE)
+    with pytest.raises(gr.Error):
+        handlers.load(predictor, s, str(bad))
+    assert 2 in s.results and s.volume is not None
 
 
 def test_label_loaded_later_and_view_controls(predictor, volume_files):
