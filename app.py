@@ -30,6 +30,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--seqpatch-weights", default=None, help="checkpoint (default: weights/seqpatch.safetensors)"
     )
     p.add_argument("--unet-weights", default=None, help="checkpoint (default: weights/unet.safetensors)")
+    p.add_argument(
+        "--no-ablations",
+        action="store_true",
+        help="do not load the ablation networks of weights/ablations (the 'Ablations side by side' tab)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
@@ -59,10 +64,16 @@ def main(argv=None) -> None:
     models = load_models(
         ["seqpatch", "unet"], {"seqpatch": args.seqpatch_weights, "unet": args.unet_weights}, strict=False
     )
+    main_loaded = bool(models)
+    if not args.no_ablations:
+        from app.teaching import load_ablations
+
+        # Keys "ablation:<variant>": shared by every session, never run by a plain click.
+        models.update(load_ablations())
     for name, model in models.items():
         model.to(device)
         log.info("loaded %s (sha256 %s)", name, str(model.record.get("sha256", "?"))[:12])
-    if not models:
+    if not main_loaded:
         log.warning(
             "no weights loaded: the app starts, but segmentation needs weights (see weights/README.md)"
         )

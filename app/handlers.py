@@ -31,6 +31,7 @@ from seqpatch_core.intensity import Window, apply_window, resolve_window
 from seqpatch_core.io import Volume, read_label, read_volume, write_mask
 from seqpatch_core.metrics import evaluate_masks
 from seqpatch_core.predictor import METHODS, Predictor, Result
+from seqpatch_core.propagate import Propagation
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,16 @@ class Click:
 
 
 @dataclass
+class Object3D:
+    """A clicked object followed through the volume (:func:`seqpatch_core.propagate.propagate`)."""
+
+    method: str
+    seed_zyx: tuple[int, float, float]
+    threshold: float
+    prop: Propagation
+
+
+@dataclass
 class Session:
     """Everything one browser session holds (kept in ``gr.State``, never module-level)."""
 
@@ -119,6 +130,8 @@ class Session:
     results: dict[int, dict[str, Result]] = field(default_factory=dict)
     history: list[Click] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    objects3d: dict[str, Object3D] = field(default_factory=dict)
+    robustness: dict | None = None
     tmpdir: str | None = None
     _windows: dict[str, Window] = field(default_factory=dict)
     _slices: OrderedDict = field(default_factory=OrderedDict)
@@ -178,6 +191,8 @@ class Session:
         self._slices.clear()
         self.results.clear()
         self.history.clear()
+        self.objects3d.clear()
+        self.robustness = None
 
 
 def new_session(predictor: Predictor) -> Session:
@@ -591,10 +606,12 @@ def undo(session: Session | None) -> dict[str, Any]:
 
 @user_errors
 def reset(session: Session | None) -> dict[str, Any]:
-    """Forget every click and result (the image and label stay)."""
+    """Forget every click and result, 3D objects included (the image and label stay)."""
     s = _require(session)
     s.results.clear()
     s.history.clear()
+    s.objects3d.clear()
+    s.robustness = None
     out = render_view(s)
     out.update({"state": s, "files": None})
     return out
@@ -654,6 +671,16 @@ def clicks_record(session: Session) -> dict[str, Any]:
         "device": str(s.predictor.device),
         "weights": weights,
         "clicks": clicks,
+        "objects_3d": {
+            m: {
+                "seed_voxel_zyx": [o.seed_zyx[0], round(o.seed_zyx[1], 3), round(o.seed_zyx[2], 3)],
+                "threshold": o.threshold,
+                "slices": list(o.prop.z_range),
+                "volume_ml": round(o.prop.volume_ml, 4),
+                "stops": o.prop.stops,
+            }
+            for m, o in s.objects3d.items()
+        },
     }
 
 
@@ -683,11 +710,15 @@ def _stem(session: Session) -> str:
 
 @user_errors
 def export(session: Session | None) -> dict[str, Any]:
-    """Write the 3D masks (.nii.gz, the input's exact geometry), the overlay (.png) and the clicks (.json)."""
+    """Write the masks (.nii.gz, the input's exact geometry), the overlay (.png) and the clicks (.json).
+
+    ``<stem>_<method>_mask.nii.gz`` holds every clicked slice; ``<stem>_<method>_3d_mask.nii.gz`` the
+    whole object followed in 3D (when segmented); ``<stem>_robustness.json`` the last robustness grid.
+    """
     from PIL import Image
 
     s = _require(session)
-    if not s.results:
+    if not s.results and not s.objects3d:
         raise InputError("nothing to export yet: click on the object first")
     d = s.workdir()
     stem = _stem(s)
@@ -697,6 +728,14 @@ def export(session: Session | None) -> dict[str, Any]:
             p = d / f"{stem}_{m}_mask.nii.gz"
             write_mask(mask_volume(s, m), s.volume, p)
             files.append(str(p))
+    for m, obj in s.objects3d.items():
+        p = d / f"{stem}_{m}_3d_mask.nii.gz"
+        write_mask(obj.prop.mask3d.astype(np.uint8), s.volume, p)
+        files.append(str(p))
+    if s.robustness is not None:
+        p = d / f"{stem}_robustness.json"
+        p.write_text(json.dumps(s.robustness, indent=1))
+        files.append(str(p))
     png = d / f"{stem}_slice{s.z}_overlay.png"
     Image.fromarray(render_view(s)["overlay"]).save(png)
     files.append(str(png))

@@ -111,7 +111,8 @@ class SliceGrid:
     def working_shape(self) -> tuple[int, int]:
         h, w = self.shape
         sy, sx = self.scale
-        return (max(1, int(round((h - 1) * sy)) + 1), max(1, int(round((w - 1) * sx)) + 1))
+        # ceil: the working grid must reach the slice's last pixel centre (nothing is cut off)
+        return (int(math.ceil((h - 1) * sy - 1e-6)) + 1, int(math.ceil((w - 1) * sx - 1e-6)) + 1)
 
     def to_working(self, points_yx: np.ndarray) -> np.ndarray:
         """(..., 2) slice-pixel points (y, x) -> working-pixel points."""

@@ -38,6 +38,8 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "convgru": ("seqpatch", {"cell": "gru"}),
 }
 _ARCHS = {"seqpatch": SeqPatchNet, "unet": UNet}
+#: config keys that tell the named variants of one architecture apart
+IDENTITY_KEYS = ("rnn_levels", "cell", "bidirectional")
 META_KEY = "seqpatch"
 
 
@@ -79,7 +81,10 @@ def build_model(name: str, checkpoint: str | Path | None = None, **config: Any) 
     arch_defaults = {
         k: p.default for k, p in inspect.signature(_ARCHS[arch]).parameters.items() if p.default is not p.empty
     }
-    for key, value in {**defaults, **config}.items():
+    # what makes a named variant itself (e.g. "forward" is bidirectional=False), plus explicit config;
+    # widths and normalisation may differ between checkpoints of one name
+    wanted = {k: defaults.get(k, arch_defaults.get(k)) for k in IDENTITY_KEYS if k in arch_defaults}
+    for key, value in {**wanted, **config}.items():
         have = record["config"].get(key, arch_defaults.get(key))
         if _norm(have) != _norm(value):
             raise WeightsError(f"{Path(checkpoint).name} was trained with {key}={have!r}, not {value!r} (as {name!r} needs)")

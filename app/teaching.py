@@ -1,0 +1,380 @@
+"""Teaching and robustness panels of the demo: click robustness, the whole object in 3D, ablations side
+by side and what the sequential network computes along one ray. Functions of a :class:`Session`
+returning ``{output name: value}``, like :mod:`app.handlers` (the layout maps names to components).
+
+Every panel works on the *current click*: the point clicked on the slice being shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from app import features, render
+from app.handlers import Object3D, Session, _require, user_errors
+from seqpatch_core.errors import InputError
+from seqpatch_core.intensity import Window
+from seqpatch_core.metrics import dice, evaluate_masks
+from seqpatch_core.predictor import METHODS, Predictor, Result
+from seqpatch_core.propagate import propagate
+from seqpatch_core.robustness import click_robustness, robustness_figure
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+#: Ablation variant -> (model name for ``build_model``, description). Key prefix in Predictor.models.
+ABLATIONS: dict[str, tuple[str, str]] = {
+    "seqpatch_paper": ("seqpatch", "bidirectional gated unit at all three levels (the paper's model)"),
+    "forward": ("forward", "forward only: one memory, inside → outside"),
+    "seqfcn": ("seqfcn", "no recurrent units: every patch on its own"),
+    "bottom": ("bottom", "recurrent unit at the bottom level only (U-net-B)"),
+    "bottom_middle": ("bottom_middle", "units at the bottom and middle levels (U-net-BM)"),
+    "convlstm": ("convlstm", "ConvLSTM cells instead of the gated unit"),
+    "convgru": ("convgru", "ConvGRU cells instead of the gated unit"),
+}
+PREFIX = "ablation:"
+#: The bidirectional reference an ablation is compared with when loaded (trained with the same budget).
+PAPER_KEY = PREFIX + "seqpatch_paper"
+ABLATIONS_DIR = Path(__file__).resolve().parent.parent / "weights" / "ablations"
+
+EXPLAIN = """#### How the sequential network reads a ray
+* **Inside → outside.** Each of the 16 rays starts *inside* the object, at your click, and ends
+  *outside* it. The network reads the ray's K patches in that order (k = 0 … K−1), so it can judge
+  each patch by **comparing it with what came before and after it**, not on its own.
+* **Forward memory** (k = 0 → K−1) has seen only the patches from the click up to this one, mostly
+  inside the object: it tends to call the patch *inside* ("still looks like the object").
+* **Backward memory** (k = K−1 → 0) starts at the far end and has seen the outside: it tends to call
+  the patch *outside*.
+* **Bidirectional unit.** At every time step the two memories are fused (concatenated, 1×1
+  convolution). Before the boundary both say inside, after it both say outside; **where they
+  disagree is the crossing**, and the likelihood drops there. A forward-only network (ablation
+  *forward*) has to decide without seeing what lies beyond.
+"""
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def ablation_choices(predictor: Predictor) -> list[tuple[str, str]]:
+    """Dropdown ``(label, key)`` pairs for the ablation models the predictor holds."""
+    out = []
+    for name, (_, text) in ABLATIONS.items():
+        key = PREFIX + name
+        if key in predictor.models:
+            out.append((f"{name}: {text}", key))
+    return out
+
+
+def load_ablations(folder: str | Path = ABLATIONS_DIR) -> dict[str, Any]:
+    """The ablation networks whose weights exist in ``folder``, keyed ``"ablation:<variant>"``.
+
+    A missing or unreadable checkpoint is skipped (logged), so the app always starts.
+    """
+    from seqpatch_core.__main__ import load_models
+
+    folder = Path(folder)
+    models = {}
+    for name, (model_name, _) in ABLATIONS.items():
+        path = folder / f"{name}.safetensors"
+        if path.is_file():
+            got = load_models([model_name], {model_name: str(path)}, strict=False)
+            if model_name in got:
+                models[PREFIX + name] = got[model_name]
+    return models
+
+
+def current_click(session: Session) -> tuple[int, float, float]:
+    """The (z, y, x) clicked on the slice being shown, or a one-line InputError."""
+    s = _require(session)
+    res = s.results.get(s.z) or {}
+    if not res:
+        raise InputError(f"click on the object on slice {s.z} first (this panel works on the current click)")
+    z, y, x = next(iter(res.values())).point_zyx
+    return int(z), float(y), float(x)
+
+
+def _click_window(session: Session) -> Window:
+    return next(iter(session.results[session.z].values())).window
+
+
+@contextmanager
+def _held_window(predictor: Predictor, window: Window) -> Iterator[None]:
+    """Use the click's window for every extra run (moved clicks, other networks), then restore."""
+    saved = predictor.window_spec
+    predictor.window_spec = window
+    try:
+        yield
+    finally:
+        predictor.window_spec = saved
+
+
+def _where(session: Session) -> str:
+    z, y, x = current_click(session)
+    return f"slice {z}, click (y, x) = ({y:.1f}, {x:.1f})"
+
+
+def _inside(result: Result, shape_yx: tuple[int, int]) -> np.ndarray:
+    cy = np.clip(np.round(result.centres[..., 0]).astype(int), 0, shape_yx[0] - 1)
+    cx = np.clip(np.round(result.centres[..., 1]).astype(int), 0, shape_yx[1] - 1)
+    return result.mask[cy, cx]
+
+
+def ray_grid(result: Result, shape_yx: tuple[int, int], title: str | None = None) -> np.ndarray:
+    """The per-ray view of a seqpatch-architecture result (render's grid), with an optional title bar."""
+    grid = render.render_ray_grid(result.patches, result.ray_likelihoods, inside=_inside(result, shape_yx))
+    if not title:
+        return grid
+    bar = np.full((30, grid.shape[1], 3), 24, dtype=np.uint8)
+    img = Image.fromarray(bar)
+    from PIL import ImageDraw
+
+    render._text(ImageDraw.Draw(img), (10, 6), title, 16, fill=render.COLOURS["seqpatch"])
+    return np.concatenate([np.asarray(img), grid], axis=0)
+
+
+# ----------------------------------------------------------------------------- 1. click robustness
+
+
+@user_errors
+def robustness(
+    session: Session | None, grid: float = 5, step_mm: float = 3.0, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Dice heat maps over a grid of moved clicks around the current click (seqpatch and U-net)."""
+    s = _require(session)
+    z, y, x = current_click(s)
+    methods = [m for m in METHODS if m in s.predictor.models]
+    if not methods:
+        raise InputError("no model is loaded (see weights/README.md)")
+    try:
+        grid_n, step = int(grid), float(step_mm)
+    except (TypeError, ValueError):
+        raise InputError("the grid size and the step must be numbers") from None
+    label = s.label[z] if s.label is not None else None
+    with _held_window(s.predictor, _click_window(s)):
+        result = click_robustness(
+            s.predictor,
+            z,
+            (y, x),
+            grid=grid_n,
+            step_mm=step,
+            methods=methods,
+            label_slice=label,
+            progress=progress,
+            threshold=s.threshold,
+        )
+    s.robustness = result
+    shown = {render.NAMES.get(k, k) if k in methods else k: v for k, v in result.items()}
+    fig = robustness_figure(shown)
+    if result["reference"] == "label":
+        ref = f"**Scored against the label** on slice {z} (the ground truth): accuracy as the click moves."
+    else:
+        ref = (
+            "**Scored against each method's own result at the original click** (no label loaded): "
+            "how stable the answer is, not how right."
+        )
+    means = ", ".join(
+        f"{render.NAMES[m]} mean Dice {np.nanmean([v for r in result[m] for v in r if v is not None]):.3f}"
+        for m in methods
+    )
+    n_out = int(np.sum(result["outside"]))
+    note = (
+        f"{ref} {grid_n}×{grid_n} clicks, {step:g} mm apart, around {_where(s)}. {means}. "
+        f"Cells marked × (hatched): the moved click lies outside the object ({n_out} of them); "
+        f"red frame: the original click; n/a: outside the image. "
+        f"{result['seconds']['total']:.1f} s."
+    )
+    return {"state": s, "rob_plot": fig, "rob_note": note}
+
+
+# ----------------------------------------------------------------------------- 2. whole object in 3D
+
+
+class _Ticking:
+    """A predictor stand-in that reports every ``predict`` (one per slice) to a progress callable."""
+
+    def __init__(self, inner: Predictor, tick: Callable[[int], None]):
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_tick", tick)
+        object.__setattr__(self, "_n", 0)
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value) -> None:  # window_spec is held on the real predictor
+        setattr(self._inner, name, value)
+
+    def predict(self, *args, **kwargs):
+        object.__setattr__(self, "_n", self._n + 1)
+        self._tick(self._n)
+        return self._inner.predict(*args, **kwargs)
+
+
+def _seed_component(label: np.ndarray, seed: tuple[int, float, float]) -> tuple[np.ndarray, str]:
+    """The label's 3D connected component holding the seed, else the whole label (and which)."""
+    lab = label != 0
+    z, y, x = seed[0], int(round(seed[1])), int(round(seed[2]))
+    if not lab[z, y, x]:
+        return lab, "the whole label (the click is outside it)"
+    comp, n = ndimage.label(lab)
+    if n <= 1:
+        return lab, "the label"
+    return comp == comp[z, y, x], "the label's connected object at the click"
+
+
+def _montage(session: Session, obj: Object3D, tiles: int = 8, tile_px: int = 200) -> np.ndarray:
+    """Up to ``tiles`` slices across the object, its mask outlined (and the label dashed)."""
+    s = session
+    lo, hi = obj.prop.z_range
+    zs = sorted({int(round(v)) for v in np.linspace(lo, hi, min(tiles, hi - lo + 1))})
+    pics = []
+    for z in zs:
+        contours = [render.Contour(obj.method, obj.prop.mask3d[z])]
+        if s.label is not None:
+            contours.append(render.Contour("truth", s.label[z] != 0, dashed=True, fill=False))
+        pic = render.render_overlay(
+            render.grey_rgb(s.windowed(z), 1), 1, contours, opacity=0.25, caption=f"z {z}"
+        )
+        img = Image.fromarray(pic)
+        img.thumbnail((tile_px, tile_px))
+        canvas = Image.new("RGB", (tile_px, tile_px), (24, 24, 24))
+        canvas.paste(img, ((tile_px - img.width) // 2, (tile_px - img.height) // 2))
+        pics.append(np.asarray(canvas))
+    cols = min(4, len(pics))
+    rows = -(-len(pics) // cols)
+    pad = 4
+    out = np.full((rows * (tile_px + pad) + pad, cols * (tile_px + pad) + pad, 3), 12, dtype=np.uint8)
+    for i, p in enumerate(pics):
+        r, c = divmod(i, cols)
+        out[pad + r * (tile_px + pad) : pad + r * (tile_px + pad) + tile_px,
+            pad + c * (tile_px + pad) : pad + c * (tile_px + pad) + tile_px] = p  # fmt: skip
+    return out
+
+
+@user_errors
+def segment_object(
+    session: Session | None, method: str = "seqpatch", progress: Progress | None = None
+) -> dict[str, Any]:
+    """Follow the clicked object through the neighbouring slices (:func:`propagate`) and keep its 3D mask."""
+    s = _require(session)
+    z, y, x = current_click(s)
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in s.predictor.models:
+        raise InputError(f"the {render.NAMES[method]} weights are not loaded (see weights/README.md)")
+    nz = s.shape[0]
+
+    def tick(n: int) -> None:
+        if progress is not None:
+            progress(min(n / max(nz, 1), 0.99), f"{render.NAMES[method]}: slice {n} of at most {nz}")
+
+    with _held_window(s.predictor, _click_window(s)):
+        prop = propagate(_Ticking(s.predictor, tick), (z, y, x), method=method, threshold=s.threshold)
+    obj = Object3D(method=method, seed_zyx=(z, y, x), threshold=s.threshold, prop=prop)
+    s.objects3d[method] = obj
+    lo, hi = prop.z_range
+    stops = {"vanished": "object vanished", "area_jump": "area jump (leak?)", "volume_end": "end of volume",
+             "empty_start": "empty at the click"}  # fmt: skip
+    lines = [
+        f"**{render.NAMES[method]}, whole object**: **{prop.volume_ml:.2f} mL** on slices **{lo}–{hi}** "
+        f"({hi - lo + 1} slice{'s' if hi != lo else ''}), from the click at {_where(s)}, threshold "
+        f"{s.threshold:.2f}. Stopped: +z {stops.get(prop.stops.get('+z'), '–')}, "
+        f"−z {stops.get(prop.stops.get('-z'), '–')}.",
+    ]
+    if s.label is not None:
+        ref, what = _seed_component(s.label, (z, y, x))
+        e = evaluate_masks(prop.mask3d, ref, s.volume.spacing)
+        lines.append(
+            "| 3D vs " + what + " | Dice | CD x (mm) | CD y (mm) | CD z (mm) | HD95 (mm) | label (mL) |\n"
+            "|---|---:|---:|---:|---:|---:|---:|\n"
+            f"| {render.NAMES[method]} | {e['dice']:.3f} | {e['cd_x']:.2f} | {e['cd_y']:.2f} | "
+            f"{e['cd_z']:.2f} | {e['hd95']:.2f} | {e['size_ref'] / 1000:.2f} |"
+        )
+    else:
+        lines.append("_Load a label to see the 3D Dice and centroid distances._")
+    lines.append("**Export** now also writes this 3D mask (`…_" + method + "_3d_mask.nii.gz`).")
+    return {"state": s, "obj_note": "\n\n".join(lines), "obj_view": _montage(s, obj), "files": None}
+
+
+# ----------------------------------------------------------------------------- 3. ablations
+
+
+@user_errors
+def compare(session: Session | None, variant: str | None) -> dict[str, Any]:
+    """Run an ablation variant on the current click; its ray grid beside the bidirectional model's."""
+    s = _require(session)
+    z, y, x = current_click(s)
+    if not variant:
+        raise InputError("choose an ablation variant first")
+    key = variant if variant.startswith(PREFIX) else PREFIX + variant
+    if key not in s.predictor.models:
+        name = key[len(PREFIX) :]
+        raise InputError(f"the ablation {name!r} is not loaded (no weights in weights/ablations)")
+    ref_key = PAPER_KEY if PAPER_KEY in s.predictor.models and key != PAPER_KEY else "seqpatch"
+    if ref_key not in s.predictor.models:
+        raise InputError("the SeqPatch weights are not loaded (see weights/README.md)")
+    with _held_window(s.predictor, _click_window(s)):
+        var = s.predictor.predict((z, y, x), method=key, threshold=s.threshold)
+        ref = (s.results[z].get(ref_key) if ref_key == "seqpatch" else None) or s.predictor.predict(
+            (z, y, x), method=ref_key, threshold=s.threshold
+        )
+    name = key[len(PREFIX) :]
+    ref_name = ref_key[len(PREFIX) :] if ref_key.startswith(PREFIX) else "SeqPatch (the app's model)"
+    shape = s.shape[1:]
+    out = {
+        "state": s,
+        "cmp_ref": ray_grid(ref, shape, f"bidirectional: {ref_name}"),
+        "cmp_var": ray_grid(var, shape, f"ablation: {name}"),
+    }
+    why = (
+        "trained with the same budget as the ablations" if ref_key == PAPER_KEY
+        else "the app's main model (longer training, GroupNorm): not an equal-budget comparison"
+    )  # fmt: skip
+    rows = ["| model | Dice (slice) | area (px) |", "|---|---:|---:|"]
+    described = f"{name}: {ABLATIONS.get(name, ('', ''))[1]}"
+    for label, r in ((f"{ref_name} (bidirectional)", ref), (described, var)):
+        d = f"{dice(r.mask, s.label[z] != 0):.3f}" if s.label is not None else "–"
+        rows.append(f"| {label} | {d} | {int(r.mask.sum())} |")
+    note = (
+        f"Same click ({_where(s)}), same patches, threshold {s.threshold:.2f}. Reference: **{ref_name}**, "
+        f"{why}.\n\n" + "\n".join(rows)
+    )
+    if s.label is None:
+        note += "\n\n_Load a label to see Dice._"
+    out["cmp_note"] = note
+    return out
+
+
+# ----------------------------------------------------------------------------- 4. feature maps
+
+
+@user_errors
+def ray_features_view(session: Session | None, ray: float = 0) -> dict[str, Any]:
+    """The bottom/middle/top feature maps of one ray of the current click (SeqPatch network)."""
+    s = _require(session)
+    current_click(s)
+    sp = s.results[s.z].get("seqpatch")
+    if sp is None or sp.patches.ndim != 4:
+        raise InputError("the SeqPatch network has not run on this click (are its weights loaded?)")
+    n = sp.patches.shape[0]
+    i = int(np.clip(round(float(ray or 0)), 0, n - 1))
+    feats = features.ray_features(s.predictor.models["seqpatch"], sp.patches[i])
+    img = features.render_feature_strips(sp.patches[i], feats, sp.ray_likelihoods[i], ray=i, n_rays=n)
+    sizes = "; ".join(
+        f"{f.level}: {f.channels} channels of {f.after.shape[1]}×{f.after.shape[2]}"
+        + ("" if f.source.startswith("rnn") else " (no recurrent unit)")
+        for f in feats.values()
+    )
+    note = (
+        f"Ray {i} ({360.0 * i / n:.1f}°) at {_where(s)}. Each small picture is the mean over channels "
+        f"at one time step ({sizes}). *Encoder* rows see each patch alone; *after bi-RNN* rows also "
+        "carry what the forward and backward memories bring from the rest of the ray."
+    )
+    return {"feat_img": img, "feat_note": note}
