@@ -18,7 +18,10 @@ log = logging.getLogger("seqpatch_core")
 
 #: The shipped checkpoints, relative to the project root.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS = {"seqpatch": PROJECT_ROOT / "weights" / "seqpatch.safetensors", "unet": PROJECT_ROOT / "weights" / "unet.safetensors"}
+DEFAULT_WEIGHTS = {
+    "seqpatch": PROJECT_ROOT / "weights" / "seqpatch.safetensors",
+    "unet": PROJECT_ROOT / "weights" / "unet.safetensors",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,7 +130,11 @@ def cmd_train(args) -> int:
     )
     rec = train(tc)
     v = rec["validation"]
-    log.info("done: best synthetic val Dice %.4f after %s min", v["synthetic_val_dice_best"], rec["training"]["wall_clock_min"])
+    log.info(
+        "done: best synthetic val Dice %.4f after %s min",
+        v["synthetic_val_dice_best"],
+        rec["training"]["wall_clock_min"],
+    )
     return 0
 
 
@@ -229,15 +236,25 @@ def cmd_evaluate(args) -> int:
         models = _checked_models(args)
         bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
         res = evaluation.evaluate_synthetic(
-            models, args.synthetic, args.seed, bank, pick_device(args.device),
-            clicks=args.clicks, threshold=args.threshold,
+            models,
+            args.synthetic,
+            args.seed,
+            bank,
+            pick_device(args.device),
+            clicks=args.clicks,
+            threshold=args.threshold,
         )
     else:
         if not args.label:
             raise InputError("--image needs --label (the reference segmentation)")
         pred, label = _load_case(args)
         res = evaluation.evaluate_volume(
-            pred, label, args.methods, clicks=args.clicks, seed=args.seed, preset=args.preset,
+            pred,
+            label,
+            args.methods,
+            clicks=args.clicks,
+            seed=args.seed,
+            preset=args.preset,
             threshold=args.threshold,
         )
     print(f"{res['source']}, clicks: {res['clicks']}\n")
@@ -265,8 +282,15 @@ def cmd_robustness(args) -> int:
     else:
         raise InputError("give --point Y X or --label (to click the label's centre)")
     res = click_robustness(
-        pred, args.slice, point, grid=args.grid, step_mm=args.step_mm, methods=args.methods,
-        label_slice=label_slice, preset=args.preset, threshold=args.threshold,
+        pred,
+        args.slice,
+        point,
+        grid=args.grid,
+        step_mm=args.step_mm,
+        methods=args.methods,
+        label_slice=label_slice,
+        preset=args.preset,
+        threshold=args.threshold,
     )
     print(robustness_table(res), flush=True)
     _write_json(res, args.json)
@@ -282,8 +306,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-seqpatch", default=None, help="default: weights/seqpatch.safetensors")
     p.add_argument("--weights-unet", default=None, help="default: weights/unet.safetensors")
     p.add_argument("--window", default="auto", help="auto|soft|lung|bone|brain|mr|W,L")
-    p.add_argument("--preset", default=None, choices=["ct", "mr", "promise12"],
-                   help="ray preset (default: ct for CT, mr otherwise)")
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=["ct", "mr", "promise12"],
+        help="ray preset (default: ct for CT, mr otherwise)",
+    )
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="write the full result here")
@@ -296,12 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="segment clicked objects and write the mask")
     pr.add_argument("image")
-    pr.add_argument("--point", nargs=3, type=float, action="append", required=True, metavar=("Z", "Y", "X"),
-                    help="voxel indices in array order (slice, row, column); repeatable")
+    pr.add_argument(
+        "--point",
+        nargs=3,
+        type=float,
+        action="append",
+        required=True,
+        metavar=("Z", "Y", "X"),
+        help="voxel indices in array order (slice, row, column); repeatable",
+    )
     pr.add_argument("--method", default="seqpatch", help="seqpatch, unet or an ablation name")
     pr.add_argument("--window", default="auto", help="auto|soft|lung|bone|brain|mr|W,L")
-    pr.add_argument("--preset", default=None, choices=["ct", "mr", "promise12"],
-                    help="ray preset (default: ct for CT, promise12 otherwise)")
+    pr.add_argument(
+        "--preset",
+        default=None,
+        choices=["ct", "mr", "promise12"],
+        help="ray preset (default: ct for CT, promise12 otherwise)",
+    )
     pr.add_argument("--threshold", type=float, default=0.5)
     pr.add_argument("--weights", default=None, help="checkpoint (default: weights/<method>.safetensors)")
     pr.add_argument("--device", default="auto")
@@ -315,8 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True)
     tr.add_argument("--resume", action="store_true")
     tr.add_argument("--data", default=None, help="folder of real image/label pairs to mix in")
-    tr.add_argument("--backgrounds", default=str(PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"),
-                    help="folder of background volumes or an .npz cache (prepare-backgrounds)")
+    tr.add_argument(
+        "--backgrounds",
+        default=str(PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"),
+        help="folder of background volumes or an .npz cache (prepare-backgrounds)",
+    )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--batch", type=int, default=8, help="slices per batch")
@@ -335,10 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--image", default=None, help="image to click on every labelled slice")
     ev.add_argument("--label", default=None, help="reference label of --image")
     ev.add_argument("--synthetic", type=int, default=None, metavar="N", help="N held-out synthetic slices")
-    ev.add_argument("--backgrounds", default=str(default_bank) if default_bank.exists() else None,
-                    help="background bank for --synthetic (folder or .npz; 'none': phantoms)")
-    ev.add_argument("--clicks", default="centroid",
-                    help="centroid | jitter:N (N clicks per slice up to 20%% of the object's radius away)")
+    ev.add_argument(
+        "--backgrounds",
+        default=str(default_bank) if default_bank.exists() else None,
+        help="background bank for --synthetic (folder or .npz; 'none': phantoms)",
+    )
+    ev.add_argument(
+        "--clicks",
+        default="centroid",
+        help="centroid | jitter:N (N clicks per slice up to 20%% of the object's radius away)",
+    )
     ev.add_argument("--seed", type=int, default=0)
     _add_model_options(ev)
     ev.set_defaults(func=cmd_evaluate)
@@ -347,8 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("image")
     ro.add_argument("--label", default=None, help="reference label (default: each method's own result)")
     ro.add_argument("--slice", type=int, required=True, metavar="Z")
-    ro.add_argument("--point", nargs=2, type=float, default=None, metavar=("Y", "X"),
-                    help="original click in slice px (default: the label's centre on the slice)")
+    ro.add_argument(
+        "--point",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("Y", "X"),
+        help="original click in slice px (default: the label's centre on the slice)",
+    )
     ro.add_argument("--grid", type=int, default=5, help="grid × grid offsets")
     ro.add_argument("--step-mm", type=float, default=3.0, help="offset step (mm)")
     ro.add_argument("--png", default=None, help="write the Dice heat maps here")
@@ -383,8 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr
+    )
     try:
         return args.func(args)
     except SeqPatchError as exc:

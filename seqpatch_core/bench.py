@@ -133,7 +133,9 @@ def run_bench(
     dev = predictor.device
     dtype = predictor.dtype or torch.float32
     out: dict = {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine()),
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else (platform.processor() or platform.machine()),
         "device_type": dev.type,
         "threads": torch.get_num_threads(),
         "cores": os.cpu_count(),
@@ -206,9 +208,13 @@ def markdown(b: dict) -> str:
                 f"{r['gflops_per_click']} | {r['floor_ms']} | {r['parameters'] / 1e6:.2f} M |"
             )
     rows.append("")
-    rows.append(f"5x5 robustness grid, both methods: {b['robustness_grid_5x5_s']} s. "
-                f"Matrix-product rate: {b['matmul_gflops']} GFLOP/s.")
+    rows.append(
+        f"5x5 robustness grid, both methods: {b['robustness_grid_5x5_s']} s. "
+        f"Matrix-product rate: {b['matmul_gflops']} GFLOP/s."
+    )
     if "load_512x512x100" in b:
         ld = b["load_512x512x100"]
-        rows.append(f"Loading a 512x512x100 CT (.nii.gz): {ld['seconds']} s, peak memory growth {ld['peak_growth_mb']} MB.")
+        rows.append(
+            f"Loading a 512x512x100 CT (.nii.gz): {ld['seconds']} s, peak memory growth {ld['peak_growth_mb']} MB."
+        )
     return "\n".join(rows)

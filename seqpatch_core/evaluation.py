@@ -187,8 +187,7 @@ def evaluate_volume(
             progress(i / len(zs), f"slice {z}")
         pts = slice_clicks(lab[z], mode, n, rng)
         masks = {
-            m: [r.mask for r in predictor.predict_many(z, pts, m, preset=preset, threshold=threshold)]
-            for m in methods
+            m: [r.mask for r in predictor.predict_many(z, pts, m, preset=preset, threshold=threshold)] for m in methods
         }
         rows += _rows_for_slice(masks, lab[z], pts, spacing_yx, {"case": vol.source, "z": z})
     if progress is not None:
@@ -234,8 +233,7 @@ def evaluate_synthetic(
         cfg = rays.get_preset(preset)
         pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
         clicks_w = np.array(pts)  # a synthetic slice is its own working grid
-        masks = {name: segment_working(net, s.image, clicks_w, cfg, device, threshold)
-                 for name, net in models.items()}
+        masks = {name: segment_working(net, s.image, clicks_w, cfg, device, threshold) for name, net in models.items()}
         case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
         rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case)
     if progress is not None:

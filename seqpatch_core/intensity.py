@@ -139,9 +139,7 @@ def auto_window(volume: Volume, point_zyx: Sequence[float] | None = None) -> Win
             raise InputError(f"a point needs 3 coordinates (z, y, x), got {len(point_zyx)}")
         z, y, x = (float(v) for v in point_zyx)
         if not (-0.5 <= z < nz - 0.5 and -0.5 <= y < ny - 0.5 and -0.5 <= x < nx - 0.5):
-            raise InputError(
-                f"point (z={z:g}, y={y:g}, x={x:g}) is outside the image of size {nz}×{ny}×{nx} (z×y×x)"
-            )
+            raise InputError(f"point (z={z:g}, y={y:g}, x={x:g}) is outside the image of size {nz}×{ny}×{nx} (z×y×x)")
         sl = volume.array[int(round(z))]
         _sz, sy, sx = volume.spacing
         # Only the bounding box of the disc is touched, so this stays cheap on 512×512 slices.
@@ -182,8 +180,7 @@ def resolve_window(spec: str, volume: Volume, point_zyx: Sequence[float] | None 
         if math.isfinite(width) and math.isfinite(level) and width > 0:
             return Window.from_width_level(width, level, "custom")
     raise InputError(
-        f"unknown window {spec!r}; choose auto, soft, lung, bone, brain, mr, "
-        "or W,L (e.g. 1500,-600, width > 0)"
+        f"unknown window {spec!r}; choose auto, soft, lung, bone, brain, mr, or W,L (e.g. 1500,-600, width > 0)"
     )
 
 

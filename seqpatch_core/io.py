@@ -197,14 +197,10 @@ def _check_size(size_xyz: Sequence[int], max_voxels: int, what: str) -> None:
         raise InputError(f"{what} is empty (size {_fmt_size(size_xyz)})")
     n = math.prod(int(s) for s in size_xyz)
     if n > max_voxels:
-        raise InputError(
-            f"{what} is too large: {_fmt_size(size_xyz)} = {n:,} voxels, the limit is {max_voxels:,}"
-        )
+        raise InputError(f"{what} is too large: {_fmt_size(size_xyz)} = {n:,} voxels, the limit is {max_voxels:,}")
 
 
-def _validate_array(
-    arr: np.ndarray, warnings: list[str], *, allow_constant: bool = False
-) -> np.ndarray:
+def _validate_array(arr: np.ndarray, warnings: list[str], *, allow_constant: bool = False) -> np.ndarray:
     """Checks and cleans a (z, y, x) array; returns it float32 and C-contiguous."""
     if arr.ndim != 3:
         raise InputError(f"expected a 2D or 3D image, got {arr.ndim} dimensions")
@@ -214,8 +210,7 @@ def _validate_array(
     z, y, x = arr.shape
     if y < MIN_INPLANE or x < MIN_INPLANE:
         raise InputError(
-            f"the image is too small to segment: {x}×{y} in-plane, "
-            f"at least {MIN_INPLANE}×{MIN_INPLANE} needed"
+            f"the image is too small to segment: {x}×{y} in-plane, at least {MIN_INPLANE}×{MIN_INPLANE} needed"
         )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(arr)
@@ -265,7 +260,9 @@ def _to_volume(
         n_extra = math.prod(size[3:])
         # Size 0 collapses a dimension; the direction becomes the 3×3 spatial sub-matrix.
         img = sitk.Extract(
-            img, size=size[:3] + [0] * (dim - 3), index=[0] * dim,
+            img,
+            size=size[:3] + [0] * (dim - 3),
+            index=[0] * dim,
             directionCollapseToStrategy=sitk.ExtractImageFilter.DIRECTIONCOLLAPSETOSUBMATRIX,
         )
         if n_extra > 1:
@@ -394,7 +391,11 @@ def _read_file(path: Path, fmt: str, *, max_voxels: int, picture: bool, allow_co
             f"cannot read {path.name} as {fmt} (damaged or truncated?): {_short_cause(exc, path)}"
         ) from None
     return _to_volume(
-        img, source=f"{path.name} ({fmt})", warnings=[], modality_tag=tag, picture=picture,
+        img,
+        source=f"{path.name} ({fmt})",
+        warnings=[],
+        modality_tag=tag,
+        picture=picture,
         allow_constant=allow_constant,
     )
 
@@ -416,9 +417,7 @@ def _find_series(folder: Path) -> list[tuple[str, list[str]]]:
     return found
 
 
-def _read_dicom_series(
-    folder: Path, label: str, *, max_voxels: int, allow_constant: bool
-) -> Volume | None:
+def _read_dicom_series(folder: Path, label: str, *, max_voxels: int, allow_constant: bool) -> Volume | None:
     """Reads the longest DICOM series in ``folder``; None when it holds no DICOM series."""
     series = _find_series(folder)
     if not series:
@@ -428,9 +427,7 @@ def _read_dicom_series(
     _sid, files = series[0]
     if len(series) > 1:
         others = ", ".join(str(len(f)) for _s, f in series[1:])
-        warnings.append(
-            f"found {len(series)} DICOM series; took the largest ({len(files)} slices, others: {others})"
-        )
+        warnings.append(f"found {len(series)} DICOM series; took the largest ({len(files)} slices, others: {others})")
     first = sitk.ImageFileReader()
     first.SetFileName(files[0])
     first.SetImageIO("GDCMImageIO")
@@ -451,7 +448,10 @@ def _read_dicom_series(
     except RuntimeError as exc:
         raise InputError(f"cannot read the DICOM series in {label}: {_short_cause(exc)}") from None
     return _to_volume(
-        img, source=f"{label} (DICOM series, {len(files)} slices)", warnings=warnings, modality_tag=tag,
+        img,
+        source=f"{label} (DICOM series, {len(files)} slices)",
+        warnings=warnings,
+        modality_tag=tag,
         allow_constant=allow_constant,
     )
 
@@ -473,8 +473,7 @@ def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[Path]:
         total = sum(m.file_size for m in members)
         if total > max_bytes:
             raise InputError(
-                f"{path.name} unpacks to {total / 1024**3:.1f} GiB, "
-                f"the limit is {max_bytes / 1024**3:.1f} GiB"
+                f"{path.name} unpacks to {total / 1024**3:.1f} GiB, the limit is {max_bytes / 1024**3:.1f} GiB"
             )
         written = 0
         for i, m in enumerate(members):
@@ -487,9 +486,7 @@ def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[Path]:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
                         if written > max_bytes:
-                            raise InputError(
-                                f"{path.name} unpacks to more than {max_bytes / 1024**3:.1f} GiB"
-                            )
+                            raise InputError(f"{path.name} unpacks to more than {max_bytes / 1024**3:.1f} GiB")
                         dst.write(chunk)
             except InputError:
                 raise
@@ -509,8 +506,9 @@ def _read_zip(path: Path, *, max_voxels: int, max_bytes_zip: int, allow_constant
         # Not DICOM: accept a zip that wraps exactly one image file of another supported format.
         images = [f for f in files if _suffix(f.name) not in ("", ".zip", ".dcm")]
         if len(images) == 1:
-            vol = _read_path(images[0], max_voxels=max_voxels, max_bytes_zip=max_bytes_zip,
-                             allow_constant=allow_constant)
+            vol = _read_path(
+                images[0], max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant
+            )
             vol.source = f"{path.name} → {images[0].name.split('_', 1)[1]}"
             return vol
         raise InputError(f"{path.name} holds no DICOM series (and not exactly one image file)")
@@ -534,9 +532,7 @@ def _read_path(path: Path, *, max_voxels: int, max_bytes_zip: int, allow_constan
     if path.stat().st_size == 0:
         raise InputError(f"{path.name} is an empty file")
     if ext == ".zip":
-        return _read_zip(
-            path, max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant
-        )
+        return _read_zip(path, max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant)
     picture = ext in _PICTURE_FORMATS
     fmt = _PICTURE_FORMATS[ext] if picture else _VOLUME_FORMATS[ext]
     return _read_file(path, fmt, max_voxels=max_voxels, picture=picture, allow_constant=allow_constant)

@@ -48,7 +48,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def model_arch(model: nn.Module) -> str:
-    """"seqpatch" or "unet", from the model's record."""
+    """ "seqpatch" or "unet", from the model's record."""
     return getattr(model, "record", {}).get("arch", "seqpatch")
 
 
@@ -240,9 +240,7 @@ class Predictor:
     def default_preset(self) -> str:
         return "ct" if self.volume is not None and self.volume.modality == "CT" else "mr"
 
-    def predict(
-        self, point_zyx, method: str = "seqpatch", preset: str | None = None, threshold: float = 0.5
-    ) -> Result:
+    def predict(self, point_zyx, method: str = "seqpatch", preset: str | None = None, threshold: float = 0.5) -> Result:
         """Segment the object clicked at ``point_zyx`` (voxel indices, array order) on its slice."""
         return self.predict_many(point_zyx[0], [point_zyx[1:]], method, preset, threshold)[0]
 

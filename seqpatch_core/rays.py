@@ -259,9 +259,7 @@ def splat(values: np.ndarray, positions_yx: np.ndarray, shape: tuple[int, int], 
     return acc.reshape(h, w), norm.reshape(h, w)
 
 
-def fuse_patches(
-    likelihoods: np.ndarray, grid_yx: np.ndarray, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def fuse_patches(likelihoods: np.ndarray, grid_yx: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Paste patch likelihoods back and average them.
 
     likelihoods: (n_rays, K, P, P) in [0, 1]; grid_yx: (n_rays, K, P, P, 2) their sampling
@@ -310,9 +308,7 @@ def paste_fov(likelihood: np.ndarray, click_yx, cfg: RayConfig, shape: tuple[int
 # ----------------------------------------------------------------------------- post-processing
 
 
-def postprocess(
-    likelihood: np.ndarray, coverage: np.ndarray, click_yx, threshold: float = 0.5
-) -> np.ndarray:
+def postprocess(likelihood: np.ndarray, coverage: np.ndarray, click_yx, threshold: float = 0.5) -> np.ndarray:
     """Threshold, keep the connected component that holds the click (or the nearest one), fill holes.
 
     likelihood, coverage: (H, W) on one grid; click_yx in that grid's pixels.

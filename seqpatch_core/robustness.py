@@ -174,8 +174,9 @@ def robustness_figure(result: dict):
                 else:
                     label = f"{v:.2f}"
                 # dark text on the bright (yellow) end of viridis, light text on the dark end
-                ax.text(offs[j], offs[i], label, ha="center", va="center", fontsize=8,
-                        color="black" if v > 0.6 else "white")
+                ax.text(
+                    offs[j], offs[i], label, ha="center", va="center", fontsize=8, color="black" if v > 0.6 else "white"
+                )
         ax.add_patch(_cell_patch(0.0, 0.0, step, edgecolor="red", linewidth=2.0))  # the original click
         ax.set_xticks(offs)
         ax.set_yticks(offs)

@@ -347,14 +347,28 @@ def _lung_background(rng: np.random.Generator, size: int, spacing_mm: float) -> 
     shape = (size, size)
     mm = 1.0 / spacing_mm
     base = rng.uniform(0.03, 0.4)
-    img = _F32(base) + _fft_field(rng, shape, [rng.uniform(1, 3) * mm, rng.uniform(10, 30) * mm],
-                                  [rng.uniform(0.01, 0.05), rng.uniform(0.02, 0.06)])
+    img = _F32(base) + _fft_field(
+        rng,
+        shape,
+        [rng.uniform(1, 3) * mm, rng.uniform(10, 30) * mm],
+        [rng.uniform(0.01, 0.05), rng.uniform(0.02, 0.06)],
+    )
     n_vessels = int(rng.integers(6, 22))
     for _ in range(n_vessels):
         val = _F32(min(0.98, base + rng.uniform(0.15, 0.6)))
         width = max(1.0, rng.uniform(1.0, 5.0) * mm)
-        alpha = _tube_alpha(size, rng.uniform(0, size), rng.uniform(0, size), rng.uniform(0, np.pi), 0.0, width,
-                            rng.uniform(0, 8) * mm, rng.uniform(15, 50) * mm, rng.uniform(10, 50) * mm, 0.0)
+        alpha = _tube_alpha(
+            size,
+            rng.uniform(0, size),
+            rng.uniform(0, size),
+            rng.uniform(0, np.pi),
+            0.0,
+            width,
+            rng.uniform(0, 8) * mm,
+            rng.uniform(15, 50) * mm,
+            rng.uniform(10, 50) * mm,
+            0.0,
+        )
         img += alpha * (val - img)
     wall = rng.random() < 0.6
     if wall:
@@ -612,9 +626,7 @@ def _boundary_point(label: np.ndarray, cy: float, cx: float, ang: float) -> tupl
     return cy + last * dy, cx + last * dx, last
 
 
-def _composite(
-    img: np.ndarray, sl: tuple[slice, slice], alpha: np.ndarray, value: np.ndarray | float
-) -> None:
+def _composite(img: np.ndarray, sl: tuple[slice, slice], alpha: np.ndarray, value: np.ndarray | float) -> None:
     """In place: img[sl] = (1 - alpha) * img[sl] + alpha * value (partial-volume mixing)."""
     region = img[sl]
     region += alpha * (value - region)
@@ -781,8 +793,16 @@ def _add_leak_organ(
 
 
 def _tube_alpha(
-    size: int, cy: float, cx: float, psi: float, off: float, width: float,
-    bend_a: float, bend_l: float, half_len: float, a0: float,
+    size: int,
+    cy: float,
+    cx: float,
+    psi: float,
+    off: float,
+    width: float,
+    bend_a: float,
+    bend_l: float,
+    half_len: float,
+    a0: float,
 ) -> np.ndarray:
     """Coverage (size, size) float32 of a slightly curved tube of ``width`` px at angle ``psi``,
     offset ``off`` px from (cy, cx), centred ``a0`` px along it, ``2 * half_len`` px long."""

@@ -258,7 +258,13 @@ def train(tc: TrainConfig) -> dict:
         curve_path.write_text(json.dumps({**_record(tc, state, elapsed, arch), "final": final}, indent=1))
         log.info(
             "%s step %d samples %d %.1f min loss %s val Dice %.4f (best %.4f)",
-            tc.model, entry["step"], entry["samples"], entry["minutes"], entry["train_loss"], vd, state["best"],
+            tc.model,
+            entry["step"],
+            entry["samples"],
+            entry["minutes"],
+            entry["train_loss"],
+            vd,
+            state["best"],
         )
 
     model.train()
@@ -293,7 +299,11 @@ def train(tc: TrainConfig) -> dict:
 def _record(tc: TrainConfig, state: dict, elapsed: float, arch: str) -> dict:
     return {
         "name": tc.model,
-        "ray": {"train_presets": TRAIN_PRESETS, "spacing_range_mm": SPACING_RANGE, "default": "ct (CT), promise12 (MR)"},
+        "ray": {
+            "train_presets": TRAIN_PRESETS,
+            "spacing_range_mm": SPACING_RANGE,
+            "default": "ct (CT), promise12 (MR)",
+        },
         "training": {
             **{k: v for k, v in asdict(tc).items() if k not in ("out", "resume", "device")},
             "arch": arch,

@@ -96,8 +96,28 @@ def test_cli_predict_keeps_geometry(tmp_path, small_weights, disc_volume, method
     src = tmp_path / "vol.nii.gz"
     _write(disc_volume, src)
     out = tmp_path / "m.nii.gz"
-    rc = main(["predict", str(src), "--point", "2", "45", "0", "--point", "1", "45", "6", "--method", method,
-               "--weights", str(small_weights[method]), "--device", "cpu", "--out", str(out)])
+    rc = main(
+        [
+            "predict",
+            str(src),
+            "--point",
+            "2",
+            "45",
+            "0",
+            "--point",
+            "1",
+            "45",
+            "6",
+            "--method",
+            method,
+            "--weights",
+            str(small_weights[method]),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["slice"] for x in lines] == [2, 1]
@@ -122,7 +142,12 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, small_weights, disc_volume, a
     (tmp_path / "x.nii.gz").write_text("not an image")
     _write(disc_volume, tmp_path / "vol.nii.gz")
     names = {"txt": tmp_path / "x.nii.gz", "missing": tmp_path / "nope.nii.gz", "vol": tmp_path / "vol.nii.gz"}
-    argv = [a.format(**names) for a in args] + ["--weights", str(small_weights["seqpatch"]), "--out", str(tmp_path / "o.nii.gz")]
+    argv = [a.format(**names) for a in args] + [
+        "--weights",
+        str(small_weights["seqpatch"]),
+        "--out",
+        str(tmp_path / "o.nii.gz"),
+    ]
     p = subprocess.run([sys.executable, "-m", "seqpatch_core", *argv], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 2
     err = [ln for ln in p.stderr.strip().splitlines() if not ln.startswith(("INFO", "WARNING"))]
@@ -132,9 +157,24 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, small_weights, disc_volume, a
 def test_cli_missing_weights_exit_2(tmp_path, disc_volume):
     _write(disc_volume, tmp_path / "vol.nii.gz")
     p = subprocess.run(
-        [sys.executable, "-m", "seqpatch_core", "predict", str(tmp_path / "vol.nii.gz"), "--point", "0", "1", "1",
-         "--weights", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "o.nii.gz")],
-        capture_output=True, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "seqpatch_core",
+            "predict",
+            str(tmp_path / "vol.nii.gz"),
+            "--point",
+            "0",
+            "1",
+            "1",
+            "--weights",
+            str(tmp_path / "none.safetensors"),
+            "--out",
+            str(tmp_path / "o.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert p.returncode == 2 and "not found" in p.stderr and "Traceback" not in p.stderr
 

@@ -61,9 +61,7 @@ def test_bilinear_sampling_of_a_ramp_is_exact(pad):
     assert np.allclose(out.numpy(), pad)
 
 
-@pytest.mark.parametrize(
-    "click", [(0, 0), (0, 99), (119, 0), (119, 99), (0, 50), (60, 0), (119, 40), (60, 99)]
-)
+@pytest.mark.parametrize("click", [(0, 0), (0, 99), (119, 0), (119, 99), (0, 50), (60, 0), (119, 40), (60, 99)])
 def test_clicks_on_every_corner_and_edge(click):
     img = torch.rand(120, 100)
     cfg = rays.get_preset("ct")

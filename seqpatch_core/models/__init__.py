@@ -87,7 +87,9 @@ def build_model(name: str, checkpoint: str | Path | None = None, **config: Any) 
     for key, value in {**wanted, **config}.items():
         have = record["config"].get(key, arch_defaults.get(key))
         if _norm(have) != _norm(value):
-            raise WeightsError(f"{Path(checkpoint).name} was trained with {key}={have!r}, not {value!r} (as {name!r} needs)")
+            raise WeightsError(
+                f"{Path(checkpoint).name} was trained with {key}={have!r}, not {value!r} (as {name!r} needs)"
+            )
     model = _construct(arch, record["config"])
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
@@ -138,7 +140,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
             meta = f.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{path.name} is not a readable safetensors checkpoint ({str(exc).splitlines()[0][:80]})") from None
+        raise WeightsError(
+            f"{path.name} is not a readable safetensors checkpoint ({str(exc).splitlines()[0][:80]})"
+        ) from None
     try:
         record = json.loads(meta[META_KEY])
         record["config"]  # noqa: B018 - must exist
@@ -163,4 +167,13 @@ def model_size(model: nn.Module) -> dict[str, float]:
     return {"parameters": n, "megabytes": n * 4 / 1e6}
 
 
-__all__ = ["MODELS", "build_model", "save_checkpoint", "load_checkpoint", "file_sha256", "model_size", "SeqPatchNet", "UNet"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "file_sha256",
+    "model_size",
+    "SeqPatchNet",
+    "UNet",
+]

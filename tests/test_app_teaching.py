@@ -1,0 +1,208 @@
+"""Tests of the demo's teaching and robustness panels (app.teaching, app.features), without a browser.
+
+Small random-weight networks (as in test_app.py): the tests check the plumbing (shapes, geometry,
+references, exports), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from app import build_demo, features, handlers, teaching  # noqa: E402
+from seqpatch_core.models import build_model, save_checkpoint  # noqa: E402
+from seqpatch_core.predictor import Predictor  # noqa: E402
+
+SHAPE = (9, 48, 52)  # (z, y, x)
+SPACING_XYZ = (0.9, 0.8, 2.5)
+ORIGIN = (-12.5, 30.0, 7.0)
+_A = np.deg2rad(15.0)
+DIRECTION = (np.cos(_A), -np.sin(_A), 0.0, np.sin(_A), np.cos(_A), 0.0, 0.0, 0.0, 1.0)
+CENTRE = (4, 24.0, 26.0)  # (z, y, x) of the sphere
+SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ablation_dir(tmp_path_factory) -> Path:
+    """weights/ablations-like folder with small "forward" and "bottom" checkpoints."""
+    d = tmp_path_factory.mktemp("ablations")
+    torch.manual_seed(1)
+    for name in ("forward", "bottom"):
+        save_checkpoint(build_model(name, widths=(8, 16, 32)), d / f"{name}.safetensors")
+    return d
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory, ablation_dir) -> Predictor:
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    models = {}
+    for name, cfg in SMALL.items():
+        save_checkpoint(build_model(name, **cfg), d / f"{name}.safetensors")
+        models[name] = build_model(name, checkpoint=d / f"{name}.safetensors")
+    models.update(teaching.load_ablations(ablation_dir))
+    return Predictor(models, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sphere_files(tmp_path_factory) -> tuple[str, str]:
+    """A CT-like volume with a bright sphere (radius 9 mm) in soft tissue, and its label."""
+    d = tmp_path_factory.mktemp("sphere")
+    sx, sy, sz = SPACING_XYZ
+    zz, yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    r_mm = np.sqrt(((zz - CENTRE[0]) * sz) ** 2 + ((yy - CENTRE[1]) * sy) ** 2 + ((xx - CENTRE[2]) * sx) ** 2)
+    arr = np.full(SHAPE, 30.0, dtype=np.float32)
+    arr[r_mm <= 9.0] = 200.0
+    arr += np.random.default_rng(0).normal(0, 8, SHAPE).astype(np.float32)
+    lab = (r_mm <= 9.0).astype(np.uint8)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(SPACING_XYZ)
+    img.SetOrigin(ORIGIN)
+    img.SetDirection(DIRECTION)
+    sitk.WriteImage(img, str(d / "sphere.nii.gz"))
+    label = sitk.GetImageFromArray(lab)
+    label.CopyInformation(img)
+    sitk.WriteImage(label, str(d / "sphere_label.nii.gz"))
+    return str(d / "sphere.nii.gz"), str(d / "sphere_label.nii.gz")
+
+
+@pytest.fixture()
+def clicked(predictor, sphere_files) -> handlers.Session:
+    s = handlers.load(predictor, None, *sphere_files)["state"]
+    handlers.segment(s, *CENTRE)
+    return s
+
+
+def test_ablations_load_under_their_own_keys(predictor, ablation_dir):
+    assert {"ablation:forward", "ablation:bottom"} <= set(predictor.models)
+    assert predictor.models["ablation:forward"].record["name"] == "forward"
+    assert [k for _, k in teaching.ablation_choices(predictor)] == ["ablation:forward", "ablation:bottom"]
+    assert teaching.load_ablations(ablation_dir / "none") == {}
+
+
+def test_a_click_runs_only_the_two_methods(clicked):
+    assert set(clicked.results[CENTRE[0]]) == {"seqpatch", "unet"}
+
+
+def test_panels_need_a_click_on_the_shown_slice(predictor, sphere_files):
+    s = handlers.load(predictor, None, *sphere_files)["state"]
+    for call in (
+        lambda: teaching.robustness(s, 3, 2.0),
+        lambda: teaching.segment_object(s, "seqpatch"),
+        lambda: teaching.compare(s, "ablation:forward"),
+        lambda: teaching.ray_features_view(s, 0),
+    ):
+        with pytest.raises(gr.Error, match="click on the object on slice"):
+            call()
+
+
+def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
+    calls = []
+    out = teaching.robustness(clicked, 3, 2.0, progress=lambda f, t: calls.append((f, t)))
+    assert isinstance(out["rob_plot"], Figure)
+    assert "Scored against the label" in out["rob_note"]
+    res = clicked.robustness
+    assert res["reference"] == "label" and res["slice"] == CENTRE[0]
+    assert np.asarray(res["seqpatch"]).shape == (3, 3) and np.asarray(res["unet"]).shape == (3, 3)
+    assert calls and calls[-1][0] == 1.0
+    titles = [ax.get_title() for ax in out["rob_plot"].axes]
+    assert any(t.startswith("SeqPatch") for t in titles) and any(t.startswith("U-net") for t in titles)
+    # the click's window is held for the moved clicks and restored afterwards
+    assert clicked.predictor.window_spec == "auto"
+
+    s = handlers.load(predictor, None, sphere_files[0])["state"]  # no label
+    handlers.segment(s, *CENTRE)
+    out = teaching.robustness(s, 3, 2.0)
+    assert s.robustness["reference"] == "self"
+    assert "against each method's own result at the original click" in out["rob_note"]
+    assert s.robustness["seqpatch"][1][1] == pytest.approx(1.0)  # the original click vs itself
+
+    with pytest.raises(gr.Error, match="grid"):
+        teaching.robustness(s, 0, 2.0)
+
+
+def test_whole_object_3d_and_export_geometry(clicked, sphere_files):
+    ticks = []
+    out = teaching.segment_object(clicked, "seqpatch", progress=lambda f, t: ticks.append(f))
+    obj = clicked.objects3d["seqpatch"]
+    assert obj.prop.mask3d.shape == SHAPE and obj.prop.mask3d.dtype == bool
+    lo, hi = obj.prop.z_range
+    assert lo <= CENTRE[0] <= hi
+    assert f"slices **{lo}–{hi}**" in out["obj_note"] and " mL" in out["obj_note"]
+    assert "| Dice | CD x (mm) | CD y (mm) | CD z (mm)" in out["obj_note"]  # a label is loaded
+    assert ticks and all(0 <= f < 1 for f in ticks)
+    assert out["obj_view"].ndim == 3 and out["obj_view"].dtype == np.uint8
+    assert out["files"] is None
+
+    files = handlers.export(clicked)["files"]
+    path = next(f for f in files if f.endswith("sphere_seqpatch_3d_mask.nii.gz"))
+    src, img = sitk.ReadImage(sphere_files[0]), sitk.ReadImage(path)
+    assert img.GetSize() == src.GetSize()
+    assert np.allclose(img.GetSpacing(), src.GetSpacing())
+    assert np.allclose(img.GetOrigin(), src.GetOrigin())
+    assert np.allclose(img.GetDirection(), src.GetDirection())
+    assert np.array_equal(sitk.GetArrayFromImage(img), obj.prop.mask3d.astype(np.uint8))
+    rec = json.loads(Path(next(f for f in files if f.endswith("_clicks.json"))).read_text())
+    assert rec["objects_3d"]["seqpatch"]["slices"] == [lo, hi]
+
+    handlers.reset(clicked)
+    assert clicked.objects3d == {}
+    with pytest.raises(gr.Error, match="weights are not loaded|unknown method"):
+        teaching.segment_object(clicked, "nonsense")
+
+
+def test_ablation_compare_with_a_forward_checkpoint(clicked):
+    out = teaching.compare(clicked, "ablation:forward")
+    assert out["cmp_ref"].ndim == 3 and out["cmp_var"].ndim == 3
+    assert out["cmp_ref"].shape == out["cmp_var"].shape  # the same rays and patches
+    assert "SeqPatch (the app's model)" in out["cmp_note"]  # no seqpatch_paper here
+    assert out["cmp_note"].count("| 0.") + out["cmp_note"].count("| 1.0") >= 2  # both Dice values
+    with pytest.raises(gr.Error, match="not loaded"):
+        teaching.compare(clicked, "ablation:convlstm")
+
+
+def test_ray_features_shapes_and_hooks_removed(clicked):
+    sp = clicked.results[CENTRE[0]]["seqpatch"]
+    k, p = sp.patches.shape[1], sp.patches.shape[2]
+    model = clicked.predictor.models["seqpatch"]
+    feats = features.ray_features(model, sp.patches[3])
+    assert list(feats) == ["bottom", "middle", "top"]
+    for level, size, ch in (("bottom", p // 4, 32), ("middle", p // 2, 16), ("top", p, 8)):
+        f = feats[level]
+        assert f.after.shape == (k, size, size) and f.before.shape == (k, size, size)
+        assert f.source == f"rnn.{level}" and f.channels == ch
+    mods = [model.enc1, model.enc2, model.enc3, *model.rnn.values()]
+    assert all(not m._forward_hooks for m in mods)
+
+    bottom_only = clicked.predictor.models["ablation:bottom"]
+    fb = features.ray_features(bottom_only, sp.patches[0])
+    assert fb["bottom"].source == "rnn.bottom" and fb["top"].source == "enc1"
+    assert fb["top"].after.shape == (k, p, p)
+
+    out = teaching.ray_features_view(clicked, 5)
+    assert out["feat_img"].ndim == 3 and "Ray 5" in out["feat_note"]
+
+
+def test_demo_builds_with_ablations(predictor):
+    demo = build_demo(predictor, examples=[])
+    assert isinstance(demo, gr.Blocks)
+    names = {d.get("api_name") for d in demo.config["dependencies"]}
+    assert {"robustness", "segment_3d", "compare", "ray_features"} <= names
