@@ -21,6 +21,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WEIGHTS = {
     "seqpatch": PROJECT_ROOT / "weights" / "seqpatch.safetensors",
     "unet": PROJECT_ROOT / "weights" / "unet.safetensors",
+    # the ablations of the paper's Table 2 (reduced training budget; see weights/README.md)
+    **{
+        name: PROJECT_ROOT / "weights" / "ablations" / f"{name}.safetensors"
+        for name in ("seqfcn", "bottom", "bottom_middle", "forward", "convlstm", "convgru")
+    },
 }
 
 
@@ -135,6 +140,18 @@ def cmd_train(args) -> int:
         v["synthetic_val_dice_best"],
         rec["training"]["wall_clock_min"],
     )
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from seqpatch_core.training import plot_curves
+
+    records = {}
+    for item in args.run:
+        label, _, paths = item.partition("=")
+        records[label] = paths.split("+")
+    plot_curves(records, args.out)
+    log.info("wrote %s", args.out)
     return 0
 
 
@@ -408,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     ro.add_argument("--png", default=None, help="write the Dice heat maps here")
     _add_model_options(ro)
     ro.set_defaults(func=cmd_robustness)
+
+    cu = sub.add_parser("curves", help="plot validation curves from training records")
+    cu.add_argument("run", nargs="+", help="LABEL=record.json[+continued.json]")
+    cu.add_argument("--out", required=True)
+    cu.set_defaults(func=cmd_curves)
 
     pb = sub.add_parser("prepare-backgrounds", help="cache background slices as .npz (for machines without SimpleITK)")
     pb.add_argument("src")

@@ -318,3 +318,38 @@ def _record(tc: TrainConfig, state: dict, elapsed: float, arch: str) -> dict:
         },
         "validation": {"synthetic_val_dice_best": round(state["best"], 4), "curve": state["history"]},
     }
+
+
+def plot_curves(records: dict[str, list[str | Path]], out_png: str | Path) -> None:
+    """Validation Dice against samples seen and wall-clock minutes, one line per model.
+
+    records: label -> the JSON records of that model's consecutive training runs (``<out stem>.json``),
+    chained so that a continued run starts where the previous one ended.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, paths in records.items():
+        samples, minutes, dices = [], [], []
+        s0 = m0 = 0.0
+        for p in paths:
+            curve = json.loads(Path(p).read_text())["validation"]["curve"]
+            samples += [s0 + c["samples"] for c in curve]
+            minutes += [m0 + c["minutes"] for c in curve]
+            dices += [c["val_dice"] for c in curve]
+            s0, m0 = samples[-1], minutes[-1]
+        ax1.plot(samples, dices, label=label)
+        ax2.plot(minutes, dices, label=label)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("training slices seen")
+    ax2.set_xlabel("wall-clock minutes (GPU shared by all runs until 7 min)")
+    for ax in (ax1, ax2):
+        ax.set_ylabel("synthetic validation Dice")
+        ax.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
