@@ -35,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="do not load the ablation networks of weights/ablations (the 'Ablations side by side' tab)",
     )
+    p.add_argument(
+        "--dtype", default="auto", help="auto (bfloat16 on CPUs that have it: about half the time), float32, bfloat16"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
@@ -77,7 +80,7 @@ def main(argv=None) -> None:
         log.warning(
             "no weights loaded: the app starts, but segmentation needs weights (see weights/README.md)"
         )
-    predictor = Predictor(models, device=device)
+    predictor = Predictor(models, device=device, dtype=args.dtype)
     log.info("device: %s", predictor.device)
     demo = build_demo(predictor)
     demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)

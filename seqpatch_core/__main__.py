@@ -73,7 +73,7 @@ def cmd_predict(args) -> int:
     for w in volume.warnings:
         log.warning("%s", w)
     models = load_models([args.method], {args.method: args.weights})
-    pred = Predictor(models, device=args.device)
+    pred = Predictor(models, device=args.device, dtype=args.dtype)
     pred.set_volume(volume, window=args.window)
     points = [pred.check_point(p) for p in args.point]  # validate all before any work
     mask = np.zeros(volume.array.shape, dtype=np.uint8)
@@ -361,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threshold", type=float, default=0.5)
     pr.add_argument("--weights", default=None, help="checkpoint (default: weights/<method>.safetensors)")
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPUs that have it), float32, bfloat16")
     pr.add_argument("--propagate", action="store_true", help="segment the whole object through neighbouring slices")
     pr.add_argument("--out", required=True)
     pr.set_defaults(func=cmd_predict)

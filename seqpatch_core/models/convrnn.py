@@ -75,27 +75,24 @@ class ConvRNN(nn.Module):
         d = self.dirs
         gx, _ = _GATES[self.cell]
         flat = x.reshape(b * k, c, h, w)
-        xp = self.x_gates(flat)
+        xp = self.x_gates(flat).reshape(b, k, d, -1, c, h, w)
         if self.x_cand is not None:
-            xp = torch.cat([xp.reshape(b * k, d, gx - 1, c, h, w), self.x_cand(flat).reshape(b * k, d, 1, c, h, w)], 2)
-        xp = xp.reshape(b, k, d, gx, c, h, w)
+            xp = torch.cat([xp, self.x_cand(flat).reshape(b, k, d, 1, c, h, w)], 3)
+        if d == 2:
+            # the backward direction reads time reversed: flip its inputs once, so that loop step t
+            # reads one slice xp[:, t] for both directions
+            xp = torch.stack([xp[:, :, 0], xp[:, :, 1].flip(1)], dim=2)
         state = x.new_zeros(b, d * c, h, w)  # zeros shaped like the input: any B, any device
         cell_state = x.new_zeros(b, d * c, h, w) if self.cell == "lstm" else None
-        outs = [None] * k
+        out = x.new_empty(b, k, d, c, h, w)
         for t in range(k):
-            # direction 0 reads step t, direction 1 reads step K-1-t
-            steps = [xp[:, t, 0]] + ([xp[:, k - 1 - t, 1]] if d == 2 else [])
-            xt = torch.stack(steps, dim=1)  # (B, d, gx, C, H, W)
-            state, cell_state = self._step(xt, state, cell_state)
-            outs[t] = state
-        fwd = torch.stack([o[:, :c] for o in outs], dim=1)  # (B, K, C, H, W)
-        if d == 2:
-            # backward state produced at loop step t belongs to time K-1-t: flip to align
-            bwd = torch.stack([o[:, c:] for o in outs[::-1]], dim=1)
-            y = torch.cat([fwd, bwd], dim=2)
-        else:
-            y = fwd
-        y = torch.relu(self.fuse(y.reshape(b * k, d * c, h, w)))
+            state, cell_state = self._step(xp[:, t], state, cell_state)
+            new = state.reshape(b, d, c, h, w)
+            out[:, t, 0] = new[:, 0]
+            if d == 2:
+                # the backward state after reading steps K-1..K-1-t belongs to time K-1-t
+                out[:, k - 1 - t, 1] = new[:, 1]
+        y = torch.relu(self.fuse(out.reshape(b * k, d * c, h, w)))
         return y.reshape(b, k, c, h, w)
 
     def _step(self, xt, state, cell_state):
