@@ -116,7 +116,7 @@ def render_feature_strips(
         return lut[_to_u8(_cells(_normalise(maps), cell))]
 
     for f in features.values():
-        size = f"{f.after.shape[1]}×{f.after.shape[2]}, {f.channels} ch"
+        size = f"{f.after.shape[1]}x{f.after.shape[2]}, {f.channels} ch"
         if f.source.startswith("rnn"):
             rows.append((f"{f.level}: encoder\n({size})", colour(f.before)))
             rows.append((f"{f.level}: after\nbi-RNN", colour(f.after)))

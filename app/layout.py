@@ -289,7 +289,14 @@ def _teaching_panels(predictor: Predictor) -> dict[str, Any]:
                 "moved clicks around the current one; each cell is a Dice."
             )
             with gr.Row():
-                c["rob_grid"] = gr.Slider(3, 9, value=5, step=2, label="Grid size (clicks per side)")
+                c["rob_grid"] = gr.Slider(
+                    3,
+                    9,
+                    value=5,
+                    step=2,
+                    label="Grid size (clicks per side)",
+                    info="grid² clicks per network: on a CPU each click takes seconds",
+                )
                 c["rob_step"] = gr.Slider(0.5, 10.0, value=3.0, step=0.5, label="Step between clicks (mm)")
             c["rob_btn"] = gr.Button("Run the robustness grid", size="sm", elem_id="rob-btn")
             c["rob_note"] = gr.Markdown("", elem_id="rob-note")
@@ -364,7 +371,11 @@ def _wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File) -> None:
         concurrency_limit=1,
     )
     c["obj_btn"].click(
-        _bind(run_object, obj_out), [state, c["obj_method"]], out(*obj_out), api_name="segment_3d"
+        _bind(run_object, obj_out),
+        [state, c["obj_method"]],
+        out(*obj_out),
+        api_name="segment_3d",
+        concurrency_limit=1,
     )
     c["cmp_btn"].click(
         _bind(teaching.compare, cmp_out), [state, c["cmp_variant"]], out(*cmp_out), api_name="compare"

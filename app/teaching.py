@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from app import features, render
@@ -134,8 +134,6 @@ def ray_grid(result: Result, shape_yx: tuple[int, int], title: str | None = None
         return grid
     bar = np.full((30, grid.shape[1], 3), 24, dtype=np.uint8)
     img = Image.fromarray(bar)
-    from PIL import ImageDraw
-
     render._text(ImageDraw.Draw(img), (10, 6), title, 16, fill=render.COLOURS["seqpatch"])
     return np.concatenate([np.asarray(img), grid], axis=0)
 
@@ -229,23 +227,39 @@ def _seed_component(label: np.ndarray, seed: tuple[int, float, float]) -> tuple[
     return comp == comp[z, y, x], "the label's connected object at the click"
 
 
-def _montage(session: Session, obj: Object3D, tiles: int = 8, tile_px: int = 200) -> np.ndarray:
+def _montage(session: Session, obj: Object3D, tiles: int = 8, tile_px: int = 240) -> np.ndarray:
     """Up to ``tiles`` slices across the object, its mask outlined (and the label dashed)."""
     s = session
     lo, hi = obj.prop.z_range
     zs = sorted({int(round(v)) for v in np.linspace(lo, hi, min(tiles, hi - lo + 1))})
+    # zoom on the object: the box around the 3D mask (and the label) with a margin
+    around = obj.prop.mask3d[lo : hi + 1].any(axis=0)
+    if s.label is not None:
+        around = around | (s.label[lo : hi + 1] != 0).any(axis=0)
+    h, w = s.shape[1:]
+    if around.any():
+        ys, xs = np.nonzero(around)
+        cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+        half = max(ys.max() - ys.min(), xs.max() - xs.min(), 32) * 0.8
+    else:
+        cy, cx, half = h / 2, w / 2, max(h, w) / 2
+    y0, y1 = int(max(0, cy - half)), int(min(h, cy + half + 1))
+    x0, x1 = int(max(0, cx - half)), int(min(w, cx + half + 1))
+    f = render.display_factor((y1 - y0, x1 - x0))
     pics = []
     for z in zs:
-        contours = [render.Contour(obj.method, obj.prop.mask3d[z])]
+        crop = (slice(y0, y1), slice(x0, x1))
+        contours = [render.Contour(obj.method, obj.prop.mask3d[z][crop])]
         if s.label is not None:
-            contours.append(render.Contour("truth", s.label[z] != 0, dashed=True, fill=False))
+            contours.append(render.Contour("truth", s.label[z][crop] != 0, dashed=True, fill=False))
         pic = render.render_overlay(
-            render.grey_rgb(s.windowed(z), 1), 1, contours, opacity=0.25, caption=f"z {z}"
+            render.grey_rgb(s.windowed(z)[crop], f), f, contours, opacity=0.25
         )
         img = Image.fromarray(pic)
         img.thumbnail((tile_px, tile_px))
         canvas = Image.new("RGB", (tile_px, tile_px), (24, 24, 24))
         canvas.paste(img, ((tile_px - img.width) // 2, (tile_px - img.height) // 2))
+        render._text(ImageDraw.Draw(canvas), (6, tile_px - 22), f"z {z}", 15)
         pics.append(np.asarray(canvas))
     cols = min(4, len(pics))
     rows = -(-len(pics) // cols)

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from app import build_demo, features, handlers, teaching  # noqa: E402
+from seqpatch_core.metrics import dice  # noqa: E402
 from seqpatch_core.models import build_model, save_checkpoint  # noqa: E402
 from seqpatch_core.predictor import Predictor  # noqa: E402
 
@@ -123,6 +124,9 @@ def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
     assert res["reference"] == "label" and res["slice"] == CENTRE[0]
     assert np.asarray(res["seqpatch"]).shape == (3, 3) and np.asarray(res["unet"]).shape == (3, 3)
     assert calls and calls[-1][0] == 1.0
+    z = CENTRE[0]
+    for m in ("seqpatch", "unet"):  # the centre cell is the click itself, scored against the label
+        assert res[m][1][1] == pytest.approx(dice(clicked.results[z][m].mask, clicked.label[z] != 0))
     titles = [ax.get_title() for ax in out["rob_plot"].axes]
     assert any(t.startswith("SeqPatch") for t in titles) and any(t.startswith("U-net") for t in titles)
     # the click's window is held for the moved clicks and restored afterwards
@@ -163,10 +167,10 @@ def test_whole_object_3d_and_export_geometry(clicked, sphere_files):
     rec = json.loads(Path(next(f for f in files if f.endswith("_clicks.json"))).read_text())
     assert rec["objects_3d"]["seqpatch"]["slices"] == [lo, hi]
 
-    handlers.reset(clicked)
-    assert clicked.objects3d == {}
-    with pytest.raises(gr.Error, match="weights are not loaded|unknown method"):
+    with pytest.raises(gr.Error, match="unknown method"):
         teaching.segment_object(clicked, "nonsense")
+    handlers.reset(clicked)
+    assert clicked.objects3d == {} and clicked.robustness is None
 
 
 def test_ablation_compare_with_a_forward_checkpoint(clicked):
@@ -206,3 +210,42 @@ def test_demo_builds_with_ablations(predictor):
     assert isinstance(demo, gr.Blocks)
     names = {d.get("api_name") for d in demo.config["dependencies"]}
     assert {"robustness", "segment_3d", "compare", "ray_features"} <= names
+
+
+def test_teaching_endpoints_through_gradio_client(predictor, sphere_files, tmp_path):
+    """The wiring: gr.Progress injected, outputs in place, errors one line."""
+    import socket
+
+    from gradio_client import Client, handle_file
+
+    from app import LAUNCH_KWARGS
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = build_demo(predictor, examples=[])
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS
+    )
+    try:
+        client = Client(
+            f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path), analytics_enabled=False
+        )
+        client.predict(
+            handle_file(sphere_files[0]), handle_file(sphere_files[1]), "auto", 0.5, 0.3, False, api_name="/load"
+        )
+        with pytest.raises(Exception, match="click on the object on slice"):
+            client.predict(3, 2.0, api_name="/robustness")
+        client.predict(*CENTRE, api_name="/segment")
+        plot, note = client.predict(3, 2.0, api_name="/robustness")
+        assert "Scored against the label" in note and plot is not None
+        note, view, files = client.predict("seqpatch", api_name="/segment_3d")
+        assert " mL" in note and Path(view).is_file()
+        ref, var, note = client.predict("ablation:forward", api_name="/compare")
+        assert Path(ref).is_file() and Path(var).is_file() and "forward" in note
+        img, note = client.predict(2, api_name="/ray_features")
+        assert Path(img).is_file() and "Ray 2" in note
+        files = client.predict(api_name="/export")[-1]
+        assert any(str(f).endswith("sphere_seqpatch_3d_mask.nii.gz") for f in files)
+    finally:
+        demo.close()
