@@ -66,12 +66,14 @@ def cmd_predict(args) -> int:
 
     import numpy as np
 
-    from seqpatch_core.io import read_volume, write_mask
+    from seqpatch_core.io import read_label, read_volume, write_mask
+    from seqpatch_core.metrics import evaluate_masks
     from seqpatch_core.predictor import Predictor
 
     volume = read_volume(args.image)
     for w in volume.warnings:
         log.warning("%s", w)
+    label = read_label(args.label, volume) if args.label else None
     models = load_models([args.method], {args.method: args.weights})
     pred = Predictor(models, device=args.device, dtype=args.dtype)
     pred.set_volume(volume, window=args.window)
@@ -84,31 +86,34 @@ def cmd_predict(args) -> int:
 
             prop = propagate(pred, (z, y, x), method=args.method, preset=args.preset, threshold=args.threshold)
             mask[prop.mask3d] = 1
-            info = {"slices": [prop.z_range[0], prop.z_range[1]], "volume_ml": round(prop.volume_ml, 3)}
-            area = int(prop.mask3d.sum())
+            info = {
+                "slices": [prop.z_range[0], prop.z_range[1]],
+                "voxels": int(prop.mask3d.sum()),
+                "volume_ml": round(prop.volume_ml, 3),
+            }
+            if label is not None:  # 3D metrics against the whole label
+                info["metrics_3d"] = _rounded(evaluate_masks(prop.mask3d, label, volume.spacing))
         else:
             res = pred.predict((z, y, x), method=args.method, preset=args.preset, threshold=args.threshold)
             mask[z] = res.mask.astype(np.uint8)  # a later point on the same slice replaces it
             area = int(res.mask.sum())
-            info = {"window": str(res.window), "preset": res.preset}
+            info = {
+                "area_px": area,
+                "area_mm2": round(area * volume.spacing[1] * volume.spacing[2], 2),
+                "window": str(res.window),
+                "preset": res.preset,
+            }
+            if label is not None:
+                info["metrics"] = _rounded(evaluate_masks(res.mask, label[z], volume.spacing[1:]))
         ms = (time.perf_counter() - t0) * 1e3
-        px_mm2 = volume.spacing[1] * volume.spacing[2]
-        print(
-            json.dumps(
-                {
-                    "method": args.method,
-                    "slice": z,
-                    "point_zyx": [z, y, x],
-                    "area_px": area,
-                    "area_mm2": round(area * px_mm2, 2),
-                    "latency_ms": round(ms, 1),
-                    **info,
-                }
-            ),
-            flush=True,
-        )
+        record = {"method": args.method, "slice": z, "point_zyx": [z, y, x], **info, "latency_ms": round(ms, 1)}
+        print(json.dumps(record), flush=True)
     write_mask(mask, volume, args.out)
     return 0
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(v, 4) for k, v in metrics.items()}
 
 
 def cmd_train(args) -> int:
@@ -363,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPUs that have it), float32, bfloat16")
     pr.add_argument("--propagate", action="store_true", help="segment the whole object through neighbouring slices")
+    pr.add_argument("--label", default=None, help="reference label: adds Dice, CD, HD95 (3D with --propagate)")
     pr.add_argument("--out", required=True)
     pr.set_defaults(func=cmd_predict)
 
