@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqpatch_core.errors import InputError
-from seqpatch_core.io import Volume
+
+if TYPE_CHECKING:  # only for annotations: windowing needs no image reader (nor SimpleITK)
+    from seqpatch_core.io import Volume
 
 __all__ = [
     "CT_PRESETS",

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,7 +25,9 @@ from torch import nn
 from seqpatch_core import rays
 from seqpatch_core.errors import InputError, WeightsError
 from seqpatch_core.intensity import Window, apply_window, resolve_window
-from seqpatch_core.io import Volume
+
+if TYPE_CHECKING:  # annotations only: inference needs no image reader (nor SimpleITK)
+    from seqpatch_core.io import Volume
 
 log = logging.getLogger(__name__)
 

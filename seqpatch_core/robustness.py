@@ -2,7 +2,8 @@
 
 A ``grid × grid`` set of click offsets around a point on one slice, ``offsets_mm = (arange(grid) -
 grid // 2) * step_mm`` along y and along x (converted to pixels with the slice's in-plane spacing),
-is segmented by each method in ONE :meth:`Predictor.predict_many` batch. Each result is scored by
+is segmented by each method in ONE :meth:`Predictor.predict_many` batch (or in batches of ``chunk``
+clicks, so that a progress bar can advance; the results are the same). Each result is scored by
 Dice against the label slice when one is given (reference ``"label"``), else against the method's
 own result at the original click (reference ``"self"``; offset (0, 0) is always in the grid, since
 ``grid // 2`` is one of ``arange(grid)``).
@@ -52,17 +53,22 @@ def click_robustness(
     progress: Callable[[float, str], None] | None = None,
     preset: str | None = None,
     threshold: float = 0.5,
+    chunk: int | None = None,
 ) -> dict:
     """Dice of every method over a grid of click offsets on slice ``z`` (see the module docstring).
 
     point_yx: the original click (y, x) in slice px; label_slice: optional (H, W) reference, non-zero
-    = object; progress: optional ``callable(fraction, text)``. Raises InputError for a point outside
-    the volume, ``grid`` < 1 or ``step_mm`` <= 0.
+    = object; progress: optional ``callable(fraction, text)``, called before each batch and at the end;
+    chunk: clicks per batch (None or 0: each method's whole grid in one batch, the fastest; a small
+    chunk lets ``progress`` advance while a method runs, with the same results). Raises InputError for
+    a point outside the volume, ``grid`` < 1, ``step_mm`` <= 0 or ``chunk`` < 0.
     """
     if int(grid) < 1 or not step_mm > 0:
         raise InputError(f"the grid needs grid >= 1 and step > 0 mm, got grid={grid}, step={step_mm}")
     if not methods:
         raise InputError("no method to evaluate")
+    if chunk is not None and int(chunk) < 0:
+        raise InputError(f"the chunk (clicks per batch) must be >= 0, got {chunk}")
     t_start = time.perf_counter()
     z, y0, x0 = predictor.check_point((z, *point_yx))
     vol = predictor.volume
@@ -82,12 +88,17 @@ def click_robustness(
     result: dict = {"offsets_mm": [float(o) for o in offsets_mm]}
     seconds: dict[str, float] = {}
     outside = np.zeros((grid, grid), dtype=bool)
+    n = len(points)
+    step = int(chunk) if chunk and int(chunk) < n else n
     for mi, method in enumerate(methods):
-        if progress is not None:
-            progress(mi / len(methods), f"{method}: {len(points)} clicks")
         t0 = time.perf_counter()
-        results = predictor.predict_many(z, points, method, preset=preset, threshold=threshold)
-        masks = [r.mask for r in results]
+        masks: list[np.ndarray] = []
+        for start in range(0, n, step):
+            if progress is not None:
+                done = f"{start} of {n} clicks done" if start else f"{n} clicks"
+                progress((mi + start / n) / len(methods), f"{method}: {done}")
+            batch = predictor.predict_many(z, points[start : start + step], method, preset=preset, threshold=threshold)
+            masks.extend(r.mask for r in batch)
         ref = label_slice if label_slice is not None else masks[centre]
         scores: list[list[float | None]] = [[None] * grid for _ in range(grid)]
         for (i, j), (y, x), m in zip(cells, points, masks, strict=True):
@@ -95,7 +106,7 @@ def click_robustness(
             outside[i, j] |= not _inside(ref, y, x)
         result[method] = scores
         seconds[method] = round(time.perf_counter() - t0, 3)
-        log.info("%s: %d clicks in %.2f s", method, len(points), seconds[method])
+        log.info("%s: %d clicks in %.2f s", method, n, seconds[method])
     seconds["total"] = round(time.perf_counter() - t_start, 3)
     if progress is not None:
         progress(1.0, "done")

@@ -38,6 +38,7 @@ import scipy.fft as sfft
 from scipy import ndimage as ndi
 
 from seqpatch_core.errors import InputError
+from seqpatch_core.intensity import CT_PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,6 @@ __all__ = [
     "training_rng",
 ]
 
-#: CT display windows as (width, level) in HU. Same values as ``seqpatch_core.intensity.CT_PRESETS``;
-#: duplicated so this module does not depend on that one.
-CT_PRESETS: dict[str, tuple[float, float]] = {
-    "soft": (400.0, 40.0),
-    "lung": (1500.0, -600.0),
-    "bone": (1800.0, 400.0),
-    "brain": (80.0, 40.0),
-}
 # Soft-tissue and lung windows are where lesions are segmented most often.
 _CT_PRESET_PROBS: dict[str, float] = {"soft": 0.4, "lung": 0.3, "bone": 0.15, "brain": 0.15}
 
