@@ -181,7 +181,9 @@ def cmd_bench(args) -> int:
     models = load_models(["seqpatch", "unet"], {"seqpatch": args.weights_seqpatch, "unet": args.weights_unet})
     pred = Predictor(models, device=args.device, dtype=dtypes[args.dtype])
     image, label = (None, None) if args.synthetic else (args.image, args.label)
-    result = run_bench(pred, image, label, clicks=args.clicks, preset=args.preset, with_load=not args.no_load)
+    result = run_bench(
+        pred, image, label, clicks=args.clicks, preset=args.preset, with_load=not args.no_load, variants=args.variants
+    )
     print(markdown(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -453,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--weights-seqpatch", default=None)
     be.add_argument("--weights-unet", default=None)
     be.add_argument("--synthetic", action="store_true", help="a generated CT slice instead of --image")
+    be.add_argument("--variants", action="store_true", help="also time float32 / bfloat16 / channels_last")
     be.add_argument("--no-load", action="store_true", help="skip the 512x512x100 loading test")
     be.add_argument("--json", default=None)
     be.set_defaults(func=cmd_bench)

@@ -61,6 +61,38 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats
     return 2 * n**3 * repeats / (time.perf_counter() - t)
 
 
+def network_variants(model: torch.nn.Module, cfg: rays.RayConfig, device: torch.device, repeats: int = 3) -> dict:
+    """Median ms of one click's network pass (all rays in one batch) per fast-path option.
+
+    float32; bfloat16 autocast; bfloat16 with channels_last memory format. Kept in the app only when
+    it pays (bfloat16 on CPUs that have it; channels_last is reported, not used).
+    """
+    import copy
+
+    if model_arch(model) == "seqpatch":
+        x = torch.rand(cfg.n_rays, cfg.k, 1, cfg.patch, cfg.patch, device=device)
+    else:
+        x = torch.rand(1, 1, cfg.fov, cfg.fov, device=device)
+    variants = {
+        "float32": (model, torch.float32),
+        "bfloat16": (model, torch.bfloat16),
+        "bfloat16_channels_last": (copy.deepcopy(model).to(memory_format=torch.channels_last), torch.bfloat16),
+    }
+    out = {}
+    for name, (m, dtype) in variants.items():
+        times = []
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            for i in range(repeats + 1):
+                t = time.perf_counter()
+                m(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i:  # the first pass is a warm-up
+                    times.append((time.perf_counter() - t) * 1e3)
+        out[name] = round(float(np.median(times)), 1)
+    return out
+
+
 def load_benchmark(shape=(100, 512, 512)) -> dict[str, float]:
     """Time and peak-memory growth of reading a CT of ``shape`` (z, y, x) int16, written as .nii.gz."""
     import SimpleITK as sitk
@@ -112,6 +144,7 @@ def run_bench(
     warmup: int = 3,
     preset: str = "ct",
     with_load: bool = True,
+    variants: bool = False,
 ) -> dict:
     """Benchmark both methods on ``image`` (the click: the label's centre on its largest slice).
 
@@ -173,6 +206,10 @@ def run_bench(
             "floor_ms": round(flops / rate * 1e3, 2),
             **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in model_size(model).items()},
         }
+    if variants:
+        for method in ("seqpatch", "unet"):
+            if method in predictor.models:
+                out[method]["network_variants_ms"] = network_variants(predictor.models[method], cfg, dev)
     # the 5 x 5 robustness grid, both methods, one batch per method
     offs = (np.arange(5) - 2) * 3.0 / np.array(vol.spacing[1:])[:, None]
     pts = [(cy + dy, cx + dx) for dy in offs[0] for dx in offs[1]]
@@ -196,14 +233,15 @@ def markdown(b: dict) -> str:
         f"Machine: {b['device']} ({b['device_type']}, {b['threads']} threads, {b['dtype']}), torch {b['torch']}; "
         f"{b['image']}, preset {b['preset']}, {b['clicks']} clicks after warm-up.",
         "",
-        "| method | p50 ms | p95 ms | sampling | network | fusion | post-processing | GFLOP/click | floor ms | params |",
+        "| method | p50 ms | p95 ms | sampling | network | fusion | post-proc. | GFLOP/click | floor ms | params |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in ("seqpatch", "unet"):
         if m in b:
             r, s = b[m], b[m]["stages"]
             rows.append(
-                f"| {m} | {r['p50_ms']} | {r['p95_ms']} | {s.get('sampling_ms', 0):.1f} | {s.get('network_ms', 0):.1f} | "
+                f"| {m} | {r['p50_ms']} | {r['p95_ms']} | {s.get('sampling_ms', 0):.1f} | "
+                f"{s.get('network_ms', 0):.1f} | "
                 f"{s.get('fusion_ms', 0):.1f} | {s.get('postprocess_ms', 0) + s.get('prepare_ms', 0):.1f} | "
                 f"{r['gflops_per_click']} | {r['floor_ms']} | {r['parameters'] / 1e6:.2f} M |"
             )
