@@ -11,6 +11,7 @@ layer alone converts Gradio's click position ``[x, y]`` on the enlarged picture 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,21 @@ def _one_line(exc: BaseException) -> str:
 
 
 def user_errors(fn):
-    """Turns a :class:`SeqPatchError` into a one-line ``gr.Error`` (no stack trace for users)."""
+    """Turns a :class:`SeqPatchError` into a one-line ``gr.Error`` (no stack trace for users).
+
+    Works on generator functions too (the error is raised while iterating).
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def steps(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except SeqPatchError as exc:
+                log.info("%s: %s", fn.__name__, _one_line(exc))
+                raise gr.Error(_one_line(exc), print_exception=False) from None
+
+        return steps
 
     @functools.wraps(fn)
     def inner(*args, **kwargs):
@@ -132,6 +148,8 @@ class Session:
     notes: list[str] = field(default_factory=list)
     objects3d: dict[str, Object3D] = field(default_factory=dict)
     robustness: dict | None = None
+    #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
+    seqpatch_seconds: float | None = None
     tmpdir: str | None = None
     _windows: dict[str, Window] = field(default_factory=dict)
     _slices: OrderedDict = field(default_factory=OrderedDict)
@@ -257,25 +275,57 @@ def _metrics_table(session: Session, z: int) -> str:
             lines.append(f"Ground truth on slice {z}: {area} px.")
         return "\n\n".join(lines)
     ref = session.label[z] if session.label is not None else None
-    sy, sx = session.volume.spacing[1:]
     header = "| method | Dice | CD x (mm) | CD y (mm) | HD95 (mm) | area (mm²) | latency (ms) |"
     rows = [header, "|---|---:|---:|---:|---:|---:|---:|"]
     for m in METHODS:
-        r = res.get(m)
-        if r is None:
-            continue
-        area = float(r.mask.sum()) * sy * sx
-        lat = r.timings.get("total_ms", float("nan"))
-        if ref is not None:
-            e = evaluate_masks(r.mask, ref, (sy, sx))
-            rows.append(
-                f"| {render.NAMES[m]} | {e['dice']:.3f} | {e['cd_x']:.2f} | {e['cd_y']:.2f} | "
-                f"{e['hd95']:.2f} | {area:.1f} | {lat:.0f} |"
-            )
-        else:
-            rows.append(f"| {render.NAMES[m]} | – | – | – | – | {area:.1f} | {lat:.0f} |")
+        if m in res:
+            v = _metric_values(session, res[m], ref)
+            rows.append(f"| {render.NAMES[m]} | " + " | ".join(v.values()) + " |")
     note = "" if ref is not None else "\n\n_Load a label to see Dice, CD and HD95._"
     return "\n".join(rows) + f"\n\nSlice {z}, threshold {session.threshold:.2f}, {dev}." + note
+
+
+def _metric_values(session: Session, r: Result, ref: np.ndarray | None) -> dict[str, str]:
+    """One result's numbers, formatted: Dice, CD x, CD y, HD95 (– without a label), area and latency."""
+    sy, sx = session.volume.spacing[1:]
+    area = float(r.mask.sum()) * sy * sx
+    lat = r.timings.get("total_ms", float("nan"))
+    out = dict.fromkeys(("Dice", "CD x", "CD y", "HD95"), "–")
+    if ref is not None:
+        e = evaluate_masks(r.mask, ref, (sy, sx))
+        out = {"Dice": f"{e['dice']:.3f}", "CD x": f"{e['cd_x']:.2f}", "CD y": f"{e['cd_y']:.2f}",
+               "HD95": f"{e['hd95']:.2f}"}  # fmt: skip
+    out["area"] = f"{area:.1f}"
+    out["latency"] = f"{lat:.0f}"
+    return out
+
+
+def running_note(session: Session) -> str:
+    """What the page says while SeqPatch runs, with this session's last SeqPatch time as the estimate."""
+    t = session.seqpatch_seconds
+    if t is None:
+        eta = "a few seconds"
+    elif t < 1.5:
+        eta = "about a second"
+    else:
+        eta = f"about {t:.0f} s"
+    return f"**SeqPatch running…** ({eta} on this machine; the U-net's result is shown meanwhile)"
+
+
+def _partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
+    """The numbers of the methods done so far, one line each (the full table follows with SeqPatch)."""
+    ref = session.label[z] if session.label is not None else None
+    lines = []
+    for m in METHODS:
+        if m in res:
+            v = _metric_values(session, res[m], ref)
+            lines.append(
+                f"**{render.NAMES[m]}**: Dice {v['Dice']} · CD x {v['CD x']} mm · CD y {v['CD y']} mm · "
+                f"HD95 {v['HD95']} mm · area {v['area']} mm² · {v['latency']} ms"
+            )
+    lines.append("_SeqPatch: running; the table of both follows._")
+    lines.append(f"Slice {z}, threshold {session.threshold:.2f}, device: **{session.predictor.device}**.")
+    return "\n\n".join(lines)
 
 
 def _status(session: Session, z: int) -> str:
@@ -536,11 +586,19 @@ def change_display(session: Session | None, opacity: float, show_rays: bool) -> 
     return out
 
 
+#: Methods slow enough on a CPU to show the others' results first (SeqPatch: 240 patches per click).
+SLOW = ("seqpatch",)
+
+
 @user_errors
-def segment(session: Session | None, z: float, y: float, x: float) -> dict[str, Any]:
+def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iterator[dict[str, Any]]:
     """Run every loaded method at the point (z, y, x) (voxels) and keep the result for slice z.
 
-    A new click on a slice replaces that slice's result (undo brings the old one back).
+    Yields the view twice when SeqPatch and a faster method are loaded: first as soon as the fast ones
+    (the U-net) are done, with a "SeqPatch running…" note and their numbers on one line each, then
+    with every result and the full table. Yields once otherwise. The click is in the session (and in
+    the undo history) from the first yield. A new click on a slice replaces that slice's result (undo
+    brings the old one back).
     """
     s = _require(session)
     zi, yf, xf = s.predictor.check_point((z, y, x))
@@ -550,14 +608,50 @@ def segment(session: Session | None, z: float, y: float, x: float) -> dict[str, 
             "No model is loaded: " + WEIGHTS_HELP.format(m="seqpatch") + " (and the same for unet)",
             print_exception=False,
         )
+    fast = [m for m in methods if m not in SLOW]
+    slow = [m for m in methods if m in SLOW]
     new: dict[str, Result] = {}
-    for m in methods:
+    for m in fast:
         new[m] = s.predictor.predict((zi, yf, xf), method=m, threshold=s.threshold)
-    s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
-    s.results[zi] = new
-    s.z = zi
-    out = render_view(s)
-    out.update({"state": s, "slice": zi, "files": None})
+    partial = None
+    if fast and slow:  # show the fast results now, SeqPatch's when it is done
+        partial = dict(new)
+        s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
+        s.results[zi] = partial
+        s.z = zi
+        out = render_view(s)
+        out.update({"state": s, "slice": zi, "files": None, "metrics": _partial_metrics(s, zi, new)})
+        out["status"] = running_note(s) + "\n\n" + out["status"]
+        for m in slow:
+            out[f"lik_{m}"] = render.placeholder(f"{render.NAMES[m]} likelihood\n(running…)")
+        out["rays"] = render.placeholder("Per-ray view\n(SeqPatch running…)")
+        yield out
+    for m in slow:
+        t0 = time.perf_counter()
+        new[m] = s.predictor.predict((zi, yf, xf), method=m, threshold=s.threshold)
+        s.seqpatch_seconds = time.perf_counter() - t0
+    out = {"state": s, "files": None}
+    if partial is None:
+        s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
+        s.z = zi
+    elif s.results.get(zi) is not partial:  # undone, reset or replaced while SeqPatch ran: drop it
+        out.update(render_view(s))
+        yield out
+        return
+    for r in new.values():  # the threshold may have moved while SeqPatch ran
+        _rethreshold(r, s.threshold)
+    s.results[zi] = {m: new[m] for m in METHODS if m in new}
+    out.update(render_view(s))
+    if s.z == zi:  # (the user may have moved to another slice meanwhile: stay there)
+        out["slice"] = zi
+    yield out
+
+
+def segment(session: Session | None, z: float, y: float, x: float) -> dict[str, Any]:
+    """:func:`segment_steps` run to the end: the final view (for tests and the HTTP API)."""
+    out: dict[str, Any] = {}
+    for out in segment_steps(session, z, y, x):  # noqa: B007 - the last one is the answer
+        pass
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,17 @@ def _bind(fn: Callable[..., dict[str, Any]], names: Sequence[str] = OUTPUTS) -> 
     def run(*args):
         out = fn(*args)
         return tuple(out[name] if name in out else gr.skip() for name in names)
+
+    return run
+
+
+def _bind_steps(fn: Callable[..., Iterator[dict[str, Any]]], names: Sequence[str] = OUTPUTS) -> Callable:
+    """:func:`_bind` for a handler that yields several views (Gradio streams each one to the page)."""
+
+    @functools.wraps(fn)
+    def run(*args):
+        for out in fn(*args):
+            yield tuple(out[name] if name in out else gr.skip() for name in names)
 
     return run
 
@@ -215,6 +226,17 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         }
         outputs = [comps[n] for n in OUTPUTS]
         quiet = {"show_progress": "hidden", "api_visibility": "undocumented"}
+        # The teaching panels show the click they ran on: emptied on a new click, image, undo or reset.
+        stale = tuple(teaching.cleared())
+        stale_outputs = [teach[n] for n in stale]
+        clear_teaching = {
+            "fn": _bind(teaching.cleared, stale),
+            "inputs": None,
+            "outputs": stale_outputs,
+            "queue": False,
+            "show_progress": "hidden",
+            "api_visibility": "private",
+        }
 
         def load(session, image_path, label_path, window_name, thr, alpha, rays_on):
             """Load an image (and optional label) into a fresh session."""
@@ -225,14 +247,16 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             if session is None or session.volume is None:
                 raise gr.Error("Load an image first, then click on the object.", print_exception=False)
             y, x = render.display_to_slice(evt.index, session.factor, session.shape[1:])
-            return handlers.segment(session, int(z), y, x)
+            # U-net first, then SeqPatch; the first view also empties the (now stale) teaching panels.
+            for i, out in enumerate(handlers.segment_steps(session, int(z), y, x)):
+                yield {**out, **teaching.cleared()} if i == 0 else out
 
         image_file.change(
             _bind(load),
             [state, image_file, label_file, window, threshold, opacity, show_rays],
             outputs,
             api_name="load",
-        )
+        ).success(**clear_teaching)
         label_file.change(
             _bind(handlers.load_label), [state, image_file, label_file], outputs, api_name="load_label"
         )
@@ -251,10 +275,18 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             api_name="threshold",
             show_progress="hidden",
         )
-        overlay.select(_bind(on_select), [state, slice_slider], outputs, api_visibility="private")
-        point_btn.click(_bind(handlers.segment), [state, pz, py, px], outputs, api_name="segment")
-        undo_btn.click(_bind(handlers.undo), [state], outputs, api_name="undo")
-        reset_btn.click(_bind(handlers.reset), [state], outputs, api_name="reset")
+        overlay.select(
+            _bind_steps(on_select, OUTPUTS + stale),
+            [state, slice_slider],
+            outputs + stale_outputs,
+            api_visibility="private",
+        )
+        # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
+        point_btn.click(
+            _bind_steps(handlers.segment_steps), [state, pz, py, px], outputs, api_name="segment"
+        ).success(**clear_teaching)
+        undo_btn.click(_bind(handlers.undo), [state], outputs, api_name="undo").success(**clear_teaching)
+        reset_btn.click(_bind(handlers.reset), [state], outputs, api_name="reset").success(**clear_teaching)
         export_btn.click(_bind(handlers.export), [state], outputs, api_name="export")
         _wire_teaching(teach, state, files)
 
@@ -315,7 +347,7 @@ def _teaching_panels(predictor: Predictor) -> dict[str, Any]:
                 )
                 c["obj_btn"] = gr.Button("Segment the whole object", size="sm", elem_id="obj-btn")
             c["obj_note"] = gr.Markdown("", elem_id="obj-note")
-            c["obj_view"] = _image("Slices across the object", "obj-view")
+            c["obj_view"] = _image(teaching.PLACEHOLDERS["obj_view"], "obj-view")
         with gr.Tab("Ablations side by side", elem_id="tab-ablations"):
             choices = teaching.ablation_choices(predictor)
             if not choices:
@@ -331,8 +363,8 @@ def _teaching_panels(predictor: Predictor) -> dict[str, Any]:
                 c["cmp_btn"] = gr.Button("Compare", size="sm", interactive=bool(choices), elem_id="cmp-btn")
             c["cmp_note"] = gr.Markdown("", elem_id="cmp-note")
             with gr.Row():
-                c["cmp_ref"] = _image("Bidirectional model: per-ray view", "cmp-ref")
-                c["cmp_var"] = _image("Ablation: per-ray view", "cmp-var")
+                c["cmp_ref"] = _image(teaching.PLACEHOLDERS["cmp_ref"], "cmp-ref")
+                c["cmp_var"] = _image(teaching.PLACEHOLDERS["cmp_var"], "cmp-var")
         with gr.Tab("Inside the network: one ray", elem_id="tab-features"):
             gr.Markdown(
                 "The feature maps of one ray at the bottom, middle and top levels (paper, Fig. 6): "
@@ -342,7 +374,7 @@ def _teaching_panels(predictor: Predictor) -> dict[str, Any]:
                 c["feat_ray"] = gr.Slider(0, 15, value=0, step=1, label="Ray", elem_id="feat-ray")
                 c["feat_btn"] = gr.Button("Show feature maps", size="sm", elem_id="feat-btn")
             c["feat_note"] = gr.Markdown("", elem_id="feat-note")
-            c["feat_img"] = _image("Feature maps of one ray", "feat-img")
+            c["feat_img"] = _image(teaching.PLACEHOLDERS["feat_img"], "feat-img")
     return c
 
 

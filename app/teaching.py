@@ -41,6 +41,15 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "convgru": ("convgru", "ConvGRU cells instead of the gated unit"),
 }
 PREFIX = "ablation:"
+#: Clicks per batch in the robustness grid: the progress bar advances after each batch.
+ROBUSTNESS_CHUNK = 5
+#: The teaching pictures' placeholder texts (shown before a panel runs, and again after a new click).
+PLACEHOLDERS = {
+    "obj_view": "Slices across the object",
+    "cmp_ref": "Bidirectional model: per-ray view",
+    "cmp_var": "Ablation: per-ray view",
+    "feat_img": "Feature maps of one ray",
+}
 #: The bidirectional reference an ablation is compared with when loaded (trained with the same budget).
 PAPER_KEY = PREFIX + "seqpatch_paper"
 ABLATIONS_DIR = Path(__file__).resolve().parent.parent / "weights" / "ablations"
@@ -61,6 +70,13 @@ EXPLAIN = """#### How the sequential network reads a ray
 
 
 # ----------------------------------------------------------------------------- shared helpers
+
+
+def cleared() -> dict[str, Any]:
+    """Every teaching output back to its empty state: they showed the previous click (or image)."""
+    out: dict[str, Any] = {name: render.placeholder(text) for name, text in PLACEHOLDERS.items()}
+    out.update({"rob_plot": None, "rob_note": "", "obj_note": "", "cmp_note": "", "feat_note": ""})
+    return out
 
 
 def ablation_choices(predictor: Predictor) -> list[tuple[str, str]]:
@@ -167,6 +183,7 @@ def robustness(
             label_slice=label,
             progress=progress,
             threshold=s.threshold,
+            chunk=ROBUSTNESS_CHUNK,
         )
     s.robustness = result
     shown = {render.NAMES.get(k, k) if k in methods else k: v for k, v in result.items()}

@@ -131,6 +131,75 @@ def test_click_runs_both_methods_on_the_slice_grid(loaded):
     assert out["slice"] == 2
 
 
+def test_click_shows_the_unet_first_then_seqpatch(loaded):
+    steps = handlers.segment_steps(loaded, 2, *CENTRE)
+    first = next(steps)  # the U-net is done, SeqPatch not yet
+    assert set(loaded.results[2]) == {"unet"} and len(loaded.history) == 1
+    assert first["slice"] == 2 and first["lik_unet"].shape == first["overlay"].shape
+    assert "SeqPatch running…" in first["status"] and "a few seconds" in first["status"]
+    assert "(2, " in first["status"]  # the click's point is shown at once
+    assert "**U-net**: Dice" in first["metrics"] and "| SeqPatch |" not in first["metrics"]
+    assert "|---|" not in first["metrics"]  # the table (both rows) comes with SeqPatch
+    last = next(steps)
+    assert set(loaded.results[2]) == {"seqpatch", "unet"} and len(loaded.history) == 1
+    assert "| SeqPatch |" in last["metrics"] and "| U-net |" in last["metrics"]
+    assert "running" not in last["status"] and last["slice"] == 2
+    assert last["rays"].ndim == 3 and last["lik_seqpatch"].shape == last["overlay"].shape
+    with pytest.raises(StopIteration):
+        next(steps)
+    took = loaded.seqpatch_seconds
+    assert took is not None and took > 0
+    # the next click's estimate is the last SeqPatch time of this session
+    loaded.seqpatch_seconds = 7.4
+    first = next(handlers.segment_steps(loaded, 1, *CENTRE))
+    assert "about 7 s on this machine" in first["status"]
+    loaded.seqpatch_seconds = 0.3
+    assert "about a second" in handlers.running_note(loaded)
+
+
+def test_undo_or_threshold_while_seqpatch_runs(loaded):
+    handlers.segment(loaded, 2, *CENTRE)
+    before = loaded.results[2]
+    steps = handlers.segment_steps(loaded, 2, CENTRE[0] + 1, CENTRE[1])
+    next(steps)
+    handlers.set_threshold(loaded, 0.3)  # while SeqPatch runs: the U-net result is re-thresholded now
+    assert loaded.results[2]["unet"].threshold == 0.3
+    next(steps)
+    assert all(r.threshold == 0.3 for r in loaded.results[2].values())
+    steps = handlers.segment_steps(loaded, 2, *CENTRE)
+    next(steps)
+    handlers.undo(loaded)  # the click is taken back before SeqPatch is done: its result is dropped
+    handlers.undo(loaded)
+    assert loaded.results[2] is before
+    out = next(steps)
+    assert loaded.results[2] is before and len(loaded.history) == 1
+    assert "| SeqPatch |" in out["metrics"]  # the view of what the session holds
+
+
+def test_one_method_loaded_gives_one_view(models, volume_files):
+    for only in ("seqpatch", "unet"):
+        s = handlers.load(Predictor({only: models[only]}, device="cpu"), None, *volume_files)["state"]
+        views = list(handlers.segment_steps(s, 2, *CENTRE))
+        assert len(views) == 1 and set(s.results[2]) == {only}
+        assert "running" not in views[0]["status"]
+    with pytest.raises(gr.Error, match="outside the volume"):  # errors are one line from the generator too
+        next(handlers.segment_steps(s, 9, *CENTRE))
+
+
+def test_click_events_stream_and_empty_the_teaching_panels(predictor):
+    import inspect
+
+    demo = build_demo(predictor, examples=[])
+    by_name = {f.api_name: f for f in demo.fns.values()}
+    for name in ("on_select", "segment"):
+        assert inspect.isgeneratorfunction(by_name[name].fn)
+    ids = {getattr(o, "elem_id", None) for o in by_name["on_select"].outputs}
+    assert {"overlay", "metrics", "rob-plot", "rob-note", "obj-view", "cmp-ref", "feat-img"} <= ids
+    chained = [f for f in demo.fns.values() if f.trigger_only_on_success and f.name == "cleared"]
+    after = {demo.fns[f.trigger_after].api_name for f in chained}
+    assert after == {"load", "segment", "undo", "reset"}
+
+
 def test_threshold_reuses_cached_likelihoods(loaded, monkeypatch):
     handlers.segment(loaded, 2, *CENTRE)
 

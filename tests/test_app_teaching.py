@@ -124,6 +124,9 @@ def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
     assert res["reference"] == "label" and res["slice"] == CENTRE[0]
     assert np.asarray(res["seqpatch"]).shape == (3, 3) and np.asarray(res["unet"]).shape == (3, 3)
     assert calls and calls[-1][0] == 1.0
+    # 9 clicks per network in batches of ROBUSTNESS_CHUNK = 5: the bar moves within each network
+    assert [round(f, 3) for f, _ in calls] == [0.0, 0.278, 0.5, 0.778, 1.0]
+    assert "5 of 9 clicks done" in calls[1][1]
     z = CENTRE[0]
     for m in ("seqpatch", "unet"):  # the centre cell is the click itself, scored against the label
         assert res[m][1][1] == pytest.approx(dice(clicked.results[z][m].mask, clicked.label[z] != 0))
@@ -203,6 +206,15 @@ def test_ray_features_shapes_and_hooks_removed(clicked):
 
     out = teaching.ray_features_view(clicked, 5)
     assert out["feat_img"].ndim == 3 and "Ray 5" in out["feat_note"]
+
+
+def test_cleared_empties_every_teaching_output():
+    out = teaching.cleared()
+    names = {"rob_plot", "rob_note", "obj_note", "obj_view", "cmp_ref", "cmp_var", "cmp_note", "feat_img", "feat_note"}
+    assert set(out) == names
+    assert out["rob_plot"] is None and out["rob_note"] == "" and out["obj_note"] == ""
+    for name in teaching.PLACEHOLDERS:
+        assert out[name].ndim == 3 and out[name].dtype == np.uint8
 
 
 def test_demo_builds_with_ablations(predictor):

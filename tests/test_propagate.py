@@ -67,10 +67,10 @@ def write_case(tmp_path: Path, **kw) -> tuple[Path, Path]:
 
 
 def write_checkpoints(tmp_path: Path) -> dict[str, Path]:
-    """Random-weight checkpoints: a tiny sequential net (no RNN, narrow: fast on CPU) and the U-net."""
+    """Random-weight checkpoints: a tiny sequential net (narrow: fast on CPU) and the U-net."""
     out = {"seqpatch": tmp_path / "seqpatch.safetensors", "unet": tmp_path / "unet.safetensors"}
-    save_checkpoint(build_model("seqpatch", widths=(8, 8, 8), rnn_levels="none"), out["seqpatch"])
-    save_checkpoint(build_model("unet"), out["unet"])
+    save_checkpoint(build_model("seqpatch", widths=(8, 8, 8)), out["seqpatch"])
+    save_checkpoint(build_model("unet", base=8), out["unet"])
     return out
 
 

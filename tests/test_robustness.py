@@ -94,3 +94,30 @@ def test_cli(tmp_path, capsys):
     assert main(["robustness", str(image), "--slice", "1", *weights]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["robustness", str(image), "--slice", "7", "--point", "5", "5", *weights]) == 2
+
+
+def test_chunked_batches_give_the_same_result_and_advance_the_progress(spy):
+    pred = bright_predictor()
+    _, label = sphere_arrays()
+    whole = click_robustness(pred, 6, (32.0, 30.0), grid=5, step_mm=4.0, label_slice=label[6])
+    spy.clear()
+    ticks: list[tuple[float, str]] = []
+    chunked = click_robustness(pred, 6, (32.0, 30.0), grid=5, step_mm=4.0, label_slice=label[6], chunk=7,
+                               progress=lambda f, text: ticks.append((f, text)))
+    assert spy == [("seqpatch", 7), ("seqpatch", 7), ("seqpatch", 7), ("seqpatch", 4),
+                   ("unet", 7), ("unet", 7), ("unet", 7), ("unet", 4)]
+    for key in ("seqpatch", "unet", "outside", "offsets_mm", "reference", "point_yx", "slice"):
+        assert chunked[key] == whole[key]
+    fractions = [f for f, _ in ticks]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert len(set(fractions)) == 9  # 4 batches per method and the end
+    assert fractions[1] == pytest.approx(7 / 25 / 2) and "7 of 25 clicks done" in ticks[1][1]
+    # self reference (the centre click's mask is in a later batch than the first) and chunk >= grid
+    spy.clear()
+    self_ref = click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",), chunk=4)
+    assert spy == [("unet", 4), ("unet", 4), ("unet", 1)]
+    assert self_ref["unet"] == click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",))["unet"]
+    assert click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",), chunk=50)["unet"] == \
+        self_ref["unet"]
+    with pytest.raises(InputError, match="chunk"):
+        click_robustness(pred, 6, (32.0, 30.0), grid=3, chunk=-1)
