@@ -17,12 +17,10 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
-import torch  # noqa: E402
 
 from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, render  # noqa: E402
 from seqpatch_core import predictor as predictor_module  # noqa: E402
 from seqpatch_core.io import read_volume  # noqa: E402
-from seqpatch_core.models import build_model, save_checkpoint  # noqa: E402
 from seqpatch_core.predictor import Predictor  # noqa: E402
 
 SHAPE = (4, 64, 72)  # (z, y, x)
@@ -32,32 +30,19 @@ ORIGIN = (-31.5, 12.25, 40.0)
 _A = np.deg2rad(20.0)
 DIRECTION = (np.cos(_A), -np.sin(_A), 0.0, np.sin(_A), np.cos(_A), 0.0, 0.0, 0.0, 1.0)
 CENTRE = (30.0, 38.0)  # (y, x) of the disc
-SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two shared cores: one intra-op thread is faster than two fighting for them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    out = {}
-    for name, cfg in SMALL.items():
-        out[name] = d / f"{name}.safetensors"
-        save_checkpoint(build_model(name, **cfg), out[name])
-    return out
+def weights(small_weights) -> dict[str, Path]:
+    return small_weights
 
 
 @pytest.fixture(scope="module")
-def models(weights) -> dict:
-    return {name: build_model(name, checkpoint=path, **SMALL[name]) for name, path in weights.items()}
+def models(small_models) -> dict:
+    return dict(small_models)
 
 
 @pytest.fixture(scope="module")

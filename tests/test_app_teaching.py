@@ -30,15 +30,9 @@ ORIGIN = (-12.5, 30.0, 7.0)
 _A = np.deg2rad(15.0)
 DIRECTION = (np.cos(_A), -np.sin(_A), 0.0, np.sin(_A), np.cos(_A), 0.0, 0.0, 0.0, 1.0)
 CENTRE = (4, 24.0, 26.0)  # (z, y, x) of the sphere
-SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +46,8 @@ def ablation_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory, ablation_dir) -> Predictor:
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    models = {}
-    for name, cfg in SMALL.items():
-        save_checkpoint(build_model(name, **cfg), d / f"{name}.safetensors")
-        models[name] = build_model(name, checkpoint=d / f"{name}.safetensors")
+def predictor(small_models, ablation_dir) -> Predictor:
+    models = dict(small_models)
     models.update(teaching.load_ablations(ablation_dir))
     return Predictor(models, device="cpu")
 

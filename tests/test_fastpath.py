@@ -47,7 +47,9 @@ def reference_gmpu(unit: ConvRNN, x: torch.Tensor) -> torch.Tensor:
         order = range(k) if idx == 0 else range(k - 1, -1, -1)
         for t in order:
             xt = x[:, t]
-            r = torch.sigmoid(F.conv2d(xt, wxr, bxr, padding=unit.x_gates.padding) + F.conv2d(hstate, whr, padding=pad_g))
+            r = torch.sigmoid(
+                F.conv2d(xt, wxr, bxr, padding=unit.x_gates.padding) + F.conv2d(hstate, whr, padding=pad_g)
+            )
             hstate = torch.relu(F.conv2d(xt, wxh, bxh, padding=1) + F.conv2d(r * hstate, whh, padding=1))
             seq[t] = hstate
         outs.append(torch.stack(seq, 1))

@@ -28,15 +28,13 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
-import torch  # noqa: E402
 
 from app import LAUNCH_KWARGS, build_demo, handlers  # noqa: E402
 from seqpatch_core.io import read_volume  # noqa: E402
-from seqpatch_core.models import build_model, save_checkpoint  # noqa: E402
 from seqpatch_core.predictor import Predictor  # noqa: E402
 
 SHAPE = (3, 48, 48)  # (z, y, x); 1 mm in-plane, so the CT working grid is the slice grid
-SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
+METHODS = ("seqpatch", "unet")
 N_CONCURRENT = 8
 N_MORE = 50
 BATCH = 4  # sessions at a time in the 50-session phase
@@ -52,24 +50,12 @@ def _out(values, name: str):
     return values[API_OUTPUTS.index(name)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Two shared cores: the queue runs two events at once, each on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(1)
-    models = {}
-    for name, cfg in SMALL.items():
-        save_checkpoint(build_model(name, **cfg), d / f"{name}.safetensors")
-        models[name] = build_model(name, checkpoint=d / f"{name}.safetensors")
-    return Predictor(models, device="cpu")
+def predictor(small_models) -> Predictor:
+    return Predictor(dict(small_models), device="cpu")
 
 
 def _disc_volume(path: Path, centre_yx: tuple[float, float], radius: float, seed: int) -> None:
@@ -109,7 +95,7 @@ def _expected(predictor: Predictor, case: dict) -> dict[int, dict[str, np.ndarra
     p.set_volume(read_volume(case["path"]), window="auto")
     out: dict[int, dict[str, np.ndarray]] = {}
     for z, y, x in case["clicks"]:
-        res = {m: p.predict((z, y, x), method=m) for m in SMALL}
+        res = {m: p.predict((z, y, x), method=m) for m in METHODS}
         if case["threshold"] is None:
             r = res["seqpatch"]
             thr = float(np.median(r.likelihood[r.coverage > 0]))
@@ -204,7 +190,7 @@ def _run_session(client, case: dict, barrier: threading.Barrier | None = None, e
         rec["files"] = [_file_path(f) for f in files]
         rec["masks"] = {
             m: sitk.GetArrayFromImage(sitk.ReadImage(str(next(f for f in rec["files"] if f.name.endswith(
-                f"_{m}_mask.nii.gz"))))) for m in SMALL
+                f"_{m}_mask.nii.gz"))))) for m in METHODS
         }
     return rec
 
@@ -233,7 +219,7 @@ def test_concurrent_sessions_no_crosstalk_then_memory_bounded(server, predictor,
 
     for case, exp, rec in zip(cases, expected, recs, strict=True):
         assert case["path"].name in rec["summary"]
-        for m in SMALL:
+        for m in METHODS:
             got = rec["masks"][m]
             assert got.shape == SHAPE and got.dtype == np.uint8
             for z in range(SHAPE[0]):

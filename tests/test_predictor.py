@@ -8,28 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from seqpatch_core.__main__ import DEFAULT_WEIGHTS, load_models, main
 from seqpatch_core.errors import InputError
 from seqpatch_core.io import read_label, read_volume, volume_from_array
 from seqpatch_core.metrics import dice
-from seqpatch_core.models import build_model, save_checkpoint
+from seqpatch_core.models import build_model
 from seqpatch_core.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
-
-
-@pytest.fixture(scope="module")
-def small_weights(tmp_path_factory):
-    d = tmp_path_factory.mktemp("w")
-    torch.manual_seed(0)
-    out = {}
-    for name, cfg in SMALL.items():
-        out[name] = d / f"{name}.safetensors"
-        save_checkpoint(build_model(name, **cfg), out[name])
-    return out
 
 
 @pytest.fixture(scope="module")
