@@ -54,12 +54,7 @@ def clicks(draw, h: int, w: int, inside: bool | None = None):
     return (draw(st.floats(-2.0 * h, 3.0 * h)), draw(st.floats(-2.0 * w, 3.0 * w)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @FAST

@@ -40,7 +40,7 @@ from seqpatch_core import io as sp_io  # noqa: E402
 from seqpatch_core.__main__ import load_models, main  # noqa: E402
 from seqpatch_core.errors import InputError, WeightsError  # noqa: E402
 from seqpatch_core.io import read_label, read_volume  # noqa: E402
-from seqpatch_core.models import build_model, save_checkpoint  # noqa: E402
+from seqpatch_core.models import build_model  # noqa: E402
 from seqpatch_core.predictor import Predictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ ORIGIN = (-20.5, 11.25, 7.0)
 _A = np.deg2rad(15.0)
 DIRECTION = (np.cos(_A), -np.sin(_A), 0.0, np.sin(_A), np.cos(_A), 0.0, 0.0, 0.0, 1.0)
 CENTRE = (18.0, 22.0)  # (y, x) of the bright disc
-SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
+METHODS = ("seqpatch", "unet")
 
 
 def _one_line(msg: str) -> str:
@@ -62,23 +62,12 @@ def _gr_message(info: pytest.ExceptionInfo) -> str:
     return _one_line(str(info.value.message))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    out = {}
-    for name, cfg in SMALL.items():
-        out[name] = d / f"{name}.safetensors"
-        save_checkpoint(build_model(name, **cfg), out[name])
-    return out
+def weights(small_weights) -> dict[str, Path]:
+    return small_weights
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +311,7 @@ def test_point_that_is_not_a_number(session):
 @pytest.mark.parametrize("point", [(0, 0, 0), (2, 39, 43), (1, 39, 0)])
 def test_corner_pixels_work(session, point):
     handlers.segment(session, *point)
-    for m in SMALL:
+    for m in METHODS:
         r = session.results[point[0]][m]
         assert r.mask.shape == SHAPE[1:] and r.mask.dtype == bool
         assert np.isfinite(r.likelihood).all()
@@ -331,7 +320,7 @@ def test_corner_pixels_work(session, point):
 def test_click_on_empty_background_works(session):
     """Air far from the body: a mask may be empty (and is allowed to be); nothing breaks."""
     handlers.segment(session, 1, 1.0, 42.0)
-    for m in SMALL:
+    for m in METHODS:
         assert session.results[1][m].mask.shape == SHAPE[1:]
     out = handlers.export(session)
     assert len(out["files"]) >= 3
@@ -649,7 +638,7 @@ def test_exported_mask_and_click_log(predictor, weights, good_file):
         handlers.segment(s, z, y, x)
     files = [Path(f) for f in handlers.export(s)["files"]]
     src = sitk.ReadImage(str(good_file))
-    for m in SMALL:
+    for m in METHODS:
         f = next(p for p in files if p.name.endswith(f"_{m}_mask.nii.gz"))
         img = sitk.ReadImage(str(f))
         assert img.GetPixelID() == sitk.sitkUInt8
