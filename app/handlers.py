@@ -736,8 +736,9 @@ def clicks_record(session: Session) -> dict[str, Any]:
         later = any(o.z == c.z for o in s.history[i + 1 :])
         entry = {
             "slice": c.z,
-            "voxel_zyx": [c.z, round(c.y, 3), round(c.x, 3)],
-            "physical_xyz_mm": [round(p, 4) for p in v.index_to_physical((c.z, c.y, c.x))],
+            # exact: the click log is for reproducing the segmentation
+            "voxel_zyx": [c.z, float(c.y), float(c.x)],
+            "physical_xyz_mm": [float(p) for p in v.index_to_physical((c.z, c.y, c.x))],
             "methods": c.methods,
             "threshold": s.threshold,
             "superseded": bool(later or not current),
@@ -767,7 +768,7 @@ def clicks_record(session: Session) -> dict[str, Any]:
         "clicks": clicks,
         "objects_3d": {
             m: {
-                "seed_voxel_zyx": [o.seed_zyx[0], round(o.seed_zyx[1], 3), round(o.seed_zyx[2], 3)],
+                "seed_voxel_zyx": [o.seed_zyx[0], float(o.seed_zyx[1]), float(o.seed_zyx[2])],
                 "threshold": o.threshold,
                 "slices": list(o.prop.z_range),
                 "volume_ml": round(o.prop.volume_ml, 4),
