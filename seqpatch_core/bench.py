@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -124,16 +123,25 @@ def load_benchmark(shape=(100, 512, 512)) -> dict[str, float]:
     }
 
 
+def _vm_kib(field: str) -> int:
+    """A memory field of /proc/self/status in KiB (VmRSS now, VmHWM the high-water mark).
+
+    Not ``ru_maxrss``: Linux carries that over from the parent through fork and exec.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def _timed_read(path: str) -> tuple[float, int, int]:
     """(seconds, resident KiB before, high-water KiB after) of ``read_volume(path)`` in this process."""
-    import psutil
-
-    before = psutil.Process().memory_info().rss // 1024
+    before = _vm_kib("VmRSS")
     t = time.perf_counter()
     vol = read_volume(path)
     seconds = time.perf_counter() - t
     del vol
-    return seconds, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return seconds, before, _vm_kib("VmHWM")
 
 
 def synthetic_ct(seed: int = 0, shape=(17, 256, 256), spacing=(5.0, 0.627, 0.627)):
@@ -241,7 +249,7 @@ def run_bench(
     out["robustness_grid_5x5_s"] = round(time.perf_counter() - t, 2)
     if dev.type == "cuda":
         out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["peak_rss_mb"] = round(_vm_kib("VmHWM") / 1024, 1)
     if with_load:
         out["load_512x512x100"] = load_benchmark()
     return out

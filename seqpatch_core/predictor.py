@@ -103,12 +103,15 @@ def run_network(
     cfg: rays.RayConfig,
     device: torch.device,
     dtype: torch.dtype | None = None,
-    chunk: int = 0,
+    chunk: int | None = None,
 ) -> list[WorkingResult]:
     """Segment one windowed working slice at N clicks in one batch.
 
     image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) working px. ``dtype`` picks autocast
-    (None/float32: full precision). ``chunk`` > 0 splits very large batches. Returns N results.
+    (None/float32: full precision). ``chunk`` caps how many sequences (or fields of view) go through
+    the network at once; by default 64 (4 clicks' rays) or 16, which keeps the activations of a
+    25-click robustness grid to a few hundred MB instead of about 10 GB, at no measurable cost in
+    speed. Returns N results.
     """
     arch = model_arch(model)
     clicks_w = np.asarray(clicks_w, dtype=np.float64).reshape(-1, 2)
@@ -127,7 +130,7 @@ def run_network(
         else:
             n = patches.shape[0]
             x = patches[:, None]
-        step = chunk if chunk > 0 else x.shape[0]
+        step = chunk or (64 if arch == "seqpatch" else 16)
         logits = torch.cat([model(x[i : i + step]) for i in range(0, x.shape[0], step)])
         lik = torch.sigmoid(logits.float()).reshape(patches.shape)
     if device.type == "cuda":
