@@ -280,7 +280,8 @@ def markdown(b: dict) -> str:
     rows.append("")
     rows.append(
         f"5x5 robustness grid, both methods: {b['robustness_grid_5x5_s']} s. "
-        f"Matrix-product rate: {b['matmul_gflops']} GFLOP/s."
+        f"Matrix-product rate: {b['matmul_gflops']} GFLOP/s. Peak memory of the benchmark process: "
+        f"{b['peak_rss_mb']} MB."
     )
     if "load_512x512x100" in b:
         ld = b["load_512x512x100"]
