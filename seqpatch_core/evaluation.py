@@ -35,7 +35,7 @@ from torch import nn
 from seqpatch_core import rays, synth
 from seqpatch_core.errors import InputError
 from seqpatch_core.metrics import evaluate_masks
-from seqpatch_core.predictor import Predictor, run_network
+from seqpatch_core.predictor import Predictor, segment_working
 from seqpatch_core.propagate import mask_click
 
 log = logging.getLogger(__name__)
@@ -99,28 +99,6 @@ def slice_clicks(
     if mode == "jitter":
         clicks += [synth.jitter_click(c, label, rng, max_frac=JITTER_FRAC) for _ in range(n)]
     return clicks
-
-
-def segment_working(
-    model: nn.Module,
-    image_w: np.ndarray,
-    clicks_w: np.ndarray,
-    cfg: rays.RayConfig,
-    device: torch.device,
-    threshold: float = 0.5,
-    dtype: torch.dtype | None = None,
-) -> list[np.ndarray]:
-    """Masks for N clicks on one windowed working-grid slice, in one network batch.
-
-    image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) working px. The whole pipeline
-    (fusion, threshold, component holding the click, hole filling) as in the app, without the
-    resampling to a slice grid. Returns N (Hw, Ww) bool masks. ``training.validate`` does the same
-    for one click.
-    """
-    clicks_w = np.asarray(clicks_w, dtype=np.float64).reshape(-1, 2)
-    outs = run_network(model, image_w, clicks_w, cfg, device, dtype)
-    pairs = zip(outs, clicks_w, strict=True)
-    return [rays.postprocess(wr.fused, wr.coverage, c, threshold) for wr, c in pairs]
 
 
 def _rows_for_slice(

@@ -153,6 +153,28 @@ def run_network(
     return out
 
 
+def segment_working(
+    model: nn.Module,
+    image_w: np.ndarray,
+    clicks_w: np.ndarray,
+    cfg: rays.RayConfig,
+    device: torch.device,
+    threshold: float = 0.5,
+    dtype: torch.dtype | None = None,
+) -> list[np.ndarray]:
+    """Masks for N clicks on one windowed working-grid slice, in one network batch.
+
+    image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) working px. The whole pipeline
+    (fusion, threshold, component holding the click, hole filling) as in the app, without the
+    resampling to a slice grid. Returns N (Hw, Ww) bool masks.
+    Shared by training's validation and the evaluation command.
+    """
+    clicks_w = np.asarray(clicks_w, dtype=np.float64).reshape(-1, 2)
+    outs = run_network(model, image_w, clicks_w, cfg, device, dtype)
+    pairs = zip(outs, clicks_w, strict=True)
+    return [rays.postprocess(wr.fused, wr.coverage, c, threshold) for wr, c in pairs]
+
+
 # ----------------------------------------------------------------------------- per-session predictor
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from seqpatch_core import rays, synth
 from seqpatch_core.metrics import dice
 from seqpatch_core.models import MODELS, build_model, save_checkpoint
-from seqpatch_core.predictor import model_arch, run_network
+from seqpatch_core.predictor import model_arch, segment_working
 
 log = logging.getLogger(__name__)
 
@@ -170,12 +170,13 @@ def validation_set(n: int, seed: int, bank_path: str | None) -> list[tuple]:
 def validate(model, val: list[tuple], device: torch.device, amp_dtype=None) -> float:
     """Mean Dice of the full pipeline (fusion, threshold 0.5, component, holes) on the validation slices."""
     model.eval()
-    scores = []
-    for s, preset in val:
-        cfg = rays.get_preset(preset)
-        wr = run_network(model, s.image, np.array([s.click]), cfg, device, amp_dtype)[0]
-        mask = rays.postprocess(wr.fused, wr.coverage, s.click)
-        scores.append(dice(mask, s.label))
+    scores = [
+        dice(
+            segment_working(model, s.image, np.array([s.click]), rays.get_preset(preset), device, dtype=amp_dtype)[0],
+            s.label,
+        )
+        for s, preset in val
+    ]
     return float(np.mean(scores))
 
 
