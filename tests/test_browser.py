@@ -66,7 +66,6 @@ def _synthetic_example(folder: Path) -> list[str]:
 
 
 def _predictor():
-
     from seqpatch_core.__main__ import load_models
     from seqpatch_core.models import build_model
     from seqpatch_core.predictor import Predictor
@@ -75,7 +74,7 @@ def _predictor():
     small = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
     for name, cfg in small.items():
         models.setdefault(name, build_model(name, **cfg))  # random weights: plumbing only
-    return Predictor(models, device="cpu")
+    return Predictor(models, device="cpu", dtype="auto")  # as app.py runs it
 
 
 def _inner_point(label_path: str) -> tuple[int, int, int]:
@@ -85,17 +84,6 @@ def _inner_point(label_path: str) -> tuple[int, int, int]:
     dist = ndimage.distance_transform_edt(lab[z])
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return z, int(y), int(x)
-
-
-@pytest.fixture()
-def one_thread():
-    """Two shared cores: one intra-op thread is faster than two fighting for them."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_pick_example_click_and_see_contours(tmp_path, one_thread):
