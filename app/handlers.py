@@ -51,7 +51,9 @@ OUTPUTS = (
     "rays",
     "metrics",
     "status",
-    "files",
+    "coronal",
+    "sagittal",
+    "files",  # last: API clients take the exports as the last output
 )
 #: Window choices shown in the dropdown ("custom" = the W/L sliders).
 WINDOWS = ("auto", "soft", "lung", "bone", "brain", "mr", "custom")
@@ -350,6 +352,57 @@ def _status(session: Session, z: int) -> str:
     return " ".join(parts[:2]) + ("\n\n" + "\n\n".join(parts[2:]) if len(parts) > 2 else "")
 
 
+def plane_point(session: Session) -> tuple[int, int]:
+    """(y, x) of the coronal and sagittal planes: the current slice's click, else the last click
+    still shown, else the middle row and column."""
+    s = session
+    res = s.results.get(s.z)
+    if not res:
+        for c in reversed(s.history):
+            if s.results.get(c.z):
+                res = s.results[c.z]
+                break
+    _, ny, nx = s.shape
+    if res:
+        _, y, x = next(iter(res.values())).point_zyx
+        return int(np.clip(round(y), 0, ny - 1)), int(np.clip(round(x), 0, nx - 1))
+    return ny // 2, nx // 2
+
+
+def render_planes(session: Session) -> dict[str, np.ndarray]:
+    """The coronal (array[:, y, :]) and sagittal (array[:, :, x]) planes through the click, in the
+    current slice's window and their physical aspect, with every segmented slice's masks and a line
+    at the current axial slice. A numpy slice and a resize each: no network runs."""
+    s = _require(session)
+    y, x = plane_point(s)
+    w = s.display_window(s.z)
+    sz, sy, sx = s.volume.spacing
+    arr = s.volume.array
+    out = {}
+    # (name, plane of a (z, y, x) array, line of a (y, x) slice mask, (row, column) spacing, caption)
+    for name, pick, line, spacing, caption in (
+        ("coronal", lambda a: a[:, y, :], lambda m: m[y, :], (sz, sx), f"coronal, y = {y}"),
+        ("sagittal", lambda a: a[:, :, x], lambda m: m[:, x], (sz, sy), f"sagittal, x = {x}"),
+    ):
+        masks = {m: np.zeros(pick(arr).shape, dtype=bool) for m in METHODS}
+        for z, res in s.results.items():
+            for m, r in res.items():
+                if m in masks:
+                    masks[m][z] = line(r.mask)
+        contours = [render.Contour(m, masks[m]) for m in METHODS if masks[m].any()]
+        if s.label is not None:
+            contours.append(render.Contour("truth", pick(s.label).astype(bool), dashed=True, fill=False))
+        out[name] = render.render_plane(
+            apply_window(pick(arr), w),
+            spacing,
+            contours,
+            opacity=s.opacity,
+            current_row=s.z,
+            caption=caption,
+        )
+    return out
+
+
 def render_view(session: Session) -> dict[str, Any]:
     """Every picture and text of the current slice."""
     s = _require(session)
@@ -408,6 +461,7 @@ def render_view(session: Session) -> dict[str, Any]:
     w = s.display_window(z)
     out["width"] = round(w.width, 6)
     out["level"] = round(w.level, 6)
+    out.update(render_planes(s))
     return out
 
 
@@ -422,6 +476,8 @@ def _empty_view(session: Session | None, message: str = "Load an image") -> dict
         "lik_seqpatch": render.placeholder("SeqPatch likelihood"),
         "lik_unet": render.placeholder("U-net likelihood"),
         "rays": render.placeholder("Per-ray view"),
+        "coronal": render.placeholder("Coronal plane", (120, 420)),
+        "sagittal": render.placeholder("Sagittal plane", (120, 420)),
         "metrics": "",
         "status": "",
         "files": None,

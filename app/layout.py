@@ -173,6 +173,25 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     elem_id="overlay",
                 )
                 status = gr.Markdown("", elem_id="status")
+                with gr.Row(equal_height=False):
+                    coronal = gr.Image(
+                        render.placeholder("Coronal plane", (120, 420)),
+                        label="Coronal (rows: z; line: current slice)",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        buttons=["download", "fullscreen"],
+                        elem_id="coronal",
+                    )
+                    sagittal = gr.Image(
+                        render.placeholder("Sagittal plane", (120, 420)),
+                        label="Sagittal (rows: z; line: current slice)",
+                        type="numpy",
+                        format="png",
+                        interactive=False,
+                        buttons=["download", "fullscreen"],
+                        elem_id="sagittal",
+                    )
                 metrics = gr.Markdown("", elem_id="metrics")
                 with gr.Row():
                     lik_seqpatch = gr.Image(
@@ -223,6 +242,8 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             "metrics": metrics,
             "status": status,
             "files": files,
+            "coronal": coronal,
+            "sagittal": sagittal,
         }
         outputs = [comps[n] for n in OUTPUTS]
         quiet = {"show_progress": "hidden", "api_visibility": "undocumented"}

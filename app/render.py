@@ -26,6 +26,7 @@ __all__ = [
     "placeholder",
     "render_likelihood",
     "render_overlay",
+    "render_plane",
     "render_ray_grid",
     "slice_to_display",
 ]
@@ -369,6 +370,65 @@ def render_ray_grid(
         x0 = left + j * (cw + pad)
         _text(draw, (x0 + cw // 2 - 6, height - 20), str(j), 12, fill=(200, 200, 200))
     return np.asarray(img)
+
+
+def plane_size(n_rows: int, n_cols: int, row_mm: float, col_mm: float, longest: int = _TARGET_PX) -> tuple[int, int]:
+    """(height, width) in picture px of an ``n_rows × n_cols`` plane with ``row_mm × col_mm`` voxels,
+    physical aspect kept, its longer side ``longest`` px (each side at least 1 px)."""
+    h_mm = max(int(n_rows), 1) * float(row_mm)
+    w_mm = max(int(n_cols), 1) * float(col_mm)
+    scale = longest / max(h_mm, w_mm, 1e-9)
+    return max(1, int(round(h_mm * scale))), max(1, int(round(w_mm * scale)))
+
+
+def render_plane(
+    windowed: np.ndarray,
+    spacing_rc: Sequence[float],
+    contours: Sequence[Contour] = (),
+    *,
+    opacity: float = 0.3,
+    current_row: int | None = None,
+    caption: str | None = None,
+    longest: int = _TARGET_PX,
+) -> np.ndarray:
+    """A coronal or sagittal plane (rows = z, top = slice 0) in its physical aspect.
+
+    windowed: (z, n) in [0, 1]; spacing_rc: (row, column) voxel size in mm; contours: (z, n) masks
+    (filled and outlined in the method's colour); current_row: the axial slice shown, marked by a line.
+    Nearest-neighbour resampling: one resize of the plane and of each mask, no filtering.
+    """
+    n_rows, n_cols = windowed.shape
+    h, w = plane_size(n_rows, n_cols, spacing_rc[0], spacing_rc[1], longest)
+    rows = np.minimum((np.arange(h) + 0.5) * n_rows / h, n_rows - 1).astype(np.intp)
+    cols = np.minimum((np.arange(w) + 0.5) * n_cols / w, n_cols - 1).astype(np.intp)
+    g = (np.clip(windowed, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)[np.ix_(rows, cols)]
+    out = np.repeat(g[..., None], 3, axis=2)
+    edges = []
+    for c in contours:
+        m = np.asarray(c.mask, dtype=bool)
+        if not m.any():
+            continue
+        up = m[np.ix_(rows, cols)]
+        colour = np.asarray(COLOURS[c.key], dtype=np.float32)
+        if c.fill and opacity > 0:
+            out[up] = (out[up] * (1.0 - opacity) + colour * opacity + 0.5).astype(np.uint8)
+        edge = _edge(up, 1)
+        if c.dashed:
+            yy, xx = np.nonzero(edge)
+            keep = ((yy + xx) // 4) % 3 != 2
+            edge = np.zeros_like(edge)
+            edge[yy[keep], xx[keep]] = True
+        edges.append((edge, colour.astype(np.uint8)))
+    for edge, colour in edges:
+        out[edge] = colour
+    if current_row is not None and 0 <= current_row < n_rows:
+        y = min(h - 1, int((current_row + 0.5) * h / n_rows))
+        out[y, :] = COLOURS["marker"]
+    if caption and h >= 24:
+        img = Image.fromarray(out)
+        _text(ImageDraw.Draw(img), (4, 2), caption, 12)
+        out = np.asarray(img)
+    return out
 
 
 def placeholder(text: str, size: tuple[int, int] = (240, 420)) -> np.ndarray:

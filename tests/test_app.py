@@ -201,6 +201,72 @@ def test_threshold_reuses_cached_likelihoods(loaded, monkeypatch):
         handlers.segment(loaded, 2, *CENTRE)  # the patch really is in the path a click takes
 
 
+def _marker_rows(img: np.ndarray) -> np.ndarray:
+    """Rows of a plane picture that are the current-slice line (marker colour across the right half)."""
+    right = img[:, img.shape[1] // 2 :]
+    return np.nonzero(np.all(right == render.COLOURS["marker"], axis=2).all(axis=1))[0]
+
+
+def test_coronal_and_sagittal_views(loaded):
+    sz, sy, sx = loaded.volume.spacing
+    z, y, x = SHAPE
+    out = handlers.render_view(loaded)
+    for name, (cols, col_mm) in {"coronal": (x, sx), "sagittal": (y, sy)}.items():
+        img = out[name]
+        assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+        h, w = img.shape[:2]
+        assert max(h, w) <= 512
+        assert h / w == pytest.approx(z * sz / (cols * col_mm), rel=0.03)  # physical aspect
+        # the line at the current slice (2 of 4): the middle of row 2 in picture rows
+        assert abs(_marker_rows(img).mean() - (loaded.z + 0.5) * h / z) <= 1.5
+        assert np.all(img == render.COLOURS["truth"], axis=2).any()  # the label's outline
+    # a click: the planes go through it and show both methods' masks on its slice
+    out = handlers.segment(loaded, 1, *CENTRE)
+    assert handlers.plane_point(loaded) == (round(CENTRE[0]), round(CENTRE[1]))
+    for name in ("coronal", "sagittal"):
+        img = out[name]
+        if any(r.mask.any() for r in loaded.results[1].values()):  # outlines (U-net's drawn last)
+            assert any(np.all(img == render.COLOURS[m], axis=2).any() for m in ("seqpatch", "unet")), name
+        h = img.shape[0]
+        assert abs(_marker_rows(img).mean() - 1.5 * h / z) <= 1.5
+    # slice and window changes redraw them (the line moves)
+    out = handlers.change_slice(loaded, 3)
+    assert abs(_marker_rows(out["coronal"]).mean() - 3.5 * out["coronal"].shape[0] / z) <= 1.5
+    before = out["coronal"]
+    out = handlers.change_window(loaded, "bone")
+    assert out["coronal"].shape == before.shape and not np.array_equal(out["coronal"], before)
+
+
+def test_planes_of_a_one_slice_volume_and_their_speed(predictor):
+    from seqpatch_core.io import Volume
+
+    rng = np.random.default_rng(1)
+    one = handlers.Session(
+        predictor=predictor,
+        volume=Volume(rng.normal(0, 100, (1, 40, 50)).astype(np.float32), (5.0, 0.7, 0.7), modality="CT"),
+    )
+    out = handlers.render_planes(one)
+    assert out["coronal"].shape[1] == 512 and out["coronal"].shape[0] >= 1
+    assert out["sagittal"].shape[1] == 512
+    big = handlers.Session(
+        predictor=predictor,
+        volume=Volume(rng.normal(0, 100, (17, 256, 256)).astype(np.float32), (5.0, 0.7, 0.7), modality="CT"),
+    )
+    big.z = 8
+    big.label = np.zeros((17, 256, 256), dtype=np.uint8)
+    big.label[4:12, 100:160, 90:150] = 1
+    handlers.render_planes(big)  # warm-up (font, window)
+    import time
+
+    t0 = time.perf_counter()
+    for _ in range(5):
+        out = handlers.render_planes(big)
+    ms = (time.perf_counter() - t0) / 5 * 1000
+    assert ms < 150, f"both planes took {ms:.1f} ms"  # about 5 ms here; generous for slow CI
+    h, w = out["coronal"].shape[:2]
+    assert w == 512 and h == pytest.approx(512 * 17 * 5.0 / (256 * 0.7), abs=1)
+
+
 def test_click_replaces_slice_then_undo_and_reset(loaded):
     handlers.segment(loaded, 2, *CENTRE)
     first = loaded.results[2]["seqpatch"]
