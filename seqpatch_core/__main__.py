@@ -324,20 +324,25 @@ def cmd_robustness(args) -> int:
     return 0
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by evaluate and robustness: methods, their weights, window, preset, threshold."""
-    p.add_argument("--methods", type=_method_list, default=["seqpatch", "unet"], help="comma-separated")
-    p.add_argument("--weights-seqpatch", default=None, help="default: weights/seqpatch.safetensors")
-    p.add_argument("--weights-unet", default=None, help="default: weights/unet.safetensors")
+def _add_click_options(p: argparse.ArgumentParser) -> None:
+    """Options of every command that segments clicks: window, preset, threshold, device."""
     p.add_argument("--window", default="auto", help="auto|soft|lung|bone|brain|mr|W,L")
     p.add_argument(
         "--preset",
         default=None,
         choices=["ct", "mr", "promise12"],
-        help="ray preset (default: ct for CT, mr otherwise)",
+        help="ray preset (default: ct for CT, promise12 otherwise)",
     )
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by evaluate and robustness: methods, their weights, click options, JSON output."""
+    p.add_argument("--methods", type=_method_list, default=["seqpatch", "unet"], help="comma-separated")
+    p.add_argument("--weights-seqpatch", default=None, help="default: weights/seqpatch.safetensors")
+    p.add_argument("--weights-unet", default=None, help="default: weights/unet.safetensors")
+    _add_click_options(p)
     p.add_argument("--json", default=None, help="write the full result here")
 
 
@@ -358,16 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="voxel indices in array order (slice, row, column); repeatable",
     )
     pr.add_argument("--method", default="seqpatch", help="seqpatch, unet or an ablation name")
-    pr.add_argument("--window", default="auto", help="auto|soft|lung|bone|brain|mr|W,L")
-    pr.add_argument(
-        "--preset",
-        default=None,
-        choices=["ct", "mr", "promise12"],
-        help="ray preset (default: ct for CT, promise12 otherwise)",
-    )
-    pr.add_argument("--threshold", type=float, default=0.5)
+    _add_click_options(pr)
     pr.add_argument("--weights", default=None, help="checkpoint (default: weights/<method>.safetensors)")
-    pr.add_argument("--device", default="auto")
     pr.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPUs that have it), float32, bfloat16")
     pr.add_argument("--propagate", action="store_true", help="segment the whole object through neighbouring slices")
     pr.add_argument("--label", default=None, help="reference label: adds Dice, CD, HD95 (3D with --propagate)")
