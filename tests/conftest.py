@@ -42,3 +42,4 @@ def small_weights(tmp_path_factory) -> dict[str, Path]:
 def small_models(small_weights) -> dict:
     """The SMALL networks loaded from their checkpoints (a fresh dict each use is up to the caller)."""
     return {name: build_model(name, checkpoint=path) for name, path in small_weights.items()}
+

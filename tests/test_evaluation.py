@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from test_propagate import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
+from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
 
 from seqpatch_core.__main__ import main
 from seqpatch_core.errors import InputError

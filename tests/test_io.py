@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import write_dicom_series
 
 from seqpatch_core.errors import InputError
 from seqpatch_core.io import Volume, read_label, read_volume, volume_from_array, write_mask
@@ -109,35 +110,9 @@ def test_to_sitk_and_mask_shape_checks(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ DICOM
 
 
-def _write_dicom_series(folder: Path, arr: np.ndarray, uid: str, modality: str = "CT") -> None:
-    """One file per slice, as in SimpleITK's "Dicom Series From Array" example."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vol = sitk.GetImageFromArray(arr.astype(np.int16))
-    vol.SetSpacing((0.8, 0.8, 3.0))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for i in range(vol.GetDepth()):
-        sl = vol[:, :, i]
-        tags = {
-            "0008|0060": modality,
-            "0020|000e": uid,
-            "0020|000d": uid + ".1",
-            "0020|0032": "\\".join(map(str, vol.TransformIndexToPhysicalPoint((0, 0, i)))),
-            "0020|0013": str(i + 1),
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0028|0030": "0.8\\0.8",
-            "0018|0050": "3.0",
-            "0008|0018": f"{uid}.{i + 1}",
-        }
-        for k, v in tags.items():
-            sl.SetMetaData(k, v)
-        writer.SetFileName(str(folder / f"IM{i:04d}.dcm"))
-        writer.Execute(sl)
-
-
 def test_dicom_folder_and_zip(tmp_path: Path) -> None:
     arr = _ct_array((4, 16, 16))
-    _write_dicom_series(tmp_path / "ser", arr, "1.2.826.0.1.3680043.2.1125.1")
+    write_dicom_series(tmp_path / "ser", arr, "1.2.826.0.1.3680043.2.1125.1")
     vol = read_volume(tmp_path / "ser")
     assert vol.shape == (4, 16, 16) and vol.modality == "CT"
     np.testing.assert_array_equal(vol.array, arr)
@@ -157,9 +132,9 @@ def test_dicom_folder_and_zip(tmp_path: Path) -> None:
 
 
 def test_dicom_zip_two_series_takes_largest(tmp_path: Path) -> None:
-    _write_dicom_series(tmp_path / "a", _ct_array((3, 16, 16), 1), "1.2.826.0.1.3680043.2.1125.2", "MR")
+    write_dicom_series(tmp_path / "a", _ct_array((3, 16, 16), 1), "1.2.826.0.1.3680043.2.1125.2", "MR")
     big = np.abs(_ct_array((5, 16, 16), 2))
-    _write_dicom_series(tmp_path / "b", big, "1.2.826.0.1.3680043.2.1125.3", "MR")
+    write_dicom_series(tmp_path / "b", big, "1.2.826.0.1.3680043.2.1125.3", "MR")
     z = tmp_path / "two.zip"
     with zipfile.ZipFile(z, "w") as zf:
         for sub in ("a", "b"):  # same file names in both folders

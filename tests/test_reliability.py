@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
+from helpers import write_dicom_series
 
 from app import LAUNCH_KWARGS, build_demo, handlers  # noqa: E402
 from seqpatch_core import io as sp_io  # noqa: E402
@@ -94,26 +95,6 @@ def _ct(shape=SHAPE, seed=0) -> np.ndarray:
     a[:, r2 <= 15**2] = 40.0
     a[:, r2 <= 7**2] = 220.0
     return a + rng.normal(0, 10, shape).astype(np.float32)
-
-
-def _dicom_series(folder: Path, arr: np.ndarray, uid: str) -> None:
-    """One file per slice (the same recipe as test_io.py)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    vol = sitk.GetImageFromArray(arr.astype(np.int16))
-    vol.SetSpacing((0.8, 0.8, 3.0))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for i in range(vol.GetDepth()):
-        sl = vol[:, :, i]
-        for k, v in {
-            "0008|0060": "CT", "0020|000e": uid, "0020|000d": uid + ".1", "0020|0013": str(i + 1),
-            "0020|0032": "\\".join(map(str, vol.TransformIndexToPhysicalPoint((0, 0, i)))),
-            "0020|0037": "1\\0\\0\\0\\1\\0", "0028|0030": "0.8\\0.8", "0018|0050": "3.0",
-            "0008|0018": f"{uid}.{i + 1}",
-        }.items():
-            sl.SetMetaData(k, v)
-        writer.SetFileName(str(folder / f"IM{i:04d}.dcm"))
-        writer.Execute(sl)
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +176,8 @@ REFUSED = {
 
 
 def _make_two_series(d: Path) -> Path:
-    _dicom_series(d / "a", np.abs(_ct((2, 40, 44), 3)), "1.2.826.0.1.3680043.2.1125.7")
-    _dicom_series(d / "b", np.abs(_ct((4, 40, 44), 4)), "1.2.826.0.1.3680043.2.1125.8")
+    write_dicom_series(d / "a", np.abs(_ct((2, 40, 44), 3)), "1.2.826.0.1.3680043.2.1125.7")
+    write_dicom_series(d / "b", np.abs(_ct((4, 40, 44), 4)), "1.2.826.0.1.3680043.2.1125.8")
     with zipfile.ZipFile(d / "two.zip", "w") as zf:
         for sub in ("a", "b"):
             for f in sorted((d / sub).iterdir()):

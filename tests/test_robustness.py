@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_propagate import bright_predictor, sphere_arrays, write_case, write_checkpoints
+from helpers import bright_predictor, sphere_arrays, write_case, write_checkpoints
 
 from seqpatch_core.__main__ import main
 from seqpatch_core.errors import InputError
