@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints  # noqa: F401
+from helpers import bright_predictor, sphere_arrays
 
 from seqpatch_core.errors import InputError
 from seqpatch_core.io import volume_from_array
