@@ -1,0 +1,32 @@
+"""The bench command's measurements and table, on a generated CT slice with small networks."""
+
+from seqpatch_core.bench import markdown, network_flops, run_bench
+from seqpatch_core.predictor import Predictor
+from seqpatch_core.rays import get_preset
+
+
+def test_bench_reports_every_figure(small_models, one_thread):
+    pred = Predictor(dict(small_models), device="cpu")
+    b = run_bench(pred, None, clicks=2, warmup=1, with_load=False, variants=True)
+    for m in ("seqpatch", "unet"):
+        r = b[m]
+        assert 0 < r["p50_ms"] <= r["p95_ms"]
+        assert {"sampling_ms", "network_ms", "fusion_ms", "postprocess_ms"} <= set(r["stages"])
+        assert r["gflops_per_click"] > 0 and r["floor_ms"] > 0 and r["parameters"] > 0
+        assert set(r["network_variants_ms"]) == {
+            "float32",
+            "float32_channels_last",
+            "bfloat16",
+            "bfloat16_channels_last",
+        }
+    assert b["robustness_grid_5x5_s"] > 0 and b["matmul_gflops"] > 0
+    table = markdown(b)
+    assert "| seqpatch |" in table and "| unet |" in table and "robustness grid" in table
+
+
+def test_flops_of_the_full_network_match_the_paper_layout():
+    from seqpatch_core.models import build_model
+
+    # 240 patches of 32 x 32 through the 1.37 M-parameter network: about 110.9 GFLOP per click
+    flops = network_flops(build_model("seqpatch"), get_preset("ct"))
+    assert 100e9 < flops < 120e9
