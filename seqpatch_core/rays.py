@@ -29,6 +29,7 @@ centre has the most context on every side.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -170,8 +171,11 @@ def patch_centres(click_yx, cfg: RayConfig) -> np.ndarray:
     return click[..., None, None, :] + offsets
 
 
+@functools.lru_cache(maxsize=16)
 def patch_offsets(cfg: RayConfig) -> np.ndarray:
     """Sampling positions (n_rays, K, P, P, 2) relative to the click, in (y, x) working pixels.
+
+    Computed once per configuration (read-only array: every click adds its own position to it).
 
     Patch pixel (row i, column j) sits at ``centre + (j - c) * u + (i - c) * v`` with
     ``c = (P - 1) / 2``; ``u`` is the ray direction and ``v`` its normal for ``align="ray"``,
@@ -189,7 +193,9 @@ def patch_offsets(cfg: RayConfig) -> np.ndarray:
         v = np.tile([[1.0, 0.0]], (cfg.n_rays, 1))
     # (n, P, P, 2): row offset along v, column offset along u
     local = off[None, :, None, None] * v[:, None, None, :] + off[None, None, :, None] * u[:, None, None, :]
-    return centres[:, :, None, None, :] + local[:, None, :, :, :]
+    offsets = centres[:, :, None, None, :] + local[:, None, :, :, :]
+    offsets.setflags(write=False)
+    return offsets
 
 
 def patch_grid(click_yx, cfg: RayConfig) -> np.ndarray:

@@ -143,7 +143,7 @@ def targets_for(arch: str, batch: dict, cfg: rays.RayConfig, device: torch.devic
     clicks = batch["clicks"]
     if arch == "seqpatch":
         # offsets are small (n, K, P, P, 2); the big broadcast add happens on the device
-        offsets = torch.as_tensor(rays.patch_offsets(cfg), dtype=torch.float32, device=device)
+        offsets = torch.tensor(rays.patch_offsets(cfg), dtype=torch.float32, device=device)
         grid = clicks.to(device, torch.float32)[:, None, None, None, None, :] + offsets
     else:
         grid = torch.as_tensor(rays.fov_grid(clicks.numpy(), cfg), dtype=torch.float32, device=device)
