@@ -137,6 +137,7 @@ def cmd_train(args) -> int:
         resume=args.resume,
         threads=args.threads,
         init=args.init,
+        rays_per_slice=args.rays_per_slice,
     )
     rec = train(tc)
     v = rec["validation"]
@@ -182,7 +183,14 @@ def cmd_bench(args) -> int:
     pred = Predictor(models, device=args.device, dtype=dtypes[args.dtype])
     image, label = (None, None) if args.synthetic else (args.image, args.label)
     result = run_bench(
-        pred, image, label, clicks=args.clicks, preset=args.preset, with_load=not args.no_load, variants=args.variants
+        pred,
+        image,
+        label,
+        clicks=args.clicks,
+        preset=args.preset,
+        with_load=not args.no_load,
+        variants=args.variants,
+        train_step=args.train_step,
     )
     print(markdown(result))
     if args.json:
@@ -391,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--patience", type=int, default=8)
     tr.add_argument("--threads", type=int, default=0)
     tr.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimiser)")
+    tr.add_argument(
+        "--rays-per-slice",
+        type=int,
+        default=0,
+        help="sequential nets: train on this many random rays of each slice (default 0: all of them)",
+    )
     tr.add_argument("--device", default="auto")
     tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")
     tr.set_defaults(func=cmd_train)
@@ -453,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--weights-unet", default=None)
     be.add_argument("--synthetic", action="store_true", help="a generated CT slice instead of --image")
     be.add_argument("--variants", action="store_true", help="also time float32 / bfloat16 / channels_last")
+    be.add_argument(
+        "--train-step",
+        action="store_true",
+        help="also time one training step per method (bfloat16 with --dtype bfloat16)",
+    )
     be.add_argument("--no-load", action="store_true", help="skip the 512x512x100 loading test")
     be.add_argument("--json", default=None)
     be.set_defaults(func=cmd_bench)

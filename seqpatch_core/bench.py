@@ -94,6 +94,41 @@ def network_variants(model: torch.nn.Module, cfg: rays.RayConfig, device: torch.
     return out
 
 
+def training_step_benchmark(
+    model: torch.nn.Module, cfg: rays.RayConfig, device: torch.device, amp: bool, slices: int = 2, repeats: int = 3
+) -> dict:
+    """Median cost of one training step (forward, backward, Adam), per training slice, in ms.
+
+    A step trains on ``slices`` slices' inputs as ``seqpatch_core.training`` builds them: all rays x K
+    patches per slice for the sequential net, one field of view per slice for the U-net. On a CPU with
+    ``amp`` the model is channels_last, as training makes it. The model is a copy; its weights are kept.
+    """
+    import copy
+
+    from seqpatch_core.training import make_optimizer, train_step
+
+    m = copy.deepcopy(model).to(device).train()
+    if device.type == "cpu" and amp:
+        m = m.to(memory_format=torch.channels_last)
+    opt = make_optimizer(m, 1e-5, 0.0)
+    if model_arch(model) == "seqpatch":
+        shape = (slices * cfg.n_rays, cfg.k, 1, cfg.patch, cfg.patch)
+    else:
+        shape = (slices, 1, cfg.fov, cfg.fov)
+    x = torch.rand(shape, device=device)
+    y = (torch.rand(shape, device=device) > 0.5).float()
+    times = []
+    for i in range(repeats + 1):
+        t = time.perf_counter()
+        train_step(m, opt, x, y, amp)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i:  # the first step is a warm-up
+            times.append((time.perf_counter() - t) * 1e3)
+    per_slice = float(np.median(times)) / slices
+    return {"slices_per_step": slices, "ms_per_slice": round(per_slice, 1), "slices_per_s": round(1e3 / per_slice, 2)}
+
+
 def load_benchmark(shape=(100, 512, 512)) -> dict[str, float]:
     """Time and peak memory of reading a CT of ``shape`` (z, y, x) int16 from .nii.gz.
 
@@ -173,6 +208,7 @@ def run_bench(
     preset: str = "ct",
     with_load: bool = True,
     variants: bool = False,
+    train_step: bool = False,
 ) -> dict:
     """Benchmark both methods on ``image`` (the click: the label's centre on its largest slice).
 
@@ -238,6 +274,11 @@ def run_bench(
         for method in ("seqpatch", "unet"):
             if method in predictor.models:
                 out[method]["network_variants_ms"] = network_variants(predictor.models[method], cfg, dev)
+    if train_step:
+        for method in ("seqpatch", "unet"):
+            if method in predictor.models:
+                amp = predictor.dtype == torch.bfloat16
+                out[method]["train_step"] = training_step_benchmark(predictor.models[method], cfg, dev, amp)
     # the 5 x 5 robustness grid, both methods, one batch per method
     offs = (np.arange(5) - 2) * 3.0 / np.array(vol.spacing[1:])[:, None]
     pts = [(cy + dy, cx + dx) for dy in offs[0] for dx in offs[1]]
@@ -277,6 +318,14 @@ def markdown(b: dict) -> str:
         if "network_variants_ms" in b.get(m, {}):
             v = b[m]["network_variants_ms"]
             rows += ["", f"{m}, network only (ms): " + ", ".join(f"{k} {t}" for k, t in v.items()) + "."]
+    for m in ("seqpatch", "unet"):
+        if "train_step" in b.get(m, {}):
+            ts = b[m]["train_step"]
+            rows += [
+                "",
+                f"{m}, one training step (forward, backward, Adam): {ts['ms_per_slice']} ms per slice "
+                f"({ts['slices_per_s']} slices/s, {ts['slices_per_step']} slices per step).",
+            ]
     rows.append("")
     rows.append(
         f"5x5 robustness grid, both methods: {b['robustness_grid_5x5_s']} s. "

@@ -1,5 +1,7 @@
 """The bench command's measurements and table, on a generated CT slice with small networks."""
 
+import torch
+
 from seqpatch_core.bench import markdown, network_flops, run_bench
 from seqpatch_core.predictor import Predictor
 from seqpatch_core.rays import get_preset
@@ -7,7 +9,7 @@ from seqpatch_core.rays import get_preset
 
 def test_bench_reports_every_figure(small_models, one_thread):
     pred = Predictor(dict(small_models), device="cpu")
-    b = run_bench(pred, None, clicks=2, warmup=1, with_load=False, variants=True)
+    b = run_bench(pred, None, clicks=2, warmup=1, with_load=False, variants=True, train_step=True)
     for m in ("seqpatch", "unet"):
         r = b[m]
         assert 0 < r["p50_ms"] <= r["p95_ms"]
@@ -19,9 +21,16 @@ def test_bench_reports_every_figure(small_models, one_thread):
             "bfloat16",
             "bfloat16_channels_last",
         }
+        ts = r["train_step"]
+        assert ts["ms_per_slice"] > 0 and ts["slices_per_s"] > 0
+    # the training-step timing trains a copy: the predictor's weights are unchanged
+    before = {k: v.clone() for k, v in small_models["seqpatch"].state_dict().items()}
+    run_bench(pred, None, clicks=1, warmup=0, with_load=False, train_step=True)
+    assert all(torch.equal(v, small_models["seqpatch"].state_dict()[k]) for k, v in before.items())
     assert b["robustness_grid_5x5_s"] > 0 and b["matmul_gflops"] > 0
     table = markdown(b)
     assert "| seqpatch |" in table and "| unet |" in table and "robustness grid" in table
+    assert "training step" in table
 
 
 def test_flops_of_the_full_network_match_the_paper_layout():

@@ -2,11 +2,14 @@
 
 import json
 
+import numpy as np
+import pytest
 import torch
 
+from seqpatch_core import rays
 from seqpatch_core.__main__ import main
 from seqpatch_core.models import build_model
-from seqpatch_core.training import TrainConfig, train
+from seqpatch_core.training import TrainConfig, make_batch, targets_for, train
 
 
 def test_train_then_resume_writes_a_loadable_checkpoint(tmp_path, one_thread):
@@ -39,3 +42,22 @@ def test_train_then_resume_writes_a_loadable_checkpoint(tmp_path, one_thread):
     assert main(["curves", f"U-net={out.with_suffix('.json')}", "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
     json.loads(out.with_suffix(".json").read_text())
+
+
+@pytest.mark.parametrize("rays_per_slice", [0, 3, 16])
+def test_ray_subset_takes_whole_sequences_of_the_chosen_rays(rays_per_slice):
+    rng = np.random.default_rng(5)
+    batch = make_batch(rng, 2, None, rays_per_slice=rays_per_slice)
+    cfg = rays.get_preset(batch["preset"])
+    x, y = targets_for("seqpatch", batch, cfg, torch.device("cpu"))
+    n = rays_per_slice if 0 < rays_per_slice < cfg.n_rays else cfg.n_rays
+    assert x.shape == y.shape == (2 * n, cfg.k, 1, cfg.patch, cfg.patch)
+    if "rays" not in batch:
+        return
+    assert all(len(set(r.tolist())) == n for r in batch["rays"])  # distinct rays per slice
+    full = dict(batch)
+    del full["rays"]
+    xf, _ = targets_for("seqpatch", full, cfg, torch.device("cpu"))
+    xf = xf.reshape(2, cfg.n_rays, *xf.shape[1:])
+    picked = torch.stack([xf[i, batch["rays"][i]] for i in range(2)]).reshape(x.shape)
+    torch.testing.assert_close(x, picked)

@@ -84,14 +84,27 @@ class ConvRNN(nn.Module):
             xp = torch.stack([xp[:, :, 0], xp[:, :, 1].flip(1)], dim=2)
         state = x.new_zeros(b, d * c, h, w)  # zeros shaped like the input: any B, any device
         cell_state = x.new_zeros(b, d * c, h, w) if self.cell == "lstm" else None
-        out = x.new_empty(b, k, d, c, h, w)
-        for t in range(k):
-            state, cell_state = self._step(xp[:, t], state, cell_state)
-            new = state.reshape(b, d, c, h, w)
-            out[:, t, 0] = new[:, 0]
-            if d == 2:
-                # the backward state after reading steps K-1..K-1-t belongs to time K-1-t
-                out[:, k - 1 - t, 1] = new[:, 1]
+        if torch.is_grad_enabled():
+            # training: unbind/stack have cheap backward passes; indexing a step out of xp, or writing
+            # into a preallocated output, would make autograd fill and add a full-size gradient per step
+            fwd, bwd = [], []
+            for xt in xp.unbind(1):
+                state, cell_state = self._step(xt, state, cell_state)
+                new = state.reshape(b, d, c, h, w)
+                fwd.append(new[:, 0])
+                if d == 2:
+                    bwd.append(new[:, 1])
+            # the backward state after reading steps K-1..K-1-t belongs to time K-1-t
+            out = torch.stack([torch.stack(fwd, 1)] + ([torch.stack(bwd[::-1], 1)] if d == 2 else []), 2)
+        else:
+            # inference: write each step into one preallocated output (no per-step copies kept alive)
+            out = x.new_empty(b, k, d, c, h, w)
+            for t in range(k):
+                state, cell_state = self._step(xp[:, t], state, cell_state)
+                new = state.reshape(b, d, c, h, w)
+                out[:, t, 0] = new[:, 0]
+                if d == 2:
+                    out[:, k - 1 - t, 1] = new[:, 1]
         y = torch.relu(self.fuse(out.reshape(b * k, d * c, h, w)))
         return y.reshape(b, k, c, h, w)
 
