@@ -60,14 +60,18 @@ def reference_gmpu(unit: ConvRNN, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("gate_kernel", [1, 3])
 @pytest.mark.parametrize("b,k", [(2, 5), (1, 1)])
-def test_fast_convrnn_equals_plain_equations(bidirectional, gate_kernel, b, k):
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_fast_convrnn_equals_plain_equations(bidirectional, gate_kernel, b, k, grad):
+    """Both code paths: in-place outputs without autograd, unbind/stack with it."""
     torch.manual_seed(0)
     unit = ConvRNN(6, bidirectional=bidirectional, gate_kernel=gate_kernel)
     for p in unit.parameters():  # non-trivial biases too
         torch.nn.init.normal_(p, std=0.3)
     x = torch.rand(b, k, 6, 8, 8)
+    with torch.set_grad_enabled(grad):
+        fast = unit(x)
     with torch.no_grad():
-        assert (unit(x) - reference_gmpu(unit, x)).abs().max() <= 1e-4
+        assert (fast - reference_gmpu(unit, x)).abs().max() <= 1e-4
 
 
 @pytest.mark.slow

@@ -150,3 +150,15 @@ def test_tampered_shapes_and_garbage_are_refused(tmp_path):
     save_file({k: v for k, v in m.state_dict().items()}, str(tmp_path / "n.safetensors"))
     with pytest.raises(WeightsError, match="no SeqPatch record"):
         build_model("seqpatch", checkpoint=tmp_path / "n.safetensors")
+
+
+@pytest.mark.parametrize("cell", ["gmpu", "gru", "lstm"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_training_and_inference_paths_agree(cell, bidirectional):
+    """The ConvRNN loop stacks its steps under autograd and writes them in place without it."""
+    torch.manual_seed(1)
+    u = ConvRNN(4, cell=cell, bidirectional=bidirectional)
+    x = torch.rand(2, 5, 4, 6, 6)
+    with torch.inference_mode():
+        inf = u(x)
+    torch.testing.assert_close(u(x).detach(), inf)
