@@ -383,7 +383,7 @@ def plot_curves(records: dict[str, list[str | Path]], out_png: str | Path) -> No
         ax2.plot(minutes, dices, label=label)
     ax1.set_xscale("log")
     ax1.set_xlabel("training slices seen")
-    ax2.set_xlabel("wall-clock minutes (GPU shared by all runs until 7 min)")
+    ax2.set_xlabel("wall-clock minutes, chained runs (machines: weights/README.md)")
     for ax in (ax1, ax2):
         ax.set_ylabel("synthetic validation Dice")
         ax.grid(alpha=0.3)

@@ -73,23 +73,28 @@ class ConvRNN(nn.Module):
         """x: (B, K, C, H, W) -> (B, K, C, H, W)."""
         b, k, c, h, w = x.shape
         d = self.dirs
-        gx, _ = _GATES[self.cell]
         flat = x.reshape(b * k, c, h, w)
-        xp = self.x_gates(flat).reshape(b, k, d, -1, c, h, w)
-        if self.x_cand is not None:
-            xp = torch.cat([xp, self.x_cand(flat).reshape(b, k, d, 1, c, h, w)], 3)
-        if d == 2:
-            # the backward direction reads time reversed: flip its inputs once, so that loop step t
-            # reads one slice xp[:, t] for both directions
-            xp = torch.stack([xp[:, :, 0], xp[:, :, 1].flip(1)], dim=2)
+        # per time step views (no copies): gates (B, D, G, C, H, W) and candidate (B, D, C, H, W)
+        xg = self.x_gates(flat).reshape(b, k, d, -1, c, h, w).unbind(1)
+        xc = self.x_cand(flat).reshape(b, k, d, c, h, w).unbind(1) if self.x_cand is not None else None
+
+        def inputs(t: int):
+            if d == 1:
+                return xg[t], (xc[t] if xc is not None else None)
+            # the backward direction reads time reversed: loop step t pairs forward time t with
+            # backward time K-1-t (one small copy per step, instead of flipping whole tensors)
+            g = torch.stack([xg[t][:, 0], xg[k - 1 - t][:, 1]], 1)
+            return g, (torch.stack([xc[t][:, 0], xc[k - 1 - t][:, 1]], 1) if xc is not None else None)
+
         state = x.new_zeros(b, d * c, h, w)  # zeros shaped like the input: any B, any device
         cell_state = x.new_zeros(b, d * c, h, w) if self.cell == "lstm" else None
         if torch.is_grad_enabled():
-            # training: unbind/stack have cheap backward passes; indexing a step out of xp, or writing
-            # into a preallocated output, would make autograd fill and add a full-size gradient per step
+            # training: unbind/stack have cheap backward passes; indexing a step out of a whole-sequence
+            # tensor, or writing into a preallocated output, would make autograd fill and add a
+            # full-size gradient per step
             fwd, bwd = [], []
-            for xt in xp.unbind(1):
-                state, cell_state = self._step(xt, state, cell_state)
+            for t in range(k):
+                state, cell_state = self._step(*inputs(t), state, cell_state)
                 new = state.reshape(b, d, c, h, w)
                 fwd.append(new[:, 0])
                 if d == 2:
@@ -100,7 +105,7 @@ class ConvRNN(nn.Module):
             # inference: write each step into one preallocated output (no per-step copies kept alive)
             out = x.new_empty(b, k, d, c, h, w)
             for t in range(k):
-                state, cell_state = self._step(xp[:, t], state, cell_state)
+                state, cell_state = self._step(*inputs(t), state, cell_state)
                 new = state.reshape(b, d, c, h, w)
                 out[:, t, 0] = new[:, 0]
                 if d == 2:
@@ -108,25 +113,27 @@ class ConvRNN(nn.Module):
         y = torch.relu(self.fuse(out.reshape(b * k, d * c, h, w)))
         return y.reshape(b, k, c, h, w)
 
-    def _step(self, xt, state, cell_state):
-        b, d, _, c, h, w = xt.shape
+    def _step(self, xg, xc, state, cell_state):
+        """One step of both directions. xg: input gate terms (B, D, G, C, H, W); xc: input candidate
+        term (B, D, C, H, W), None for the LSTM; state, cell_state: (B, D*C, H, W)."""
+        b, d, _, c, h, w = xg.shape
         hg = self.h_gates(state).reshape(b, d, -1, c, h, w)
         if self.cell == "gmpu":
-            r = torch.sigmoid(xt[:, :, 0] + hg[:, :, 0]).reshape(b, d * c, h, w)
+            r = torch.sigmoid(xg[:, :, 0] + hg[:, :, 0]).reshape(b, d * c, h, w)
             cand = self.h_cand(r * state).reshape(b, d, c, h, w)
-            new = torch.relu(xt[:, :, 1] + cand)
+            new = torch.relu(xc + cand)
             return new.reshape(b, d * c, h, w), None
         if self.cell == "gru":
-            z = torch.sigmoid(xt[:, :, 0] + hg[:, :, 0])
-            r = torch.sigmoid(xt[:, :, 1] + hg[:, :, 1]).reshape(b, d * c, h, w)
-            cand = torch.tanh(xt[:, :, 2] + self.h_cand(r * state).reshape(b, d, c, h, w))
+            z = torch.sigmoid(xg[:, :, 0] + hg[:, :, 0])
+            r = torch.sigmoid(xg[:, :, 1] + hg[:, :, 1]).reshape(b, d * c, h, w)
+            cand = torch.tanh(xc + self.h_cand(r * state).reshape(b, d, c, h, w))
             prev = state.reshape(b, d, c, h, w)
             return ((1 - z) * prev + z * cand).reshape(b, d * c, h, w), None
         # lstm
-        i = torch.sigmoid(xt[:, :, 0] + hg[:, :, 0])
-        f = torch.sigmoid(xt[:, :, 1] + hg[:, :, 1])
-        o = torch.sigmoid(xt[:, :, 2] + hg[:, :, 2])
-        g = torch.tanh(xt[:, :, 3] + hg[:, :, 3])
+        i = torch.sigmoid(xg[:, :, 0] + hg[:, :, 0])
+        f = torch.sigmoid(xg[:, :, 1] + hg[:, :, 1])
+        o = torch.sigmoid(xg[:, :, 2] + hg[:, :, 2])
+        g = torch.tanh(xg[:, :, 3] + hg[:, :, 3])
         cprev = cell_state.reshape(b, d, c, h, w)
         cnew = f * cprev + i * g
         hnew = o * torch.tanh(cnew)
