@@ -156,7 +156,7 @@ def targets_for(arch: str, batch: dict, cfg: rays.RayConfig, device: torch.devic
     labels = batch["labels"].to(device, non_blocking=True)
     clicks = batch["clicks"]
     if arch == "seqpatch":
-        # offsets are small (n, K, P, P, 2); the big broadcast add happens on the device
+        # offsets are small (n_rays, K, P, P, 2); the big broadcast add happens on the device
         offsets = torch.tensor(rays.patch_offsets(cfg), dtype=torch.float32, device=device)
         if "rays" in batch:
             # a subset of each slice's rays: rays of one slice are alike, so for the same compute
