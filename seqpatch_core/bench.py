@@ -31,14 +31,19 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2)}
 
 
+def input_shape(model: torch.nn.Module, cfg: rays.RayConfig, slices: int = 1) -> tuple[int, ...]:
+    """The network input for ``slices`` clicks: all rays x K patches each (sequential net), or one
+    field of view each (U-net)."""
+    if model_arch(model) == "seqpatch":
+        return (slices * cfg.n_rays, cfg.k, 1, cfg.patch, cfg.patch)
+    return (slices, 1, cfg.fov, cfg.fov)
+
+
 def network_flops(model: torch.nn.Module, cfg: rays.RayConfig) -> float:
     """Floating-point operations (2 x multiply-adds) of one click's forward pass."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    if model_arch(model) == "seqpatch":
-        x = torch.zeros(cfg.n_rays, cfg.k, 1, cfg.patch, cfg.patch)
-    else:
-        x = torch.zeros(1, 1, cfg.fov, cfg.fov)
+    x = torch.zeros(input_shape(model, cfg))
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model.cpu()(x)
     return float(counter.get_total_flops())
@@ -67,10 +72,7 @@ def network_variants(model: torch.nn.Module, cfg: rays.RayConfig, device: torch.
     """
     import copy
 
-    if model_arch(model) == "seqpatch":
-        x = torch.rand(cfg.n_rays, cfg.k, 1, cfg.patch, cfg.patch, device=device)
-    else:
-        x = torch.rand(1, 1, cfg.fov, cfg.fov, device=device)
+    x = torch.rand(input_shape(model, cfg), device=device)
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     last = copy.deepcopy(model).to(memory_format=torch.channels_last)
     variants = {
@@ -111,10 +113,7 @@ def training_step_benchmark(
     if device.type == "cpu" and amp:
         m = m.to(memory_format=torch.channels_last)
     opt = make_optimizer(m, 1e-5, 0.0)
-    if model_arch(model) == "seqpatch":
-        shape = (slices * cfg.n_rays, cfg.k, 1, cfg.patch, cfg.patch)
-    else:
-        shape = (slices, 1, cfg.fov, cfg.fov)
+    shape = input_shape(model, cfg, slices)
     x = torch.rand(shape, device=device)
     y = (torch.rand(shape, device=device) > 0.5).float()
     times = []
