@@ -8,6 +8,7 @@ import torch
 from seqpatch_core.errors import WeightsError
 from seqpatch_core.models import MODELS, build_model, load_checkpoint, save_checkpoint
 from seqpatch_core.models.convrnn import ConvRNN
+from seqpatch_core.models.seqpatch_net import RayGroupNorm, run_block
 
 SMALL = {"widths": (8, 16, 32)}
 
@@ -162,3 +163,44 @@ def test_training_and_inference_paths_agree(cell, bidirectional):
     with torch.inference_mode():
         inf = u(x)
     torch.testing.assert_close(u(x).detach(), inf)
+
+
+@pytest.mark.parametrize("b,k", [(1, 1), (2, 5), (3, 15)])
+def test_ray_group_norm_pools_statistics_over_each_ray(b, k):
+    """RayGroupNorm equals GroupNorm on each ray's K patches laid side by side (and per patch when K = 1)."""
+    torch.manual_seed(0)
+    norm = RayGroupNorm(4, 8)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    plain = torch.nn.GroupNorm(4, 8)
+    plain.load_state_dict(norm.state_dict())
+    x = torch.randn(b * k, 8, 6, 6) * torch.rand(b * k, 1, 1, 1) * 3 + torch.randn(b * k, 1, 1, 1)
+    side_by_side = x.reshape(b, k, 8, 6, 6).permute(0, 2, 3, 1, 4).reshape(b, 8, 6, k * 6)
+    ref = plain(side_by_side).reshape(b, 8, 6, k, 6).permute(0, 3, 1, 2, 4).reshape(b * k, 8, 6, 6)
+    torch.testing.assert_close(norm(x, k), ref, atol=1e-5, rtol=1e-5)
+    if k == 1:
+        torch.testing.assert_close(norm(x, 1), plain(x), atol=1e-5, rtol=1e-5)
+
+
+def test_ray_norm_keeps_levels_that_patch_norm_removes():
+    """Two flat patches, one twice as bright: per-patch GroupNorm maps both to (almost) the same
+    features, statistics over the ray keep them apart (the inside/outside level the method compares)."""
+    x = torch.cat([torch.full((1, 1, 32, 32), 0.4), torch.full((1, 1, 32, 32), 0.8)])
+    diff = {}
+    for name in ("seqpatch_gn", "seqpatch_rgn"):
+        torch.manual_seed(0)
+        m = build_model(name)
+        with torch.inference_mode():
+            e = run_block(m.enc1, x, 2)
+        diff[name] = (e[0] - e[1]).abs().max().item()
+    assert diff["seqpatch_gn"] < 0.05 * diff["seqpatch_rgn"]
+
+
+def test_ray_norm_checkpoint_loads_patch_norm_weights(tmp_path):
+    """Same parameters as GroupNorm: a seqpatch_gn checkpoint initialises seqpatch_rgn (train --init)."""
+    gn = build_model("seqpatch_gn", **SMALL)
+    save_checkpoint(gn, tmp_path / "gn.safetensors")
+    rgn = build_model("seqpatch_rgn", **SMALL)
+    rgn.load_state_dict(build_model("seqpatch_rgn", checkpoint=tmp_path / "gn.safetensors").state_dict())
+    with pytest.raises(WeightsError, match="norm must be"):
+        build_model("seqpatch", norm="batch")

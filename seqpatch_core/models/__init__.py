@@ -30,6 +30,7 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "unet_w16": ("unet", {"base": 16, "norm": "group"}),
     "unet_bn": ("unet", {"base": 32, "norm": "batch"}),
     "seqpatch_gn": ("seqpatch", {"norm": "group"}),
+    "seqpatch_rgn": ("seqpatch", {"norm": "ray"}),
     "seqfcn": ("seqpatch", {"rnn_levels": "none"}),
     "bottom": ("seqpatch", {"rnn_levels": "bottom"}),
     "bottom_middle": ("seqpatch", {"rnn_levels": "bottom_middle"}),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seqpatch_core.models.convrnn import CellType, ConvRNN
@@ -24,15 +25,46 @@ RnnLevels = Literal["none", "bottom", "bottom_middle", "all"]
 _LEVELS = {"none": (), "bottom": ("bottom",), "bottom_middle": ("bottom", "middle"), "all": ("bottom", "middle", "top")}
 
 
+class RayGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics span all K patches of one ray, not each patch alone.
+
+    Plain GroupNorm on a 32 x 32 patch subtracts that patch's own mean, so a patch wholly inside an
+    object and one wholly outside it can look alike: the intensity level that the inside -> outside
+    comparison is about survives only at edges. Shared statistics per ray keep the levels of all
+    patches of one sequence relative to each other. Same parameters (and state-dict keys) as
+    ``nn.GroupNorm``.
+    """
+
+    def forward(self, x: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        """x: (B*K, C, H, W) with the K patches of each ray adjacent; ``steps`` = K. Same shape out."""
+        n, c, h, w = x.shape
+        # (B, C, K*H, W): one "image" per ray, so the native group_norm kernel takes the statistics
+        v = x.reshape(n // steps, steps, c, h, w).transpose(1, 2).reshape(n // steps, c, steps * h, w)
+        y = F.group_norm(v, self.num_groups, self.weight, self.bias, self.eps)
+        return y.reshape(n // steps, c, steps, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
 def conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
-    """Two 3x3 convolutions with ReLU (GroupNorm of 8 groups before each ReLU when norm == "group")."""
+    """Two 3x3 convolutions with ReLU; 8-group normalisation before each ReLU when ``norm`` is
+    "group" (per patch) or "ray" (:class:`RayGroupNorm`, statistics over the whole sequence)."""
     layers: list[nn.Module] = []
     for a, b in ((cin, cout), (cout, cout)):
         layers.append(nn.Conv2d(a, b, 3, padding=1))
         if norm == "group":
             layers.append(nn.GroupNorm(8, b))
+        elif norm == "ray":
+            layers.append(RayGroupNorm(8, b))
+        elif norm != "none":
+            raise ValueError(f"norm must be 'none', 'group' or 'ray', not {norm!r}")
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+def run_block(block: nn.Sequential, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """Apply a :func:`conv_block` to (B*K, C, H, W) patches; ``steps`` = K tells rays apart."""
+    for layer in block:
+        x = layer(x, steps) if isinstance(layer, RayGroupNorm) else layer(x)
+    return x
 
 
 def kaiming_init(module: nn.Module) -> None:
@@ -90,12 +122,12 @@ class SeqPatchNet(nn.Module):
         """x: (B, K, 1, P, P) float, P divisible by 4 -> logits (B, K, 1, P, P)."""
         b, k, c, h, w = x.shape
         x = x.reshape(b * k, c, h, w)
-        e1 = self.enc1(x)
-        e2 = self.enc2(self.pool(e1))
-        e3 = self.enc3(self.pool(e2))
+        e1 = run_block(self.enc1, x, k)
+        e2 = run_block(self.enc2, self.pool(e1), k)
+        e3 = run_block(self.enc3, self.pool(e2), k)
         e3 = self._recur("bottom", e3, b, k)
         e2 = self._recur("middle", e2, b, k)
         e1 = self._recur("top", e1, b, k)
-        d2 = self.dec2(torch.cat([self.up2(e3), e2], dim=1))
-        d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1))
+        d2 = run_block(self.dec2, torch.cat([self.up2(e3), e2], dim=1), k)
+        d1 = run_block(self.dec1, torch.cat([self.up1(d2), e1], dim=1), k)
         return self.head(d1).reshape(b, k, 1, h, w)
