@@ -290,7 +290,9 @@ def cmd_evaluate(args) -> int:
             threshold=args.threshold,
         )
     print(f"{res['source']}, clicks: {res['clicks']}\n")
-    print(evaluation.markdown_table(res["summary"]), flush=True)
+    print(evaluation.markdown_table(res["summary"]))
+    print("\nBy object size (equivalent radius of the reference on the slice):\n")
+    print(evaluation.markdown_size_table(res["by_size"], list(res["summary"])), flush=True)
     _write_json(res, args.json)
     return 0
 

@@ -45,8 +45,10 @@ __all__ = [
     "METRICS",
     "evaluate_synthetic",
     "evaluate_volume",
+    "markdown_size_table",
     "markdown_table",
     "parse_clicks",
+    "size_breakdown",
     "segment_working",
     "slice_clicks",
     "summarize",
@@ -63,6 +65,9 @@ METRICS: dict[str, str] = {
     "hd95": "HD95 (mm)",
     "abd": "ABD (mm)",
 }
+
+#: Bins of object size for :func:`size_breakdown`: the reference's equivalent radius on the slice, mm.
+SIZE_BINS_MM: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, math.inf)
 
 Progress = Callable[[float, str], None]
 
@@ -145,7 +150,8 @@ def evaluate_volume(
 
     label: (z, y, x) of the volume's shape, non-zero = object. All clicks of one slice go through
     one :meth:`Predictor.predict_many` batch per method. Returns ``{"clicks", "seed", "spacing_zyx",
-    "slices": [z...], "rows": [...], "summary": {method: ...}}`` (see :func:`summarize`).
+    "slices": [z...], "rows": [...], "summary": {method: ...}, "by_size": [...]}`` (see
+    :func:`summarize` and :func:`size_breakdown`).
     """
     mode, n = parse_clicks(clicks)
     vol = predictor.volume
@@ -178,6 +184,7 @@ def evaluate_volume(
         "slices": zs,
         "rows": rows,
         "summary": summarize(rows, methods, mode),
+        "by_size": size_breakdown(rows, methods, mode),
     }
 
 
@@ -223,6 +230,7 @@ def evaluate_synthetic(
         "slices": list(range(len(val))),
         "rows": rows,
         "summary": summarize(rows, list(models), mode),
+        "by_size": size_breakdown(rows, list(models), mode),
     }
 
 
@@ -256,6 +264,44 @@ def summarize(rows: list[dict], methods: Sequence[str], mode: str = "centroid") 
             entry["dice_lost"] = _mean_sd([float(np.mean(v)) for v in lost.values()])
         out[method] = entry
     return out
+
+
+def size_breakdown(rows: list[dict], methods: Sequence[str], mode: str = "centroid") -> list[dict]:
+    """Dice and area bias by object size: one entry per non-empty bin of :data:`SIZE_BINS_MM`.
+
+    The size is the reference's equivalent radius ``sqrt(area / pi)`` (mm) on the clicked slice.
+    Each entry: ``{"lo", "hi", "n", method: {"dice": mean, "area_ratio": median predicted /
+    reference area}}``. An area ratio far from 1 in opposite directions for small and large objects
+    means a method answers with a typical size more than with what the image shows.
+    """
+    by_method = {m: [r for r in _select(rows, mode) if r["method"] == m and r["size_ref"] > 0] for m in methods}
+    out = []
+    for lo, hi in zip(SIZE_BINS_MM[:-1], SIZE_BINS_MM[1:], strict=True):
+        entry: dict = {"lo": lo, "hi": hi, "n": 0}
+        for m, sel in by_method.items():
+            inside = [r for r in sel if lo <= math.sqrt(r["size_ref"] / math.pi) < hi]
+            if inside:
+                entry["n"] = len(inside)
+                entry[m] = {
+                    "dice": float(np.mean([r["dice"] for r in inside])),
+                    "area_ratio": float(np.median([r["size_pred"] / r["size_ref"] for r in inside])),
+                }
+        if entry["n"]:
+            out.append(entry)
+    return out
+
+
+def markdown_size_table(breakdown: list[dict], methods: Sequence[str]) -> str:
+    """Rows of size bins; per method the mean Dice and the median predicted/reference area."""
+    head = ["object radius (mm)", "n"] + [f"{m} {h}" for m in methods for h in ("Dice", "area ratio")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in breakdown:
+        span = f"≥ {e['lo']:g}" if math.isinf(e["hi"]) else f"{e['lo']:g}–{e['hi']:g}"
+        cells = [span, str(e["n"])]
+        for m in methods:
+            cells += [f"{e[m]['dice']:.3f}", f"{e[m]['area_ratio']:.2f}"] if m in e else ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(stat: dict[str, float], digits: int) -> str:

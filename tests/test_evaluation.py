@@ -15,8 +15,10 @@ from seqpatch_core.evaluation import (
     METRICS,
     evaluate_synthetic,
     evaluate_volume,
+    markdown_size_table,
     markdown_table,
     parse_clicks,
+    size_breakdown,
     slice_clicks,
 )
 from seqpatch_core.predictor import pick_device
@@ -90,7 +92,9 @@ def test_cli_real_case(tmp_path, capsys):
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "| seqpatch |" in stdout and "| unet |" in stdout
+    assert "By object size" in stdout and "| seqpatch Dice | seqpatch area ratio |" in stdout
     res = json.loads(out.read_text())
+    assert sum(e["n"] for e in res["by_size"]) == 3
     assert res["slices"] == [1, 2, 3]
     assert len(res["rows"]) == 6 and ROW_KEYS <= set(res["rows"][0])
     for method in ("seqpatch", "unet"):
@@ -122,3 +126,28 @@ def test_cli_missing_weights_and_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--synthetic", "2", "--methods", "seqpatch,nonsense"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "radius_mm,ratio,bin_lo",
+    [(3.0, 4.0, 0.0), (7.0, 1.0, 5.0), (12.0, 0.5, 10.0), (30.0, 0.25, 20.0)],
+)
+def test_size_breakdown_bins_by_equivalent_radius(radius_mm, ratio, bin_lo):
+    area = math.pi * radius_mm**2
+
+    def row(method, kind, dice, ref, pred):
+        return {"method": method, "case": 0, "z": 0, "click_kind": kind, "dice": dice, "size_ref": ref,
+                "size_pred": pred}
+
+    rows = [
+        row("a", "centre", 0.5, area, ratio * area),
+        row("a", "jitter", 0.1, area, area),  # centroid mode leaves jittered clicks out
+        row("b", "centre", 0.9, area, area),
+        row("b", "centre", 0.0, 0.0, 5.0),  # an empty reference has no size
+    ]
+    (entry,) = size_breakdown(rows, ["a", "b"])
+    assert entry["lo"] == bin_lo and entry["n"] == 1
+    assert entry["a"] == {"dice": 0.5, "area_ratio": pytest.approx(ratio)}
+    assert entry["b"]["area_ratio"] == pytest.approx(1.0)
+    table = markdown_size_table([entry], ["a", "b"])
+    assert f"| {ratio:.2f} |" in table and table.count("\n") == 2
