@@ -44,7 +44,18 @@ class RayGroupNorm(nn.GroupNorm):
         return y.reshape(n // steps, c, steps, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-def conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
+class ConvBlock(nn.Sequential):
+    """Conv, normalisation and ReLU layers; ``block(x, steps)`` tells :class:`RayGroupNorm` where
+    rays start. Called as a module (so forward hooks on it fire) with the keys of ``nn.Sequential``."""
+
+    def forward(self, x: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        """x: (B*K, C, H, W) patches, the K of each ray adjacent; ``steps`` = K."""
+        for layer in self:
+            x = layer(x, steps) if isinstance(layer, RayGroupNorm) else layer(x)
+        return x
+
+
+def conv_block(cin: int, cout: int, norm: str) -> ConvBlock:
     """Two 3x3 convolutions with ReLU; 8-group normalisation before each ReLU when ``norm`` is
     "group" (per patch) or "ray" (:class:`RayGroupNorm`, statistics over the whole sequence)."""
     layers: list[nn.Module] = []
@@ -57,14 +68,7 @@ def conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
         elif norm != "none":
             raise ValueError(f"norm must be 'none', 'group' or 'ray', not {norm!r}")
         layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-def run_block(block: nn.Sequential, x: torch.Tensor, steps: int) -> torch.Tensor:
-    """Apply a :func:`conv_block` to (B*K, C, H, W) patches; ``steps`` = K tells rays apart."""
-    for layer in block:
-        x = layer(x, steps) if isinstance(layer, RayGroupNorm) else layer(x)
-    return x
+    return ConvBlock(*layers)
 
 
 def kaiming_init(module: nn.Module) -> None:
@@ -122,12 +126,12 @@ class SeqPatchNet(nn.Module):
         """x: (B, K, 1, P, P) float, P divisible by 4 -> logits (B, K, 1, P, P)."""
         b, k, c, h, w = x.shape
         x = x.reshape(b * k, c, h, w)
-        e1 = run_block(self.enc1, x, k)
-        e2 = run_block(self.enc2, self.pool(e1), k)
-        e3 = run_block(self.enc3, self.pool(e2), k)
+        e1 = self.enc1(x, k)
+        e2 = self.enc2(self.pool(e1), k)
+        e3 = self.enc3(self.pool(e2), k)
         e3 = self._recur("bottom", e3, b, k)
         e2 = self._recur("middle", e2, b, k)
         e1 = self._recur("top", e1, b, k)
-        d2 = run_block(self.dec2, torch.cat([self.up2(e3), e2], dim=1), k)
-        d1 = run_block(self.dec1, torch.cat([self.up1(d2), e1], dim=1), k)
+        d2 = self.dec2(torch.cat([self.up2(e3), e2], dim=1), k)
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1), k)
         return self.head(d1).reshape(b, k, 1, h, w)
