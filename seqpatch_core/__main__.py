@@ -293,6 +293,9 @@ def cmd_evaluate(args) -> int:
     print(evaluation.markdown_table(res["summary"]))
     print("\nBy object size (equivalent radius of the reference on the slice):\n")
     print(evaluation.markdown_size_table(res["by_size"], list(res["summary"])), flush=True)
+    if res["paired"]:
+        print("\nPaired per slice (same clicks for both; slices taken as independent):\n")
+        print(evaluation.markdown_paired(res["paired"]), flush=True)
     _write_json(res, args.json)
     return 0
 

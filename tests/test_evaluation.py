@@ -15,8 +15,10 @@ from seqpatch_core.evaluation import (
     METRICS,
     evaluate_synthetic,
     evaluate_volume,
+    markdown_paired,
     markdown_size_table,
     markdown_table,
+    paired_comparison,
     parse_clicks,
     size_breakdown,
     slice_clicks,
@@ -93,7 +95,9 @@ def test_cli_real_case(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "| seqpatch |" in stdout and "| unet |" in stdout
     assert "By object size" in stdout and "| seqpatch Dice | seqpatch area ratio |" in stdout
+    assert "- seqpatch − unet (centre clicks, 3 slices): Dice" in stdout
     res = json.loads(out.read_text())
+    assert [(e["a"], e["b"], e["n"]) for e in res["paired"]] == [("seqpatch", "unet", 3)]
     assert sum(e["n"] for e in res["by_size"]) == 3
     assert res["slices"] == [1, 2, 3]
     assert len(res["rows"]) == 6 and ROW_KEYS <= set(res["rows"][0])
@@ -110,6 +114,7 @@ def test_cli_synthetic(tmp_path):
     assert rc == 0
     res = json.loads(out.read_text())
     assert len(res["rows"]) == 2 and list(res["summary"]) == ["seqpatch"]
+    assert res["paired"] == []  # one method: nothing to compare
 
 
 def test_cli_missing_weights_and_bad_options(tmp_path, capsys):
@@ -151,3 +156,52 @@ def test_size_breakdown_bins_by_equivalent_radius(radius_mm, ratio, bin_lo):
     assert entry["b"]["area_ratio"] == pytest.approx(1.0)
     table = markdown_size_table([entry], ["a", "b"])
     assert f"| {ratio:.2f} |" in table and table.count("\n") == 2
+
+
+def _pair_rows(dice_a, dice_b, kind="centre", clicks_per_slice=1):
+    rows = []
+    for i, (da, db) in enumerate(zip(dice_a, dice_b, strict=True)):
+        for _ in range(clicks_per_slice):
+            rows.append({"method": "a", "case": i, "z": 0, "click_kind": kind, "dice": da})
+            rows.append({"method": "b", "case": i, "z": 0, "click_kind": kind, "dice": db})
+    return rows
+
+
+@pytest.mark.parametrize("shift", [0.1, -0.1])
+def test_paired_comparison_finds_a_consistent_difference(shift):
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0.3, 0.8, 30)
+    a = b + shift + rng.normal(0, 0.02, 30)
+    (e,) = paired_comparison(_pair_rows(a, b), ["a", "b"])
+    assert (e["a"], e["b"], e["clicks"], e["n"]) == ("a", "b", "centre", 30)
+    assert e["mean"] == pytest.approx(shift, abs=0.01)
+    lo, hi = e["ci95"]
+    assert lo < e["mean"] < hi and (lo > 0 if shift > 0 else hi < 0)
+    assert e["wilcoxon_p"] < 1e-4
+    assert (e["wins"] if shift > 0 else e["losses"]) == 30
+    line = markdown_paired([e])
+    assert f"Dice {shift:+.3f}" in line or f"Dice {e['mean']:+.3f}" in line
+    assert "ahead on" in line and line.count("\n") == 0
+
+
+def test_paired_comparison_of_noise_straddles_zero():
+    rng = np.random.default_rng(1)
+    b = rng.uniform(0.3, 0.8, 40)
+    a = b + rng.normal(0, 0.05, 40)
+    (e,) = paired_comparison(_pair_rows(a, b), ["a", "b"])
+    lo, hi = e["ci95"]
+    assert lo < 0 < hi and e["wilcoxon_p"] > 0.05
+
+
+def test_paired_comparison_of_equal_methods_and_of_jittered_clicks():
+    same = [0.5, 0.7, 0.9]
+    (e,) = paired_comparison(_pair_rows(same, same), ["a", "b"])
+    assert e["mean"] == 0 and e["ci95"] == [0, 0] and e["ties"] == 3 and e["wilcoxon_p"] == 1.0
+    # jitter mode also compares the jittered clicks, averaged per slice first
+    quarters = [0.25, 0.5, 0.75]  # exact in binary, so all differences are equal
+    rows = _pair_rows(same, same) + _pair_rows([0.5, 0.75, 1.0], quarters, kind="jitter", clicks_per_slice=2)
+    centre, jitter = paired_comparison(rows, ["a", "b"], mode="jitter")
+    assert centre["clicks"] == "centre" and centre["mean"] == 0
+    assert jitter["clicks"] == "jitter" and jitter["n"] == 3 and jitter["wins"] == 3
+    assert jitter["mean"] == 0.25 and jitter["ci95"] == [0.25, 0.25] and jitter["wilcoxon_p"] == pytest.approx(0.25)
+    assert paired_comparison(rows, ["a"]) == []
