@@ -487,6 +487,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _make_output_folders(args) -> None:
+    """Create the folders that ``--out``, ``--json`` and ``--png`` name, so ``--out runs/a.nii.gz`` just works."""
+    for name in ("out", "json", "png"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value:
+            Path(value).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -494,9 +502,14 @@ def main(argv=None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr
     )
     try:
+        _make_output_folders(args)
         return args.func(args)
     except SeqPatchError as exc:
         sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        return 2
+    except OSError as exc:  # an output that cannot be written (read errors are InputErrors already)
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

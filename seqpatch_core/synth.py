@@ -519,8 +519,10 @@ class BackgroundBank:
     def save(self, path: str | Path) -> None:
         """Write all slices to a compressed ``.npz`` (no pickles; loadable without SimpleITK)."""
         arrays = {f"slice_{i:05d}": s for i, s in enumerate(self.slices)}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
-            Path(path),
+            path,
             spacing=np.asarray(self.spacings, dtype=np.float64).reshape(-1, 2),
             modality=np.asarray(self.modalities, dtype="U2"),
             rel_z=np.asarray(self.rel_z, dtype=np.float64),

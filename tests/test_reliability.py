@@ -364,6 +364,19 @@ def test_cli_predict_bad_weights_exit_2(good_file, tmp_path, capsys):
         assert code == 2 and len(err) == 1 and says in _one_line(err[0]), err
 
 
+def test_cli_output_folders_are_made_and_unwritable_outputs_refused(good_file, weights, tmp_path, capsys):
+    nested = tmp_path / "new" / "deeper" / "m.nii.gz"
+    code, err = _cli(capsys, "predict", str(good_file), "--point", "1", "5", "5", "--device", "cpu",
+                     "--weights", str(weights["seqpatch"]), "--out", str(nested))
+    assert code == 0 and nested.exists(), err
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    for argv in (("predict", str(good_file), "--point", "1", "5", "5", "--device", "cpu", "--weights",
+                  str(weights["seqpatch"]), "--out", str(tmp_path / "blocker" / "m.nii.gz")),
+                 ("prepare-backgrounds", str(tmp_path), "--out", str(tmp_path / "blocker" / "b.npz"))):
+        code, err = _cli(capsys, *argv)
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "blocker" in err[0], err
+
+
 def test_cli_in_a_real_process(bad_files, weights, tmp_path):
     """The installed entry point, as a user runs it: status 2, exactly one stderr line, no traceback."""
     proc = subprocess.run(
