@@ -138,6 +138,7 @@ def cmd_train(args) -> int:
         threads=args.threads,
         init=args.init,
         rays_per_slice=args.rays_per_slice,
+        loss=args.loss,
     )
     rec = train(tc)
     v = rec["validation"]
@@ -215,6 +216,15 @@ def _method_list(text: str) -> list[str]:
         name = (bad or [text])[0]
         raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {', '.join(MODELS)}")
     return list(dict.fromkeys(names))  # keep the order, drop repeats
+
+
+def _model_name(text: str) -> str:
+    """One model name for ``train --model``; unknown names are a usage error."""
+    from seqpatch_core.models import MODELS
+
+    if text not in MODELS:
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; choose from {', '.join(MODELS)}")
+    return text
 
 
 def _checked_models(args) -> dict:
@@ -385,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("train", help="train a model on synthetic lesions (and optional labelled data)")
-    tr.add_argument("--model", default="seqpatch")
+    tr.add_argument("--model", default="seqpatch", type=_model_name, help="seqpatch, unet or an ablation name")
     tr.add_argument("--minutes", type=float, default=60.0)
     tr.add_argument("--out", required=True)
     tr.add_argument("--resume", action="store_true")
@@ -409,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="sequential nets: train on this many random rays of each slice (default 0: all of them)",
+    )
+    tr.add_argument(
+        "--loss", default="bce", choices=["bce", "bce+dice"],
+        help="bce: binary cross-entropy, as in the paper (default); bce+dice adds a soft Dice term",
     )
     tr.add_argument("--device", default="auto")
     tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")

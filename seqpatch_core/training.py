@@ -2,7 +2,7 @@
 
 Both model families see the same stream of synthetic slices (``seqpatch_core.synth``), the same clicks
 (mass centre plus jitter up to 30 % of the object's radius), the same augmentations and the same loss
-(binary cross-entropy, as in the paper), with Adam (beta1 0.95, beta2 0.99) and weight decay. Each
+(binary cross-entropy, as in the paper; ``--loss bce+dice`` adds a soft Dice term), with Adam (beta1 0.95, beta2 0.99) and weight decay. Each
 batch draws one ray preset (``ct``, ``mr`` or ``promise12``) and one working spacing, so one model
 serves CT and MR. The sequential net learns from the 16 ray sequences of each slice; the U-net from the
 square field of view around the click that the same preset covers.
@@ -61,6 +61,11 @@ class TrainConfig:
     threads: int = 0
     init: str | None = None
     rays_per_slice: int = 0
+    loss: str = "bce"
+
+
+#: Training losses: the paper's binary cross-entropy, or that plus a soft Dice term.
+LOSSES = ("bce", "bce+dice")
 
 
 # ----------------------------------------------------------------------------- data
@@ -173,16 +178,33 @@ def targets_for(arch: str, batch: dict, cfg: rays.RayConfig, device: torch.devic
     return x[:, None], y[:, None]
 
 
-def train_step(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool
-) -> float:
-    """One optimisation step (binary cross-entropy, gradient norm clipped at 5); returns the loss.
+def soft_dice_loss(logits: torch.Tensor, y: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 − soft Dice per sample (all dimensions after the first pooled), averaged over samples.
 
-    x, y: network input and soft target of the same shape; ``amp`` runs the forward pass in bfloat16.
+    A sample is one slice's field of view for the U-net and one whole ray (K patches) for the
+    sequential net, so every sample holds object: a single patch far out may hold none.
     """
+    p = torch.sigmoid(logits).flatten(1)
+    t = y.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
+
+
+def train_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool,
+    loss_name: str = "bce",
+) -> float:
+    """One optimisation step (``loss_name`` from LOSSES, gradient norm clipped at 5); returns the loss.
+
+    x, y: network input and soft target of the same shape, (B, ...) with one sample per row;
+    ``amp`` runs the forward pass in bfloat16.
+    """
+    if loss_name not in LOSSES:
+        raise ValueError(f"unknown loss {loss_name!r}; choose from {', '.join(LOSSES)}")
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(x)
     loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+    if loss_name == "bce+dice":
+        loss = loss + soft_dice_loss(logits.float(), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -229,6 +251,8 @@ def train(tc: TrainConfig) -> dict:
 
     if tc.model not in MODELS:
         raise ValueError(f"unknown model {tc.model!r}")
+    if tc.loss not in LOSSES:
+        raise ValueError(f"unknown loss {tc.loss!r}; choose from {', '.join(LOSSES)}")
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
@@ -321,7 +345,7 @@ def train(tc: TrainConfig) -> dict:
         x, y = targets_for(arch, batch, cfg, device)
         for g in opt.param_groups:
             g["lr"] = lr_at(elapsed / budget)
-        losses.append(train_step(model, opt, x, y, tc.amp))
+        losses.append(train_step(model, opt, x, y, tc.amp, tc.loss))
         state["step"] += 1
         state["samples"] += int(batch["images"].shape[0])
         if time.perf_counter() - last_eval >= tc.eval_every_s:
@@ -349,7 +373,7 @@ def _record(tc: TrainConfig, state: dict, elapsed: float, arch: str) -> dict:
             "steps": state["step"],
             "samples_seen": state["samples"],
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "loss": "binary cross-entropy",
+            "loss": {"bce": "binary cross-entropy", "bce+dice": "binary cross-entropy + soft Dice"}[tc.loss],
             "optimizer": "Adam(beta1=0.95, beta2=0.99)",
             "data": "seqpatch_core.synth (synthetic lesions in procedural phantoms and real background anatomy)"
             + (f" + labelled pairs from {tc.data}" if tc.data else ""),

@@ -9,7 +9,15 @@ import torch
 from seqpatch_core import rays
 from seqpatch_core.__main__ import main
 from seqpatch_core.models import build_model
-from seqpatch_core.training import TrainConfig, make_batch, targets_for, train
+from seqpatch_core.training import (
+    TrainConfig,
+    make_batch,
+    make_optimizer,
+    soft_dice_loss,
+    targets_for,
+    train,
+    train_step,
+)
 
 
 def test_train_then_resume_writes_a_loadable_checkpoint(tmp_path, one_thread):
@@ -61,3 +69,28 @@ def test_ray_subset_takes_whole_sequences_of_the_chosen_rays(rays_per_slice):
     xf = xf.reshape(2, cfg.n_rays, *xf.shape[1:])
     picked = torch.stack([xf[i, batch["rays"][i]] for i in range(2)]).reshape(x.shape)
     torch.testing.assert_close(x, picked)
+
+
+def test_soft_dice_loss_is_zero_for_a_perfect_answer_and_near_one_for_its_opposite():
+    y = torch.zeros(3, 15, 1, 8, 8)
+    y[:, :4, :, 2:6, 2:6] = 1.0  # object in the first patches of each ray, as at a click
+    good = torch.where(y > 0, 20.0, -20.0)
+    assert soft_dice_loss(good, y) < 1e-3
+    assert soft_dice_loss(-good, y) > 0.95
+    # pooled per sample: a sample whose patches hold no object at all still has a finite loss
+    assert torch.isfinite(soft_dice_loss(torch.zeros(2, 5), torch.zeros(2, 5)))
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce+dice"])
+def test_train_step_with_each_loss_lowers_it_on_a_fixed_batch(loss, one_thread):
+    torch.manual_seed(0)
+    model = build_model("unet_w16")
+    opt = make_optimizer(model, 1e-3, 0.0)
+    x = torch.rand(2, 1, 32, 32)
+    y = (x > 0.5).float()
+    first = train_step(model, opt, x, y, amp=False, loss_name=loss)
+    for _ in range(30):
+        last = train_step(model, opt, x, y, amp=False, loss_name=loss)
+    assert last < first
+    with pytest.raises(ValueError, match="unknown loss"):
+        train_step(model, opt, x, y, amp=False, loss_name="l2")
