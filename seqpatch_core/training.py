@@ -3,9 +3,10 @@
 Both model families see the same stream of synthetic slices (``seqpatch_core.synth``), the same clicks
 (mass centre plus jitter up to 30 % of the object's radius), the same augmentations and the same loss
 (binary cross-entropy, as in the paper; ``--loss bce+dice`` adds a soft Dice term), with Adam
-(beta1 0.95, beta2 0.99) and weight decay. Each batch draws one ray preset (``ct``, ``mr`` or ``promise12``) and one working
-spacing, so one model serves CT and MR. The sequential net learns from the 16 ray sequences of each slice; the U-net from the
-square field of view around the click that the same preset covers.
+(beta1 0.95, beta2 0.99) and weight decay. Each batch draws one ray preset (``ct``, ``mr`` or
+``promise12``) and one working spacing, so one model serves CT and MR. The sequential net learns from
+the 16 ray sequences of each slice; the U-net from the square field of view around the click that the
+same preset covers.
 
 Progress is logged with the training loss and the synthetic validation Dice (the whole pipeline:
 fusion, threshold, component, holes) on held-out slices (``synth.benchmark_set``: its own seed stream
