@@ -124,6 +124,7 @@ def cmd_train(args) -> int:
         minutes=args.minutes,
         out=args.out,
         seed=args.seed,
+        val_seed=args.val_seed,
         lr=args.lr,
         slices_per_batch=args.batch,
         workers=args.workers,
@@ -405,7 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"),
         help="folder of background volumes or an .npz cache (prepare-backgrounds)",
     )
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0, help="seed of the training stream")
+    tr.add_argument(
+        "--val-seed", type=int, default=1000,
+        help="seed of the validation slices (default 1000; the same for every run, whatever --seed)",
+    )
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--batch", type=int, default=8, help="slices per batch")
     tr.add_argument("--workers", type=int, default=1)

@@ -52,6 +52,24 @@ def test_train_then_resume_writes_a_loadable_checkpoint(tmp_path, one_thread):
     json.loads(out.with_suffix(".json").read_text())
 
 
+def test_continued_runs_with_other_seeds_validate_on_the_same_slices_from_their_start(tmp_path, one_thread):
+    base = dict(
+        model="unet_w16", backgrounds=None, workers=0, slices_per_batch=2, eval_every_s=1e6,
+        val_slices=2, device="cpu", amp=False, minutes=0.02,
+    )
+    first = train(TrainConfig(out=str(tmp_path / "a.safetensors"), seed=0, **base))
+    init = str(tmp_path / "a.safetensors")
+    runs = [train(TrainConfig(out=str(tmp_path / f"s{s}.safetensors"), seed=s, init=init, **base)) for s in (5, 6)]
+    starts = [r["validation"]["curve"][0] for r in runs]
+    # the starting weights are validated before the first step, on slices that --seed does not change
+    assert [s["step"] for s in starts] == [0, 0]
+    assert starts[0]["val_dice"] == starts[1]["val_dice"]
+    assert starts[0]["val_dice"] == pytest.approx(first["validation"]["curve"][-1]["val_dice"], abs=0.02)
+    # and the output is never worse than the start
+    assert all(r["validation"]["synthetic_val_dice_best"] >= s["val_dice"] for r, s in zip(runs, starts, strict=True))
+    assert runs[0]["training"]["val_seed"] == 1000
+
+
 @pytest.mark.parametrize("rays_per_slice", [0, 3, 16])
 def test_ray_subset_takes_whole_sequences_of_the_chosen_rays(rays_per_slice):
     rng = np.random.default_rng(5)
