@@ -170,7 +170,7 @@ def test_cli_missing_weights_exit_2(tmp_path, disc_volume):
 def test_golden_end_to_end_on_the_lung2_example():
     """The shipped weights on the bundled lung2 crop, centre click on the largest labelled slice.
 
-    Measured with the shipped weights (float32, CPU): seqpatch 0.871, unet 0.863. The tolerance
+    Measured with the shipped weights (float32, CPU): seqpatch 0.855, unet 0.865. The tolerance
     (0.05) guards against regressions in reading, windowing, sampling, fusion and post-processing.
     """
     vol = read_volume(ROOT / "examples" / "lung2_ct_crop.nii.gz")
@@ -180,5 +180,5 @@ def test_golden_end_to_end_on_the_lung2_example():
     pred = Predictor(load_models(["seqpatch", "unet"]), device="cpu")
     pred.set_volume(vol)
     scores = {m: dice(pred.predict((z, ys.mean(), xs.mean()), method=m).mask, lab[z]) for m in ("seqpatch", "unet")}
-    assert abs(scores["seqpatch"] - 0.871) <= 0.05, scores
-    assert abs(scores["unet"] - 0.863) <= 0.05, scores
+    assert abs(scores["seqpatch"] - 0.855) <= 0.05, scores
+    assert abs(scores["unet"] - 0.865) <= 0.05, scores
