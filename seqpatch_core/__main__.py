@@ -286,8 +286,11 @@ def cmd_evaluate(args) -> int:
             pick_device(args.device),
             clicks=args.clicks,
             threshold=args.threshold,
+            working_spacing=args.working_spacing,
         )
     else:
+        if args.working_spacing is not None:
+            raise InputError("--working-spacing applies to --synthetic only")
         if not args.label:
             raise InputError("--image needs --label (the reference segmentation)")
         pred, label = _load_case(args)
@@ -449,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="centroid | jitter:N (N clicks per slice up to 20%% of the object's radius away)",
     )
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--working-spacing", type=float, default=None, metavar="MM",
+        help="--synthetic: segment each slice resampled to this spacing (default: its own, 1.0 or 0.625 mm)",
+    )
     _add_model_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 

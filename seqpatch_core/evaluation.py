@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import ndimage, stats
 from torch import nn
 
 from seqpatch_core import rays, synth
@@ -56,6 +56,7 @@ __all__ = [
     "paired_comparison",
     "parse_clicks",
     "size_breakdown",
+    "segment_resampled",
     "segment_working",
     "slice_clicks",
     "summarize",
@@ -196,6 +197,38 @@ def evaluate_volume(
     }
 
 
+def segment_resampled(
+    net: nn.Module,
+    image: np.ndarray,
+    clicks_yx: np.ndarray,
+    cfg: rays.RayConfig,
+    factor: float,
+    device: torch.device,
+    threshold: float = 0.5,
+) -> list[np.ndarray]:
+    """:func:`segment_working` on a copy of ``image`` resampled by ``factor``, masks mapped back.
+
+    image: (H, W) float in [0, 1]; clicks_yx: (N, 2) in its pixels. ``factor`` < 1 makes the copy
+    coarser (e.g. 0.625 mm -> 1.0 mm is 0.625), so objects span fewer working pixels; linear
+    interpolation both ways, masks thresholded at 0.5 after mapping back. Returns N (H, W) bool masks.
+    """
+    if factor == 1.0:
+        return segment_working(net, image, clicks_yx, cfg, device, threshold)
+    small = ndimage.zoom(np.asarray(image, dtype=np.float32), factor, order=1)
+    # ndimage.zoom maps first and last pixel centres onto each other
+    scale = (np.array(small.shape) - 1.0) / (np.array(image.shape) - 1.0)
+    masks = segment_working(net, small, np.asarray(clicks_yx, dtype=np.float64) * scale, cfg, device, threshold)
+    back = np.array(image.shape) / np.array(small.shape)
+    out = []
+    for m in masks:
+        up = ndimage.zoom(m.astype(np.float32), back, order=1) >= 0.5
+        full = np.zeros(image.shape, dtype=bool)
+        h, w = min(up.shape[0], image.shape[0]), min(up.shape[1], image.shape[1])
+        full[:h, :w] = up[:h, :w]
+        out.append(full)
+    return out
+
+
 def evaluate_synthetic(
     models: dict[str, nn.Module],
     n: int,
@@ -205,17 +238,23 @@ def evaluate_synthetic(
     clicks: str = "centroid",
     threshold: float = 0.5,
     progress: Progress | None = None,
+    working_spacing: float | None = None,
 ) -> dict:
     """Evaluate ``models`` (name -> network) on ``n`` held-out synthetic slices.
 
     The slices are ``training.validation_set(n, seed, backgrounds)``; each is already a windowed
     working-grid image, so it is segmented by :func:`segment_working` with the slice's preset.
-    Returns the same structure as :func:`evaluate_volume` (``case`` is the slice index).
+    ``working_spacing`` (mm) segments each slice resampled to that spacing instead
+    (:func:`segment_resampled`), scored against the label on the slice's own grid: how the result
+    depends on the working resolution. Returns the same structure as :func:`evaluate_volume`
+    (``case`` is the slice index).
     """
     from seqpatch_core.training import validation_set
 
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
+    if working_spacing is not None and not 0.2 <= working_spacing <= 5.0:
+        raise InputError(f"--working-spacing must be between 0.2 and 5 mm, got {working_spacing}")
     mode, k = parse_clicks(clicks)
     val = validation_set(n, seed, backgrounds)
     rng = _jitter_rng(seed)
@@ -226,13 +265,18 @@ def evaluate_synthetic(
         cfg = rays.get_preset(preset)
         pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
         clicks_w = np.array(pts)  # a synthetic slice is its own working grid
-        masks = {name: segment_working(net, s.image, clicks_w, cfg, device, threshold) for name, net in models.items()}
+        factor = 1.0 if working_spacing is None else s.spacing_mm / working_spacing
+        masks = {
+            name: segment_resampled(net, s.image, clicks_w, cfg, factor, device, threshold)
+            for name, net in models.items()
+        }
         case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
         rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case)
     if progress is not None:
         progress(1.0, "done")
     return {
-        "source": f"synthetic (n={n}, seed={seed}, backgrounds={backgrounds or 'phantoms'})",
+        "source": f"synthetic (n={n}, seed={seed}, backgrounds={backgrounds or 'phantoms'}"
+        + (f", segmented at {working_spacing} mm)" if working_spacing else ")"),
         "clicks": clicks,
         "seed": seed,
         "slices": list(range(len(val))),

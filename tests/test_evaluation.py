@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
 
+from seqpatch_core import rays
 from seqpatch_core.__main__ import main
 from seqpatch_core.errors import InputError
 from seqpatch_core.evaluation import (
@@ -20,6 +21,7 @@ from seqpatch_core.evaluation import (
     markdown_table,
     paired_comparison,
     parse_clicks,
+    segment_resampled,
     size_breakdown,
     slice_clicks,
 )
@@ -84,6 +86,30 @@ def test_evaluate_synthetic_shares_the_working_grid_path():
     assert set(res["summary"]) == {"seqpatch", "unet"}
 
 
+@pytest.mark.parametrize("factor", [0.625, 1.0, 1.6])
+def test_segment_resampled_maps_masks_back_onto_the_slice(factor):
+    yy, xx = np.mgrid[:96, :80]
+    disc = (yy - 50.0) ** 2 + (xx - 37.0) ** 2 < 14.0**2
+    image = np.where(disc, 0.9, 0.1).astype(np.float32)
+    clicks = np.array([[50.0, 37.0], [58.0, 30.0]])  # the centre, and off-centre
+    masks = segment_resampled(BrightNet("seqpatch"), image, clicks, rays.get_preset("ct"), factor, pick_device("cpu"))
+    assert [m.shape for m in masks] == [image.shape] * 2 and masks[0].dtype == bool
+    for m in masks:  # the disc, at any working resolution
+        assert 2 * np.logical_and(m, disc).sum() / (m.sum() + disc.sum()) > 0.95
+
+
+def test_evaluate_synthetic_at_another_working_spacing():
+    models = {"seqpatch": BrightNet("seqpatch")}
+    own = evaluate_synthetic(models, 2, seed=5, backgrounds=None, device=pick_device("cpu"))
+    coarse = evaluate_synthetic(models, 2, seed=5, backgrounds=None, device=pick_device("cpu"), working_spacing=1.0)
+    assert "segmented at 1.0 mm" in coarse["source"] and "segmented" not in own["source"]
+    # the 1.0-mm slice is not resampled; the 0.625-mm one is, and is scored on its own grid
+    assert own["rows"][0]["dice"] == pytest.approx(coarse["rows"][0]["dice"])
+    assert [r["spacing_mm"] for r in coarse["rows"]] == [1.0, 0.625]
+    with pytest.raises(InputError, match="working-spacing"):
+        evaluate_synthetic(models, 2, seed=5, backgrounds=None, device=pick_device("cpu"), working_spacing=0.0)
+
+
 def test_cli_real_case(tmp_path, capsys):
     image, label = write_case(tmp_path, **SMALL)  # both random networks run 3 times
     w = write_checkpoints(tmp_path)
@@ -128,6 +154,7 @@ def test_cli_missing_weights_and_bad_options(tmp_path, capsys):
     assert main(["evaluate", "--synthetic", "2", "--clicks", "wobble"]) == 2
     assert main(["evaluate", "--image", str(image), "--synthetic", "2"]) == 2
     assert main(["evaluate", "--image", str(image), "--methods", "seqpatch"]) == 2  # no --label
+    assert main(["evaluate", "--image", str(image), "--label", str(label), "--working-spacing", "1.0"]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--synthetic", "2", "--methods", "seqpatch,nonsense"])
     assert exc.value.code == 2
