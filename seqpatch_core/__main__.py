@@ -307,6 +307,11 @@ def cmd_evaluate(args) -> int:
     print(evaluation.markdown_table(res["summary"]))
     print("\nBy object size (equivalent radius of the reference on the slice):\n")
     print(evaluation.markdown_size_table(res["by_size"], list(res["summary"])), flush=True)
+    for preset, part in res.get("by_preset", {}).items():
+        print(f"\nRay preset {preset} only:\n")
+        print(evaluation.markdown_table(part["summary"]))
+        print()
+        print(evaluation.markdown_size_table(part["by_size"], list(part["summary"])), flush=True)
     if res["paired"]:
         print("\nPaired per slice (same clicks for both; slices taken as independent):\n")
         print(evaluation.markdown_paired(res["paired"]), flush=True)

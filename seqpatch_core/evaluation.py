@@ -34,13 +34,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage, stats
+from scipy import stats
 from torch import nn
 
 from seqpatch_core import rays, synth
 from seqpatch_core.errors import InputError
 from seqpatch_core.metrics import evaluate_masks
-from seqpatch_core.predictor import Predictor, segment_working
+from seqpatch_core.predictor import Predictor, run_network, segment_working
 from seqpatch_core.propagate import mask_click
 
 log = logging.getLogger(__name__)
@@ -202,31 +202,26 @@ def segment_resampled(
     image: np.ndarray,
     clicks_yx: np.ndarray,
     cfg: rays.RayConfig,
-    factor: float,
+    spacing_mm: float,
+    working_spacing: float,
     device: torch.device,
     threshold: float = 0.5,
 ) -> list[np.ndarray]:
-    """:func:`segment_working` on a copy of ``image`` resampled by ``factor``, masks mapped back.
+    """Masks for N clicks on ``image`` segmented on a working grid of another spacing.
 
-    image: (H, W) float in [0, 1]; clicks_yx: (N, 2) in its pixels. ``factor`` < 1 makes the copy
-    coarser (e.g. 0.625 mm -> 1.0 mm is 0.625), so objects span fewer working pixels; linear
-    interpolation both ways, masks thresholded at 0.5 after mapping back. Returns N (H, W) bool masks.
+    image: (H, W) float in [0, 1] with square pixels of ``spacing_mm``; clicks_yx: (N, 2) in its
+    pixels. The same path as :meth:`Predictor.predict_many`: the slice is resampled onto the
+    ``working_spacing`` grid (anti-aliased when shrinking), the fused likelihood and coverage are
+    mapped back, and the post-processing runs on the slice grid. Returns N (H, W) bool masks.
     """
-    if factor == 1.0:
-        return segment_working(net, image, clicks_yx, cfg, device, threshold)
-    small = ndimage.zoom(np.asarray(image, dtype=np.float32), factor, order=1)
-    # ndimage.zoom maps first and last pixel centres onto each other
-    scale = (np.array(small.shape) - 1.0) / (np.array(image.shape) - 1.0)
-    masks = segment_working(net, small, np.asarray(clicks_yx, dtype=np.float64) * scale, cfg, device, threshold)
-    back = np.array(image.shape) / np.array(small.shape)
-    out = []
-    for m in masks:
-        up = ndimage.zoom(m.astype(np.float32), back, order=1) >= 0.5
-        full = np.zeros(image.shape, dtype=bool)
-        h, w = min(up.shape[0], image.shape[0]), min(up.shape[1], image.shape[1])
-        full[:h, :w] = up[:h, :w]
-        out.append(full)
-    return out
+    grid = rays.SliceGrid(tuple(image.shape), (spacing_mm, spacing_mm), working_spacing)
+    clicks_yx = np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2)
+    outs = run_network(net, rays.resample_to_working(image, grid), grid.to_working(clicks_yx), cfg, device)
+    back = rays.resample_to_slice
+    return [
+        rays.postprocess(back(wr.fused, grid), back(wr.coverage, grid), c, threshold)
+        for wr, c in zip(outs, clicks_yx, strict=True)
+    ]
 
 
 def evaluate_synthetic(
@@ -247,7 +242,7 @@ def evaluate_synthetic(
     ``working_spacing`` (mm) segments each slice resampled to that spacing instead
     (:func:`segment_resampled`), scored against the label on the slice's own grid: how the result
     depends on the working resolution. Returns the same structure as :func:`evaluate_volume`
-    (``case`` is the slice index).
+    (``case`` is the slice index), plus ``"by_preset"``: ``{preset: {"summary", "by_size"}}``.
     """
     from seqpatch_core.training import validation_set
 
@@ -265,15 +260,26 @@ def evaluate_synthetic(
         cfg = rays.get_preset(preset)
         pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
         clicks_w = np.array(pts)  # a synthetic slice is its own working grid
-        factor = 1.0 if working_spacing is None else s.spacing_mm / working_spacing
-        masks = {
-            name: segment_resampled(net, s.image, clicks_w, cfg, factor, device, threshold)
-            for name, net in models.items()
-        }
+        masks = {}
+        for name, net in models.items():
+            if working_spacing is None:
+                masks[name] = segment_working(net, s.image, clicks_w, cfg, device, threshold)
+            else:
+                masks[name] = segment_resampled(
+                    net, s.image, clicks_w, cfg, s.spacing_mm, working_spacing, device, threshold
+                )
         case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
         rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case)
     if progress is not None:
         progress(1.0, "done")
+    # the two halves differ in working spacing and ray preset: each gets its own summary
+    by_preset: dict[str, dict] = {}
+    for preset in dict.fromkeys(r["preset"] for r in rows):
+        half = [r for r in rows if r["preset"] == preset]
+        by_preset[preset] = {
+            "summary": summarize(half, list(models), mode),
+            "by_size": size_breakdown(half, list(models), mode),
+        }
     return {
         "source": f"synthetic (n={n}, seed={seed}, backgrounds={backgrounds or 'phantoms'}"
         + (f", segmented at {working_spacing} mm)" if working_spacing else ")"),
@@ -284,6 +290,7 @@ def evaluate_synthetic(
         "summary": summarize(rows, list(models), mode),
         "by_size": size_breakdown(rows, list(models), mode),
         "paired": paired_comparison(rows, list(models), mode),
+        "by_preset": by_preset,
     }
 
 

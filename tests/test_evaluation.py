@@ -86,13 +86,14 @@ def test_evaluate_synthetic_shares_the_working_grid_path():
     assert set(res["summary"]) == {"seqpatch", "unet"}
 
 
-@pytest.mark.parametrize("factor", [0.625, 1.0, 1.6])
-def test_segment_resampled_maps_masks_back_onto_the_slice(factor):
+@pytest.mark.parametrize("working_spacing", [1.0, 0.625, 0.39])
+def test_segment_resampled_maps_masks_back_onto_the_slice(working_spacing):
     yy, xx = np.mgrid[:96, :80]
     disc = (yy - 50.0) ** 2 + (xx - 37.0) ** 2 < 14.0**2
     image = np.where(disc, 0.9, 0.1).astype(np.float32)
     clicks = np.array([[50.0, 37.0], [58.0, 30.0]])  # the centre, and off-centre
-    masks = segment_resampled(BrightNet("seqpatch"), image, clicks, rays.get_preset("ct"), factor, pick_device("cpu"))
+    cfg, cpu = rays.get_preset("ct"), pick_device("cpu")
+    masks = segment_resampled(BrightNet("seqpatch"), image, clicks, cfg, 0.625, working_spacing, cpu)
     assert [m.shape for m in masks] == [image.shape] * 2 and masks[0].dtype == bool
     for m in masks:  # the disc, at any working resolution
         assert 2 * np.logical_and(m, disc).sum() / (m.sum() + disc.sum()) > 0.95
@@ -106,6 +107,12 @@ def test_evaluate_synthetic_at_another_working_spacing():
     # the 1.0-mm slice is not resampled; the 0.625-mm one is, and is scored on its own grid
     assert own["rows"][0]["dice"] == pytest.approx(coarse["rows"][0]["dice"])
     assert [r["spacing_mm"] for r in coarse["rows"]] == [1.0, 0.625]
+    # each half on its own: one slice each, the same Dice as its row
+    assert list(coarse["by_preset"]) == ["ct", "promise12"]
+    for row in coarse["rows"]:
+        part = coarse["by_preset"][row["preset"]]
+        assert part["summary"]["seqpatch"]["n"] == 1 and sum(b["n"] for b in part["by_size"]) == 1
+        assert part["summary"]["seqpatch"]["dice"]["mean"] == pytest.approx(row["dice"])
     with pytest.raises(InputError, match="working-spacing"):
         evaluate_synthetic(models, 2, seed=5, backgrounds=None, device=pick_device("cpu"), working_spacing=0.0)
 
@@ -132,7 +139,7 @@ def test_cli_real_case(tmp_path, capsys):
         assert 0.0 <= res["summary"][method]["dice"]["mean"] <= 1.0
 
 
-def test_cli_synthetic(tmp_path):
+def test_cli_synthetic(tmp_path, capsys):
     w = write_checkpoints(tmp_path)
     out = tmp_path / "syn.json"
     rc = main(["evaluate", "--synthetic", "2", "--seed", "1", "--backgrounds", "none", "--methods",
@@ -141,6 +148,8 @@ def test_cli_synthetic(tmp_path):
     res = json.loads(out.read_text())
     assert len(res["rows"]) == 2 and list(res["summary"]) == ["seqpatch"]
     assert res["paired"] == []  # one method: nothing to compare
+    stdout = capsys.readouterr().out
+    assert "Ray preset ct only" in stdout and "Ray preset promise12 only" in stdout
 
 
 def test_cli_missing_weights_and_bad_options(tmp_path, capsys):
