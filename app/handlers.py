@@ -340,7 +340,14 @@ def _status(session: Session, z: int) -> str:
         parts.append(
             f"Point (z, y, x) = ({pz:.0f}, {py:.1f}, {px:.1f}) voxels = "
             f"({phys[0]:.1f}, {phys[1]:.1f}, {phys[2]:.1f}) mm (x, y, z); window {r.window}; "
-            f"ray preset {r.preset}."
+            f"ray preset {r.preset}; working grid "
+            + ", ".join(
+                f"{render.NAMES[m]} {res[m].working_spacing:g} mm"
+                + (" (large object: segmented again on this coarser grid)" if res[m].coarsened else "")
+                for m in METHODS
+                if m in res
+            )
+            + "."
         )
     n = len(session.results)
     parts.append(
@@ -807,6 +814,8 @@ def clicks_record(session: Session) -> dict[str, Any]:
                     "latency_ms": round(r.timings.get("total_ms", 0.0), 1),
                     "window": str(r.window),
                     "preset": r.preset,
+                    "working_spacing_mm": r.working_spacing,
+                    "coarsened": r.coarsened,
                     "weights_sha256": weights.get(m, {}).get("sha256"),
                 }
                 for m, r in res.items()

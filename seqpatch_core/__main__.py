@@ -1,4 +1,4 @@
-"""Command line: ``python -m seqpatch_core {predict,train,evaluate,robustness,bench,prepare-backgrounds}``.
+"""Command line: ``python -m seqpatch_core {predict,train,evaluate,calibrate,robustness,bench,curves,prepare-backgrounds,make-examples}``.
 
 User errors (a bad file, a point outside the volume, unusable weights) exit with status 2 and one
 line on stderr, never a traceback.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def cmd_predict(args) -> int:
         log.warning("%s", w)
     label = read_label(args.label, volume) if args.label else None
     models = load_models([args.method], {args.method: args.weights})
-    pred = Predictor(models, device=args.device, dtype=args.dtype)
+    pred = Predictor(models, device=args.device, dtype=args.dtype, coarsen=not args.single_pass)
     pred.set_volume(volume, window=args.window)
     points = [pred.check_point(p) for p in args.point]  # validate all before any work
     mask = np.zeros(volume.array.shape, dtype=np.uint8)
@@ -262,7 +263,7 @@ def _load_case(args):
     for w in volume.warnings:
         log.warning("%s", w)
     label = read_label(args.label, volume) if args.label else None
-    pred = Predictor(_checked_models(args), device=args.device)
+    pred = Predictor(_checked_models(args), device=args.device, coarsen=not args.single_pass)
     pred.set_volume(volume, window=args.window)
     return pred, label
 
@@ -287,6 +288,7 @@ def cmd_evaluate(args) -> int:
             clicks=args.clicks,
             threshold=args.threshold,
             working_spacing=args.working_spacing,
+            coarsen=not args.single_pass,
         )
     else:
         if args.working_spacing is not None:
@@ -316,6 +318,44 @@ def cmd_evaluate(args) -> int:
         print("\nPaired per slice (same clicks for both; slices taken as independent):\n")
         print(evaluation.markdown_paired(res["paired"]), flush=True)
     _write_json(res, args.json)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from seqpatch_core import evaluation
+    from seqpatch_core.errors import InputError
+    from seqpatch_core.models import save_checkpoint
+    from seqpatch_core.predictor import pick_device
+
+    try:
+        radii = [float(t) for t in args.radii.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--radii takes comma-separated numbers, got {args.radii!r}") from None
+    if not radii or min(radii) <= 0:
+        raise InputError(f"--radii needs positive radii in working pixels, got {args.radii!r}")
+    models = _checked_models(args)
+    bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
+    res = evaluation.coarsen_sweep(
+        models, args.synthetic, args.seed, bank, pick_device(args.device), radii, args.factor, args.threshold
+    )
+    print(evaluation.markdown_sweep(res), flush=True)
+    _write_json(res, args.json)
+    if args.write:
+        for name, model in models.items():
+            path = getattr(args, f"weights_{name}", None) or DEFAULT_WEIGHTS[name]
+            chosen = res["methods"][name]["chosen"]
+            table = {e["radius_px"]: e["dice"] for e in res["methods"][name]["table"]}
+            rule = None
+            if math.isfinite(chosen):
+                rule = {
+                    "radius_px": chosen,
+                    "factor": args.factor,
+                    "chosen_on": f"calibrate --synthetic {args.synthetic} --seed {args.seed}",
+                    "val_dice_one_pass": round(table[math.inf], 4),
+                    "val_dice": round(table[chosen], 4),
+                }
+            save_checkpoint(model.cpu(), path, coarsen=rule)
+            log.info("wrote %s: coarsen %s", path, rule)
     return 0
 
 
@@ -366,6 +406,11 @@ def _add_click_options(p: argparse.ArgumentParser) -> None:
         help="ray preset (default: ct for CT, promise12 otherwise)",
     )
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--single-pass", action="store_true",
+        help="segment at the preset working spacing only, without the weights' second pass on a coarser "
+        "grid for large objects",
+    )
     p.add_argument("--device", default="auto")
 
 
@@ -463,6 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    ca = sub.add_parser(
+        "calibrate", help="choose (and store in the weights) the size above which a click is redone on a coarser grid"
+    )
+    ca.add_argument("--synthetic", type=int, default=96, metavar="N", help="N validation slices (default 96)")
+    ca.add_argument("--seed", type=int, default=1000, help="validation seed (default 1000, training's; not the benchmark's)")
+    ca.add_argument(
+        "--backgrounds",
+        default=str(default_bank) if default_bank.exists() else None,
+        help="background bank (folder or .npz; 'none': phantoms)",
+    )
+    ca.add_argument("--radii", default="12,16,20,24,28,32,40,48", help="candidate radii, working pixels")
+    ca.add_argument("--factor", type=float, default=1.6, help="coarser grid: working spacing × factor")
+    ca.add_argument("--write", action="store_true", help="store each chosen rule in its weights file")
+    _add_model_options(ca)
+    ca.set_defaults(func=cmd_calibrate)
 
     ro = sub.add_parser("robustness", help="Dice over a grid of click offsets on one slice")
     ro.add_argument("image")

@@ -40,13 +40,15 @@ from torch import nn
 from seqpatch_core import rays, synth
 from seqpatch_core.errors import InputError
 from seqpatch_core.metrics import evaluate_masks
-from seqpatch_core.predictor import Predictor, run_network, segment_working
+from seqpatch_core.predictor import Predictor, segment_adaptive, segment_resampled, segment_working
 from seqpatch_core.propagate import mask_click
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "JITTER_FRAC",
+    "coarsen_sweep",
+    "markdown_sweep",
     "METRICS",
     "evaluate_synthetic",
     "evaluate_volume",
@@ -120,10 +122,13 @@ def _rows_for_slice(
     clicks: Sequence[tuple[float, float]],
     spacing_yx: tuple[float, float],
     case: dict,
+    coarsened: dict[str, list[bool]] | None = None,
 ) -> list[dict]:
-    """One row per (method, click): the case fields, the click and the metrics."""
+    """One row per (method, click): the case fields, the click, whether the click was segmented
+    again on the coarser grid (``coarsened``, per method and click) and the metrics."""
     rows = []
     for method, masks in masks_by_method.items():
+        redone = (coarsened or {}).get(method) or [False] * len(masks)
         for i, (mask, click) in enumerate(zip(masks, clicks, strict=True)):
             m = evaluate_masks(mask, ref, spacing_yx)
             rows.append(
@@ -132,6 +137,7 @@ def _rows_for_slice(
                     **case,
                     "click": [round(float(click[0]), 3), round(float(click[1]), 3)],
                     "click_kind": "centre" if i == 0 else "jitter",
+                    "coarsened": bool(redone[i]),
                     **m,
                 }
             )
@@ -178,10 +184,12 @@ def evaluate_volume(
         if progress is not None:
             progress(i / len(zs), f"slice {z}")
         pts = slice_clicks(lab[z], mode, n, rng)
-        masks = {
-            m: [r.mask for r in predictor.predict_many(z, pts, m, preset=preset, threshold=threshold)] for m in methods
-        }
-        rows += _rows_for_slice(masks, lab[z], pts, spacing_yx, {"case": vol.source, "z": z})
+        masks, redone = {}, {}
+        for m in methods:
+            res = predictor.predict_many(z, pts, m, preset=preset, threshold=threshold)
+            masks[m] = [r.mask for r in res]
+            redone[m] = [r.coarsened for r in res]
+        rows += _rows_for_slice(masks, lab[z], pts, spacing_yx, {"case": vol.source, "z": z}, redone)
     if progress is not None:
         progress(1.0, "done")
     return {
@@ -197,33 +205,6 @@ def evaluate_volume(
     }
 
 
-def segment_resampled(
-    net: nn.Module,
-    image: np.ndarray,
-    clicks_yx: np.ndarray,
-    cfg: rays.RayConfig,
-    spacing_mm: float,
-    working_spacing: float,
-    device: torch.device,
-    threshold: float = 0.5,
-) -> list[np.ndarray]:
-    """Masks for N clicks on ``image`` segmented on a working grid of another spacing.
-
-    image: (H, W) float in [0, 1] with square pixels of ``spacing_mm``; clicks_yx: (N, 2) in its
-    pixels. The same path as :meth:`Predictor.predict_many`: the slice is resampled onto the
-    ``working_spacing`` grid (anti-aliased when shrinking), the fused likelihood and coverage are
-    mapped back, and the post-processing runs on the slice grid. Returns N (H, W) bool masks.
-    """
-    grid = rays.SliceGrid(tuple(image.shape), (spacing_mm, spacing_mm), working_spacing)
-    clicks_yx = np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2)
-    outs = run_network(net, rays.resample_to_working(image, grid), grid.to_working(clicks_yx), cfg, device)
-    back = rays.resample_to_slice
-    return [
-        rays.postprocess(back(wr.fused, grid), back(wr.coverage, grid), c, threshold)
-        for wr, c in zip(outs, clicks_yx, strict=True)
-    ]
-
-
 def evaluate_synthetic(
     models: dict[str, nn.Module],
     n: int,
@@ -234,6 +215,7 @@ def evaluate_synthetic(
     threshold: float = 0.5,
     progress: Progress | None = None,
     working_spacing: float | None = None,
+    coarsen: bool = True,
 ) -> dict:
     """Evaluate ``models`` (name -> network) on ``n`` held-out synthetic slices.
 
@@ -241,7 +223,9 @@ def evaluate_synthetic(
     working-grid image, so it is segmented by :func:`segment_working` with the slice's preset.
     ``working_spacing`` (mm) segments each slice resampled to that spacing instead
     (:func:`segment_resampled`), scored against the label on the slice's own grid: how the result
-    depends on the working resolution. Returns the same structure as :func:`evaluate_volume`
+    depends on the working resolution. Otherwise, with ``coarsen``, each model's
+    :class:`~seqpatch_core.predictor.Coarsen` rule applies (:func:`segment_adaptive`), as in the app.
+    Returns the same structure as :func:`evaluate_volume`
     (``case`` is the slice index), plus ``"by_preset"``: ``{preset: {"summary", "by_size"}}``.
     """
     from seqpatch_core.training import validation_set
@@ -260,16 +244,18 @@ def evaluate_synthetic(
         cfg = rays.get_preset(preset)
         pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
         clicks_w = np.array(pts)  # a synthetic slice is its own working grid
-        masks = {}
+        masks, redone = {}, {}
         for name, net in models.items():
-            if working_spacing is None:
-                masks[name] = segment_working(net, s.image, clicks_w, cfg, device, threshold)
-            else:
+            if working_spacing is not None:
                 masks[name] = segment_resampled(
                     net, s.image, clicks_w, cfg, s.spacing_mm, working_spacing, device, threshold
                 )
+            elif coarsen:
+                masks[name], redone[name] = segment_adaptive(net, s.image, clicks_w, cfg, s.spacing_mm, device, threshold)
+            else:
+                masks[name] = segment_working(net, s.image, clicks_w, cfg, device, threshold)
         case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
-        rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case)
+        rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case, redone)
     if progress is not None:
         progress(1.0, "done")
     # the two halves differ in working spacing and ray preset: each gets its own summary
@@ -282,7 +268,7 @@ def evaluate_synthetic(
         }
     return {
         "source": f"synthetic (n={n}, seed={seed}, backgrounds={backgrounds or 'phantoms'}"
-        + (f", segmented at {working_spacing} mm)" if working_spacing else ")"),
+        + (f", segmented at {working_spacing} mm)" if working_spacing else ", one pass)" if not coarsen else ")"),
         "clicks": clicks,
         "seed": seed,
         "slices": list(range(len(val))),
@@ -300,7 +286,8 @@ def _mean_sd(values: Sequence[float]) -> dict[str, float]:
 
 
 def summarize(rows: list[dict], methods: Sequence[str], mode: str = "centroid") -> dict:
-    """Per method: ``{metric: {"mean", "sd"}}`` over the mode's rows, ``"n"`` (rows) and ``"slices"``.
+    """Per method: ``{metric: {"mean", "sd"}}`` over the mode's rows, ``"n"`` (rows), ``"slices"`` and
+    ``"coarsened"`` (rows segmented again on the coarser grid).
 
     The sd is the sample standard deviation (0 for one row). In jitter mode also
     ``"dice_centre"`` (mean Dice of the centre clicks) and ``"dice_lost"``: the mean over slices of
@@ -315,6 +302,7 @@ def summarize(rows: list[dict], methods: Sequence[str], mode: str = "centroid") 
         entry: dict = {k: _mean_sd([r[k] for r in sel]) for k in METRICS}
         entry["n"] = len(sel)
         entry["slices"] = len({(r["case"], r["z"]) for r in sel})
+        entry["coarsened"] = sum(bool(r.get("coarsened")) for r in sel)
         if mode == "jitter":
             centre = {(r["case"], r["z"]): r["dice"] for r in mine if r["click_kind"] == "centre"}
             lost: dict[tuple, list[float]] = {}
@@ -439,12 +427,90 @@ def _fmt(stat: dict[str, float], digits: int) -> str:
 def markdown_table(summary: dict) -> str:
     """One row per method: mean ± sd of each metric, n clicks and slices (and Dice lost in jitter mode)."""
     jitter = any("dice_lost" in e for e in summary.values())
-    head = ["method", *METRICS.values(), "n", "slices"] + (["Dice (centre)", "Dice lost"] if jitter else [])
+    head = ["method", *METRICS.values(), "n", "slices", "coarser"] + (["Dice (centre)", "Dice lost"] if jitter else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, e in summary.items():
         cells = [method] + [_fmt(e[k], 3 if k == "dice" else 2) for k in METRICS]
-        cells += [str(e["n"]), str(e["slices"])]
+        cells += [str(e["n"]), str(e["slices"]), str(e.get("coarsened", 0))]
         if jitter:
             cells += [_fmt(e["dice_centre"], 3), _fmt(e["dice_lost"], 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def coarsen_sweep(
+    models: dict[str, nn.Module],
+    n: int,
+    seed: int,
+    backgrounds: str | None,
+    device: torch.device,
+    radii: Sequence[float],
+    factor: float = 1.6,
+    threshold: float = 0.5,
+    progress: Progress | None = None,
+) -> dict:
+    """Choose each model's :class:`~seqpatch_core.predictor.Coarsen` radius on synthetic slices.
+
+    Every centre click of ``training.validation_set(n, seed, backgrounds)`` is segmented once on its
+    own working grid and once ``factor`` times coarser (:func:`segment_resampled`); a radius R then
+    takes the coarse mask wherever the first mask's equivalent radius exceeds R working pixels. Per
+    model: the mean Dice for each R of ``radii`` (``inf``: never coarsen) overall and per half,
+    how many slices each R redoes, and the chosen R (the best mean; ties go to the larger R, the
+    fewer second passes). Use validation seeds, never the benchmark's.
+    Returns ``{"n", "seed", "factor", "radii", "methods": {name: {...}}}``.
+    """
+    from seqpatch_core.predictor import equivalent_radius_px
+    from seqpatch_core.training import validation_set
+
+    if n < 1:
+        raise InputError(f"--synthetic needs at least 1 slice, got {n}")
+    if not 1.0 < factor <= 4.0:
+        raise InputError(f"--factor must be above 1 and at most 4, got {factor}")
+    radii = sorted({float(r) for r in radii} | {math.inf})
+    val = validation_set(n, seed, backgrounds)
+    per: dict[str, list[tuple[str, float, float, float]]] = {m: [] for m in models}
+    for i, (s, preset) in enumerate(val):
+        if progress is not None:
+            progress(i / len(val), f"synthetic slice {i}")
+        cfg = rays.get_preset(preset)
+        click = np.array([s.click])
+        px = (s.spacing_mm, s.spacing_mm)
+        for name, net in models.items():
+            fine = segment_working(net, s.image, click, cfg, device, threshold)[0]
+            coarse = segment_resampled(net, s.image, click, cfg, s.spacing_mm, s.spacing_mm * factor, device, threshold)[0]
+            r = equivalent_radius_px(fine, px, s.spacing_mm)
+            d_fine = evaluate_masks(fine, s.label, px)["dice"]
+            d_coarse = evaluate_masks(coarse, s.label, px)["dice"]
+            per[name].append((preset, r, d_fine, d_coarse))
+    if progress is not None:
+        progress(1.0, "done")
+    out: dict = {"n": n, "seed": seed, "factor": factor, "radii": radii, "methods": {}}
+    for name, items in per.items():
+        table = []
+        for radius in radii:
+            pick = [(p, dc if r > radius else df, r > radius) for p, r, df, dc in items]
+            entry = {"radius_px": radius, "dice": float(np.mean([d for _, d, _ in pick])),
+                     "redone": int(sum(c for _, _, c in pick))}  # fmt: skip
+            for half in dict.fromkeys(p for p, _, _ in pick):
+                entry[f"dice_{half}"] = float(np.mean([d for p, d, _ in pick if p == half]))
+            table.append(entry)
+        best = max(table, key=lambda e: (round(e["dice"], 6), e["radius_px"]))
+        out["methods"][name] = {"table": table, "chosen": best["radius_px"]}
+    return out
+
+
+def markdown_sweep(sweep: dict) -> str:
+    """One table per model: radius, mean Dice (overall and per half), slices redone; * = chosen."""
+    parts = []
+    for name, e in sweep["methods"].items():
+        halves = [k for k in e["table"][0] if k.startswith("dice_")]
+        head = ["coarsen above (working px)", "Dice", *(h[5:] for h in halves), "redone"]
+        lines = [f"{name} (factor {sweep['factor']}, {sweep['n']} slices, seed {sweep['seed']}):", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+        for row in e["table"]:
+            mark = " *" if row["radius_px"] == e["chosen"] else ""
+            r = "never" if math.isinf(row["radius_px"]) else f"{row['radius_px']:g}"
+            cells = [r + mark, f"{row['dice']:.3f}", *(f"{row[h]:.3f}" for h in halves), str(row["redone"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)

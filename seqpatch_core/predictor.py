@@ -13,6 +13,7 @@ training's validation, the evaluation command and the robustness grid (many clic
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -69,6 +70,42 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 def model_arch(model: nn.Module) -> str:
     """ "seqpatch" or "unet", from the model's record."""
     return getattr(model, "record", {}).get("arch", "seqpatch")
+
+
+@dataclass(frozen=True)
+class Coarsen:
+    """Second pass for large objects: when the first mask's equivalent radius exceeds ``radius_px``
+    working pixels, the click is segmented again on a grid ``factor`` times coarser, and that answer
+    is used.
+
+    Why: a 32-pixel patch at 0.625 mm sees 20 mm; on large objects the nets under-segment at fine
+    spacings and recover on a coarser grid, while small objects need the fine one (README, "Working
+    resolution"). The rule belongs to the weights: ``calibrate`` chooses ``radius_px`` on validation
+    slices and stores it in the checkpoint's record under ``"coarsen"``; a checkpoint without it
+    segments in one pass.
+    """
+
+    radius_px: float
+    factor: float = 1.6
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Coarsen | None:
+        """The rule in ``model``'s record, or None."""
+        rule = getattr(model, "record", {}).get("coarsen")
+        if not rule or rule.get("radius_px") is None:
+            return None
+        return cls(float(rule["radius_px"]), float(rule.get("factor", 1.6)))
+
+    def wants(self, mask: np.ndarray, pixel_mm: tuple[float, float], working_spacing: float) -> bool:
+        """Whether ``mask`` ((H, W) bool on a grid of ``pixel_mm`` (y, x) pixels) is large enough to
+        redo, judged on the working grid of ``working_spacing`` mm it was segmented on."""
+        return equivalent_radius_px(mask, pixel_mm, working_spacing) > self.radius_px
+
+
+def equivalent_radius_px(mask: np.ndarray, pixel_mm: tuple[float, float], working_spacing: float) -> float:
+    """Radius of the disc of ``mask``'s area, in working pixels of ``working_spacing`` mm."""
+    area_mm2 = float(np.count_nonzero(mask)) * float(pixel_mm[0]) * float(pixel_mm[1])
+    return math.sqrt(area_mm2 / math.pi) / working_spacing
 
 
 # ----------------------------------------------------------------------------- batched inference
@@ -175,6 +212,66 @@ def segment_working(
     return [rays.postprocess(wr.fused, wr.coverage, c, threshold) for wr, c in pairs]
 
 
+def segment_resampled(
+    net: nn.Module,
+    image: np.ndarray,
+    clicks_yx: np.ndarray,
+    cfg: rays.RayConfig,
+    spacing_mm: float,
+    working_spacing: float,
+    device: torch.device,
+    threshold: float = 0.5,
+    dtype: torch.dtype | None = None,
+) -> list[np.ndarray]:
+    """Masks for N clicks on ``image`` segmented on a working grid of another spacing.
+
+    image: (H, W) float in [0, 1] with square pixels of ``spacing_mm``; clicks_yx: (N, 2) in its
+    pixels. The same path as :meth:`Predictor.predict_many`: the slice is resampled onto the
+    ``working_spacing`` grid (anti-aliased when shrinking), the fused likelihood and coverage are
+    mapped back, and the post-processing runs on the slice grid. Returns N (H, W) bool masks.
+    """
+    grid = rays.SliceGrid(tuple(image.shape), (spacing_mm, spacing_mm), working_spacing)
+    clicks_yx = np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2)
+    outs = run_network(net, rays.resample_to_working(image, grid), grid.to_working(clicks_yx), cfg, device, dtype)
+    back = rays.resample_to_slice
+    return [
+        rays.postprocess(back(wr.fused, grid), back(wr.coverage, grid), c, threshold)
+        for wr, c in zip(outs, clicks_yx, strict=True)
+    ]
+
+
+def segment_adaptive(
+    net: nn.Module,
+    image: np.ndarray,
+    clicks_yx: np.ndarray,
+    cfg: rays.RayConfig,
+    spacing_mm: float,
+    device: torch.device,
+    threshold: float = 0.5,
+    dtype: torch.dtype | None = None,
+    rule: Coarsen | None = None,
+) -> tuple[list[np.ndarray], list[bool]]:
+    """Masks for N clicks on a windowed working-grid slice, with the model's :class:`Coarsen` rule.
+
+    image: (H, W) float in [0, 1] whose square pixels of ``spacing_mm`` are the working grid;
+    clicks_yx: (N, 2). First :func:`segment_working`; clicks whose mask is larger than the rule allows
+    are segmented again by :func:`segment_resampled` at ``spacing_mm * rule.factor`` (as
+    :meth:`Predictor.predict_many` does). ``rule`` None: the model's own rule (none: one pass).
+    Returns the N (H, W) bool masks and, per click, whether it was redone.
+    """
+    rule = rule or Coarsen.of(net)
+    clicks_yx = np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2)
+    masks = segment_working(net, image, clicks_yx, cfg, device, threshold, dtype)
+    redo = [i for i, m in enumerate(masks) if rule is not None and rule.wants(m, (spacing_mm,) * 2, spacing_mm)]
+    if redo:
+        again = segment_resampled(
+            net, image, clicks_yx[redo], cfg, spacing_mm, spacing_mm * rule.factor, device, threshold, dtype
+        )
+        for i, m in zip(redo, again, strict=True):
+            masks[i] = m
+    return masks, [i in redo for i in range(len(masks))]
+
+
 # ----------------------------------------------------------------------------- per-session predictor
 
 
@@ -202,6 +299,7 @@ class Result:
     working_spacing: float
     threshold: float
     timings: dict[str, float]
+    coarsened: bool = False  # segmented again on the coarser grid (:class:`Coarsen`)
 
     def rethreshold(self, threshold: float) -> np.ndarray:
         """The mask at another threshold from the cached likelihoods (no network run)."""
@@ -220,7 +318,11 @@ class Predictor:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype | None = None,
         cache_slices: int = 8,
+        coarsen: bool = True,
     ):
+        """``coarsen``: apply each model's :class:`Coarsen` rule (False: always one pass at the
+        preset working spacing, as ``--single-pass`` asks)."""
+        self.coarsen = coarsen
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.models = {name: m.to(self.device) for name, m in models.items()}
@@ -235,7 +337,7 @@ class Predictor:
 
     def session(self) -> Predictor:
         """A new predictor for another session that shares this one's models."""
-        return Predictor(self.models, self.device, self.dtype, self._cache_size)
+        return Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen)
 
     def set_volume(self, volume: Volume, window: str | Window = "auto") -> None:
         """Hold ``volume`` for the coming clicks; ``window`` is a Window or a spec for ``resolve_window``."""
@@ -286,24 +388,56 @@ class Predictor:
         return self.models[method]
 
     def default_preset(self) -> str:
-        return "ct" if self.volume is not None and self.volume.modality == "CT" else "mr"
+        """``ct`` for CT, ``promise12`` otherwise: the preset of the benchmark's MR-like half."""
+        return "ct" if self.volume is not None and self.volume.modality == "CT" else "promise12"
 
     def predict(self, point_zyx, method: str = "seqpatch", preset: str | None = None, threshold: float = 0.5) -> Result:
         """Segment the object clicked at ``point_zyx`` (voxel indices, array order) on its slice."""
         return self.predict_many(point_zyx[0], [point_zyx[1:]], method, preset, threshold)[0]
 
     def predict_many(
-        self, z: int, points_yx, method: str = "seqpatch", preset: str | None = None, threshold: float = 0.5
+        self,
+        z: int,
+        points_yx,
+        method: str = "seqpatch",
+        preset: str | None = None,
+        threshold: float = 0.5,
+        coarsen: bool | None = None,
     ) -> list[Result]:
-        """Segment slice ``z`` at several clicks (y, x) in one batch (the robustness grid)."""
+        """Segment slice ``z`` at several clicks (y, x) in one batch (the robustness grid).
+
+        With ``coarsen`` (None: the predictor's setting) and a :class:`Coarsen` rule in the model's
+        record, clicks whose first mask is large are segmented again on the coarser grid, in one more
+        batch, and their results (mask, likelihoods, patches, centres, ``working_spacing``) are those
+        of that pass, marked ``coarsened``.
+        """
         t0 = time.perf_counter()
         pts = [self.check_point((z, *p)) for p in points_yx]
         z = pts[0][0]
         model = self.model(method)
         preset = preset or self.default_preset()
-        cfg = rays.get_preset(preset)
         window = self._window(pts[0])
         spacing_mm = rays.WORKING_SPACING_MM.get(self.volume.modality, 1.0)
+        results = self._pass(z, pts, method, preset, window, spacing_mm, threshold, t0)
+        rule = Coarsen.of(model) if (self.coarsen if coarsen is None else coarsen) else None
+        if rule is not None:
+            pixel_mm = tuple(self.volume.spacing[1:])
+            redo = [i for i, r in enumerate(results) if rule.wants(r.mask, pixel_mm, spacing_mm)]
+            if redo:
+                t1 = time.perf_counter()
+                again = self._pass(z, [pts[i] for i in redo], method, preset, window, spacing_mm * rule.factor,
+                                   threshold, t1)  # fmt: skip
+                for i, r in zip(redo, again, strict=True):
+                    r.timings["first_pass_ms"] = results[i].timings["total_ms"]
+                    r.timings["total_ms"] += r.timings["first_pass_ms"]
+                    r.coarsened = True
+                    results[i] = r
+        return results
+
+    def _pass(self, z, pts, method, preset, window, spacing_mm, threshold, t0) -> list[Result]:
+        """One batch of clicks ``pts`` ((z, y, x) checked) on the ``spacing_mm`` working grid."""
+        model = self.model(method)
+        cfg = rays.get_preset(preset)
         img_w, grid = self.working_slice(z, window, spacing_mm)
         clicks_w = grid.to_working(np.array([p[1:] for p in pts]))
         t1 = time.perf_counter()

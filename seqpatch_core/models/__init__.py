@@ -114,6 +114,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, dtype: torch.dtype = tor
     from safetensors.torch import save_file
 
     base = dict(getattr(model, "record", {}))
+    base.pop("sha256", None)  # a property of the file read, not of the new one
     base.update(record)
     if "arch" not in base or "config" not in base:
         raise WeightsError("the model has no architecture record; build it with build_model")
