@@ -1,4 +1,7 @@
-"""Command line: ``python -m seqpatch_core {predict,train,evaluate,calibrate,robustness,bench,curves,prepare-backgrounds,make-examples}``.
+"""Command line: ``python -m seqpatch_core COMMAND`` (one-click segmentation, training, evaluation).
+
+Commands: predict, train, evaluate, calibrate, robustness, bench, curves, prepare-backgrounds,
+make-examples.
 
 User errors (a bad file, a point outside the volume, unusable weights) exit with status 2 and one
 line on stderr, never a traceback.
@@ -513,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="choose (and store in the weights) the size above which a click is redone on a coarser grid"
     )
     ca.add_argument("--synthetic", type=int, default=96, metavar="N", help="N validation slices (default 96)")
-    ca.add_argument("--seed", type=int, default=1000, help="validation seed (default 1000, training's; not the benchmark's)")
+    ca.add_argument(
+        "--seed", type=int, default=1000, help="validation seed (default 1000, training's; not the benchmark's)"
+    )
     ca.add_argument(
         "--backgrounds",
         default=str(default_bank) if default_bank.exists() else None,

@@ -251,7 +251,9 @@ def evaluate_synthetic(
                     net, s.image, clicks_w, cfg, s.spacing_mm, working_spacing, device, threshold
                 )
             elif coarsen:
-                masks[name], redone[name] = segment_adaptive(net, s.image, clicks_w, cfg, s.spacing_mm, device, threshold)
+                masks[name], redone[name] = segment_adaptive(
+                    net, s.image, clicks_w, cfg, s.spacing_mm, device, threshold
+                )
             else:
                 masks[name] = segment_working(net, s.image, clicks_w, cfg, device, threshold)
         case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
@@ -477,7 +479,8 @@ def coarsen_sweep(
         px = (s.spacing_mm, s.spacing_mm)
         for name, net in models.items():
             fine = segment_working(net, s.image, click, cfg, device, threshold)[0]
-            coarse = segment_resampled(net, s.image, click, cfg, s.spacing_mm, s.spacing_mm * factor, device, threshold)[0]
+            coarse_mm = s.spacing_mm * factor
+            coarse = segment_resampled(net, s.image, click, cfg, s.spacing_mm, coarse_mm, device, threshold)[0]
             r = equivalent_radius_px(fine, px, s.spacing_mm)
             d_fine = evaluate_masks(fine, s.label, px)["dice"]
             d_coarse = evaluate_masks(coarse, s.label, px)["dice"]

@@ -20,6 +20,7 @@ import SimpleITK as sitk  # noqa: E402
 
 from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, render  # noqa: E402
 from seqpatch_core import predictor as predictor_module  # noqa: E402
+from seqpatch_core import rays  # noqa: E402
 from seqpatch_core.io import read_volume  # noqa: E402
 from seqpatch_core.predictor import Predictor  # noqa: E402
 
@@ -114,6 +115,24 @@ def test_click_runs_both_methods_on_the_slice_grid(loaded):
     assert "Dice" in out["metrics"] and "SeqPatch" in out["metrics"] and "U-net" in out["metrics"]
     assert "device: **cpu**" in out["metrics"]
     assert out["slice"] == 2
+
+
+def test_status_and_clicks_record_say_which_working_grid_each_method_used(volume_files):
+    from helpers import BrightNet
+
+    coarse = BrightNet("seqpatch")
+    coarse.record["coarsen"] = {"radius_px": 1.0, "factor": 1.6}  # any object is "large"
+    pred = Predictor({"seqpatch": coarse, "unet": BrightNet("unet")}, device="cpu")
+    s = handlers.load(pred, None, *volume_files)["state"]
+    out = handlers.segment(s, 2, *CENTRE)
+    res = s.results[2]
+    assert res["seqpatch"].coarsened and not res["unet"].coarsened
+    base = rays.WORKING_SPACING_MM["CT"]
+    assert f"SeqPatch {base * 1.6:g} mm (large object: segmented again" in out["status"]
+    assert f"U-net {base:g} mm." in out["status"]
+    rec = handlers.clicks_record(s)["clicks"][-1]["results"]
+    assert rec["seqpatch"]["coarsened"] is True and rec["seqpatch"]["working_spacing_mm"] == pytest.approx(1.6)
+    assert rec["unet"]["coarsened"] is False and rec["unet"]["working_spacing_mm"] == pytest.approx(1.0)
 
 
 def test_click_shows_the_unet_first_then_seqpatch(loaded):
