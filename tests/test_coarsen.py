@@ -141,6 +141,7 @@ def test_sweep_chooses_the_best_radius_and_never_equals_one_pass():
 
 def test_calibrate_writes_the_rule_into_the_weights(tmp_path, capsys):
     ckpt = write_checkpoints(tmp_path)
+    ckpt["seqpatch"].with_suffix(".json").write_text(json.dumps({"name": "seqpatch", "training": {"seed": 1}}))
     before = {k: load_checkpoint(p)[1] for k, p in ckpt.items()}
     out = tmp_path / "sweep.json"
     rc = main(["calibrate", "--synthetic", "2", "--seed", "3", "--backgrounds", "none", "--radii", "4,400",
@@ -159,6 +160,10 @@ def test_calibrate_writes_the_rule_into_the_weights(tmp_path, capsys):
             assert record["coarsen"] is None and rule is None
         else:
             assert rule == Coarsen(chosen, 1.6) and record["coarsen"]["chosen_on"].startswith("calibrate")
+    readable = json.loads(ckpt["seqpatch"].with_suffix(".json").read_text())  # the JSON beside follows
+    assert readable["training"] == {"seed": 1}
+    assert readable["coarsen"] == load_checkpoint(ckpt["seqpatch"])[0]["coarsen"]
+    assert not ckpt["unet"].with_suffix(".json").exists()
 
 
 @pytest.mark.parametrize("bad", [["--radii", "a,b"], ["--radii", "-3"], ["--factor", "1.0"]])
