@@ -341,7 +341,7 @@ def cmd_calibrate(args) -> int:
     models = _checked_models(args)
     bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
     res = evaluation.coarsen_sweep(
-        models, args.synthetic, args.seed, bank, pick_device(args.device), radii, args.factor, args.threshold
+        models, args.synthetic, args.seed, bank, pick_device(args.device), radii, args.to_mm, args.threshold
     )
     print(evaluation.markdown_sweep(res), flush=True)
     _write_json(res, args.json)
@@ -354,7 +354,7 @@ def cmd_calibrate(args) -> int:
             if math.isfinite(chosen):
                 rule = {
                     "radius_px": chosen,
-                    "factor": args.factor,
+                    "spacing_mm": args.to_mm,
                     "chosen_on": f"calibrate --synthetic {args.synthetic} --seed {args.seed}",
                     "val_dice_one_pass": round(table[math.inf], 4),
                     "val_dice": round(table[chosen], 4),
@@ -521,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     ca = sub.add_parser(
-        "calibrate", help="choose (and store in the weights) the size above which a click is redone on a coarser grid"
+        "calibrate", help="choose (and store in the weights) the size above which a click is redone at 1.0 mm"
     )
     ca.add_argument("--synthetic", type=int, default=96, metavar="N", help="N validation slices (default 96)")
     ca.add_argument(
@@ -533,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="background bank (folder or .npz; 'none': phantoms)",
     )
     ca.add_argument("--radii", default="12,16,20,24,28,32,40,48", help="candidate radii, working pixels")
-    ca.add_argument("--factor", type=float, default=1.6, help="coarser grid: working spacing × factor")
+    ca.add_argument(
+        "--to-mm", type=float, default=1.0, help="spacing of the second pass, for grids finer than it (default 1.0)"
+    )
     ca.add_argument("--write", action="store_true", help="store each chosen rule in its weights file")
     _add_model_options(ca)
     ca.set_defaults(func=cmd_calibrate)

@@ -447,27 +447,27 @@ def coarsen_sweep(
     backgrounds: str | None,
     device: torch.device,
     radii: Sequence[float],
-    factor: float = 1.6,
+    to_mm: float = 1.0,
     threshold: float = 0.5,
     progress: Progress | None = None,
 ) -> dict:
     """Choose each model's :class:`~seqpatch_core.predictor.Coarsen` radius on synthetic slices.
 
-    Every centre click of ``training.validation_set(n, seed, backgrounds)`` is segmented once on its
-    own working grid and once ``factor`` times coarser (:func:`segment_resampled`); a radius R then
-    takes the coarse mask wherever the first mask's equivalent radius exceeds R working pixels. Per
-    model: the mean Dice for each R of ``radii`` (``inf``: never coarsen) overall and per half,
-    how many slices each R redoes, and the chosen R (the best mean; ties go to the larger R, the
-    fewer second passes). Use validation seeds, never the benchmark's.
-    Returns ``{"n", "seed", "factor", "radii", "methods": {name: {...}}}``.
+    Every centre click of ``training.validation_set(n, seed, backgrounds)`` is segmented on its own
+    working grid and, where that grid is finer than ``to_mm`` (the 0.625-mm half), once more on a
+    ``to_mm`` grid (:func:`segment_resampled`); a radius R then takes the second mask wherever the
+    first one's equivalent radius exceeds R working pixels. Per model: the mean Dice for each R of
+    ``radii`` (``inf``: never) over all slices and per half, how many slices each R redoes, and the
+    chosen R (the best mean; ties go to the larger R, the fewer second passes). Use validation seeds,
+    never the benchmark's. Returns ``{"n", "seed", "to_mm", "radii", "methods": {name: {...}}}``.
     """
-    from seqpatch_core.predictor import equivalent_radius_px
+    from seqpatch_core.predictor import Coarsen, equivalent_radius_px
     from seqpatch_core.training import validation_set
 
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
-    if not 1.0 < factor <= 4.0:
-        raise InputError(f"--factor must be above 1 and at most 4, got {factor}")
+    if not 0.2 <= to_mm <= 5.0:
+        raise InputError(f"--to-mm must be between 0.2 and 5 mm, got {to_mm}")
     radii = sorted({float(r) for r in radii} | {math.inf})
     val = validation_set(n, seed, backgrounds)
     per: dict[str, list[tuple[str, float, float, float]]] = {m: [] for m in models}
@@ -477,17 +477,19 @@ def coarsen_sweep(
         cfg = rays.get_preset(preset)
         click = np.array([s.click])
         px = (s.spacing_mm, s.spacing_mm)
+        fine_enough = Coarsen(0.0, to_mm).applies(s.spacing_mm)
         for name, net in models.items():
             fine = segment_working(net, s.image, click, cfg, device, threshold)[0]
-            coarse_mm = s.spacing_mm * factor
-            coarse = segment_resampled(net, s.image, click, cfg, s.spacing_mm, coarse_mm, device, threshold)[0]
-            r = equivalent_radius_px(fine, px, s.spacing_mm)
             d_fine = evaluate_masks(fine, s.label, px)["dice"]
-            d_coarse = evaluate_masks(coarse, s.label, px)["dice"]
+            r, d_coarse = -math.inf, d_fine  # grids at to_mm or coarser: never redone
+            if fine_enough:
+                coarse = segment_resampled(net, s.image, click, cfg, s.spacing_mm, to_mm, device, threshold)[0]
+                r = equivalent_radius_px(fine, px, s.spacing_mm)
+                d_coarse = evaluate_masks(coarse, s.label, px)["dice"]
             per[name].append((preset, r, d_fine, d_coarse))
     if progress is not None:
         progress(1.0, "done")
-    out: dict = {"n": n, "seed": seed, "factor": factor, "radii": radii, "methods": {}}
+    out: dict = {"n": n, "seed": seed, "to_mm": to_mm, "radii": radii, "methods": {}}
     for name, items in per.items():
         table = []
         for radius in radii:
@@ -508,7 +510,7 @@ def markdown_sweep(sweep: dict) -> str:
     for name, e in sweep["methods"].items():
         halves = [k for k in e["table"][0] if k.startswith("dice_")]
         head = ["coarsen above (working px)", "Dice", *(h[5:] for h in halves), "redone"]
-        lines = [f"{name} (factor {sweep['factor']}, {sweep['n']} slices, seed {sweep['seed']}):", "",
+        lines = [f"{name} (second pass at {sweep['to_mm']:g} mm, {sweep['n']} slices, seed {sweep['seed']}):", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
         for row in e["table"]:
             mark = " *" if row["radius_px"] == e["chosen"] else ""

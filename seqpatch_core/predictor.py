@@ -74,19 +74,19 @@ def model_arch(model: nn.Module) -> str:
 
 @dataclass(frozen=True)
 class Coarsen:
-    """Second pass for large objects: when the first mask's equivalent radius exceeds ``radius_px``
-    working pixels, the click is segmented again on a grid ``factor`` times coarser, and that answer
-    is used.
+    """Second pass for large objects on fine grids: when a click was segmented on a working grid finer
+    than ``spacing_mm`` and its mask's equivalent radius exceeds ``radius_px`` working pixels, it is
+    segmented again on a ``spacing_mm`` grid, and that answer is used.
 
-    Why: a 32-pixel patch at 0.625 mm sees 20 mm; on large objects the nets under-segment at fine
-    spacings and recover on a coarser grid, while small objects need the fine one (README, "Working
+    Why: a 32-pixel patch at 0.625 mm (MR) sees 20 mm; on large objects the nets under-segment at that
+    spacing and recover at 1.0 mm (CT's), while small objects need the fine grid (README, "Working
     resolution"). The rule belongs to the weights: ``calibrate`` chooses ``radius_px`` on validation
     slices and stores it in the checkpoint's record under ``"coarsen"``; a checkpoint without it
-    segments in one pass.
+    segments in one pass. Grids at ``spacing_mm`` or coarser (CT at 1.0 mm) always take one pass.
     """
 
     radius_px: float
-    factor: float = 1.6
+    spacing_mm: float = 1.0
 
     @classmethod
     def of(cls, model: nn.Module) -> Coarsen | None:
@@ -94,11 +94,17 @@ class Coarsen:
         rule = getattr(model, "record", {}).get("coarsen")
         if not rule or rule.get("radius_px") is None:
             return None
-        return cls(float(rule["radius_px"]), float(rule.get("factor", 1.6)))
+        return cls(float(rule["radius_px"]), float(rule.get("spacing_mm", 1.0)))
+
+    def applies(self, working_spacing: float) -> bool:
+        """Whether a grid of ``working_spacing`` mm is fine enough for a second pass."""
+        return working_spacing < self.spacing_mm - 1e-9
 
     def wants(self, mask: np.ndarray, pixel_mm: tuple[float, float], working_spacing: float) -> bool:
-        """Whether ``mask`` ((H, W) bool on a grid of ``pixel_mm`` (y, x) pixels) is large enough to
-        redo, judged on the working grid of ``working_spacing`` mm it was segmented on."""
+        """Whether ``mask`` ((H, W) bool on a grid of ``pixel_mm`` (y, x) pixels), segmented on a
+        working grid of ``working_spacing`` mm, is to be redone on the coarser grid."""
+        if not self.applies(working_spacing):
+            return False
         return equivalent_radius_px(mask, pixel_mm, working_spacing) > self.radius_px
 
 
@@ -255,7 +261,7 @@ def segment_adaptive(
 
     image: (H, W) float in [0, 1] whose square pixels of ``spacing_mm`` are the working grid;
     clicks_yx: (N, 2). First :func:`segment_working`; clicks whose mask is larger than the rule allows
-    are segmented again by :func:`segment_resampled` at ``spacing_mm * rule.factor`` (as
+    are segmented again by :func:`segment_resampled` at ``rule.spacing_mm`` (as
     :meth:`Predictor.predict_many` does). ``rule`` None: the model's own rule (none: one pass).
     Returns the N (H, W) bool masks and, per click, whether it was redone.
     """
@@ -265,7 +271,7 @@ def segment_adaptive(
     redo = [i for i, m in enumerate(masks) if rule is not None and rule.wants(m, (spacing_mm,) * 2, spacing_mm)]
     if redo:
         again = segment_resampled(
-            net, image, clicks_yx[redo], cfg, spacing_mm, spacing_mm * rule.factor, device, threshold, dtype
+            net, image, clicks_yx[redo], cfg, spacing_mm, rule.spacing_mm, device, threshold, dtype
         )
         for i, m in zip(redo, again, strict=True):
             masks[i] = m
@@ -425,8 +431,7 @@ class Predictor:
             redo = [i for i, r in enumerate(results) if rule.wants(r.mask, pixel_mm, spacing_mm)]
             if redo:
                 t1 = time.perf_counter()
-                again = self._pass(z, [pts[i] for i in redo], method, preset, window, spacing_mm * rule.factor,
-                                   threshold, t1)  # fmt: skip
+                again = self._pass(z, [pts[i] for i in redo], method, preset, window, rule.spacing_mm, threshold, t1)
                 for i, r in zip(redo, again, strict=True):
                     r.timings["first_pass_ms"] = results[i].timings["total_ms"]
                     r.timings["total_ms"] += r.timings["first_pass_ms"]

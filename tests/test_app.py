@@ -121,7 +121,7 @@ def test_status_and_clicks_record_say_which_working_grid_each_method_used(volume
     from helpers import BrightNet
 
     coarse = BrightNet("seqpatch")
-    coarse.record["coarsen"] = {"radius_px": 1.0, "factor": 1.6}  # any object is "large"
+    coarse.record["coarsen"] = {"radius_px": 1.0, "spacing_mm": 1.6}  # any object is "large"; CT grids too
     pred = Predictor({"seqpatch": coarse, "unet": BrightNet("unet")}, device="cpu")
     s = handlers.load(pred, None, *volume_files)["state"]
     out = handlers.segment(s, 2, *CENTRE)

@@ -28,10 +28,11 @@ from seqpatch_core.predictor import (
 BALL = {"shape": (3, 64, 64), "centre": (1.0, 32.0, 30.0), "radius_mm": 10.0, "spacing_zyx": (4.0, 1.0, 1.0)}
 
 
-def _bright(arch: str, radius_px: float | None, factor: float = 1.6) -> BrightNet:
+def _bright(arch: str, radius_px: float | None, spacing_mm: float = 1.6) -> BrightNet:
+    """BrightNet with a rule; 1.6 mm by default, so that the 1.0-mm CT grids below take it."""
     net = BrightNet(arch)
     if radius_px is not None:
-        net.record["coarsen"] = {"radius_px": radius_px, "factor": factor}
+        net.record["coarsen"] = {"radius_px": radius_px, "spacing_mm": spacing_mm}
     return net
 
 
@@ -49,6 +50,8 @@ def test_rule_comes_from_the_record():
     net.record["coarsen"] = None  # calibrate stores None when one pass is best
     assert Coarsen.of(net) is None
     assert Coarsen.of(_bright("unet", 24.0, 2.0)) == Coarsen(24.0, 2.0)
+    assert Coarsen(24.0).spacing_mm == 1.0
+    assert Coarsen(24.0).applies(0.625) and not Coarsen(24.0).applies(1.0)
 
 
 @pytest.mark.parametrize(("radius_px", "redone"), [(5.0, True), (15.0, False)])
@@ -96,15 +99,27 @@ def test_segment_adaptive_takes_the_coarse_mask_for_large_objects():
     image = np.where(disc | bar, 0.9, 0.1).astype(np.float32)
     clicks = np.array([[50.0, 37.0], [15.0, 40.0]])
     cfg, cpu = rays.get_preset("ct"), pick_device("cpu")
-    net = _bright("seqpatch", 8.0)
+    net = _bright("seqpatch", 8.0, 1.0)
     masks, redone = segment_adaptive(net, image, clicks, cfg, 0.625, cpu)
     assert redone == [True, False]
     coarse = segment_resampled(net, image, clicks[:1], cfg, 0.625, 1.0, cpu)[0]
     fine = segment_working(net, image, clicks[1:], cfg, cpu)[0]
     assert np.array_equal(masks[0], coarse) and np.array_equal(masks[1], fine)
-    # no rule: one pass
+    # no rule, or a grid already as coarse as the rule's: one pass
     _, redone = segment_adaptive(BrightNet("seqpatch"), image, clicks, cfg, 0.625, cpu)
     assert redone == [False, False]
+    _, redone = segment_adaptive(net, image, clicks, cfg, 1.0, cpu)
+    assert redone == [False, False]
+
+
+@pytest.mark.parametrize(("modality", "redone"), [("CT", False), ("MR", True)])
+def test_the_default_rule_redoes_mr_grids_at_the_ct_spacing(modality, redone):
+    image, _ = sphere_arrays(**BALL)
+    pred = Predictor({"unet": _bright("unet", 5.0, 1.0)}, device="cpu")
+    pred.set_volume(volume_from_array(image, spacing=BALL["spacing_zyx"], modality=modality))
+    r = pred.predict((1, 32, 30), method="unet")
+    assert r.coarsened is redone
+    assert r.working_spacing == pytest.approx(1.0 if redone or modality == "CT" else 0.625)
 
 
 def test_evaluate_synthetic_applies_the_rule_unless_told_not_to():
@@ -126,7 +141,9 @@ def test_sweep_chooses_the_best_radius_and_never_equals_one_pass():
         radii = [row["radius_px"] for row in e["table"]]
         assert radii == [0.5, 1e6, math.inf]
         never = e["table"][-1]
-        assert never["redone"] == 0 and e["table"][0]["redone"] == 4  # every BrightNet mask is > 0.5 px
+        # only the 0.625-mm half can be redone (at 1.0 mm), and every BrightNet mask there is > 0.5 px
+        assert never["redone"] == 0 and e["table"][0]["redone"] == 2
+        assert len({row["dice_ct"] for row in e["table"]}) == 1
         assert never["dice"] == pytest.approx(one["summary"][name]["dice"]["mean"])
         assert e["table"][1]["dice"] == pytest.approx(never["dice"])  # nothing is that large
         best = max(row["dice"] for row in e["table"])
@@ -159,14 +176,14 @@ def test_calibrate_writes_the_rule_into_the_weights(tmp_path, capsys):
         if math.isinf(chosen):
             assert record["coarsen"] is None and rule is None
         else:
-            assert rule == Coarsen(chosen, 1.6) and record["coarsen"]["chosen_on"].startswith("calibrate")
+            assert rule == Coarsen(chosen, 1.0) and record["coarsen"]["chosen_on"].startswith("calibrate")
     readable = json.loads(ckpt["seqpatch"].with_suffix(".json").read_text())  # the JSON beside follows
     assert readable["training"] == {"seed": 1}
     assert readable["coarsen"] == load_checkpoint(ckpt["seqpatch"])[0]["coarsen"]
     assert not ckpt["unet"].with_suffix(".json").exists()
 
 
-@pytest.mark.parametrize("bad", [["--radii", "a,b"], ["--radii", "-3"], ["--factor", "1.0"]])
+@pytest.mark.parametrize("bad", [["--radii", "a,b"], ["--radii", "-3"], ["--to-mm", "0.1"]])
 def test_calibrate_rejects_bad_options(tmp_path, capsys, bad):
     ckpt = write_checkpoints(tmp_path)
     rc = main(["calibrate", "--synthetic", "1", "--backgrounds", "none", "--weights-seqpatch", str(ckpt["seqpatch"]),
