@@ -514,12 +514,14 @@ def load(
     threshold: float = 0.5,
     opacity: float = 0.3,
     show_rays: bool = False,
+    second_pass: bool = True,
 ) -> dict[str, Any]:
     """Read an image (and optional label), start a fresh session on it and show its best slice.
 
-    threshold, opacity, show_rays: the controls' current values, kept by the new session.
+    threshold, opacity, show_rays, second_pass: the controls' current values, kept by the new session.
     """
     session = new_session(predictor)
+    session.predictor.coarsen = second_pass is not False
     session.threshold = float(threshold) if threshold and 0 < float(threshold) < 1 else 0.5
     session.opacity = float(np.clip(opacity if opacity is not None else 0.3, 0.0, 1.0))
     session.show_rays = bool(show_rays)
@@ -733,6 +735,23 @@ def set_threshold(session: Session | None, threshold: float) -> dict[str, Any]:
             _rethreshold(r, t)
     out = render_view(s)
     out["state"] = s
+    return out
+
+
+@user_errors
+def set_second_pass(session: Session | None, on: bool) -> dict[str, Any]:
+    """Turn this session's second pass for large objects (each network's calibrated rule) on or off.
+
+    It applies to the next clicks; the results shown stay as they were computed (the status line says
+    which grid each used), so a click before and after the change compares the two.
+    """
+    if session is None:
+        return {}
+    session.predictor.coarsen = bool(on)
+    if session.volume is None:
+        return {"state": session}
+    out = render_view(session)
+    out["state"] = session
     return out
 
 

@@ -144,6 +144,12 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                 show_rays = gr.Checkbox(
                     False, label="Show rays, patch centres and the U-net field of view", elem_id="show-rays"
                 )
+                second_pass = gr.Checkbox(
+                    True,
+                    label="Second pass at 1.0 mm for large objects on finer (MR) grids",
+                    info="each network's calibrated rule; applies to the next clicks (the status says which grid)",
+                    elem_id="second-pass",
+                )
                 with gr.Row():
                     undo_btn = gr.Button("Undo", size="sm")
                     reset_btn = gr.Button("Reset", size="sm")
@@ -259,9 +265,11 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             "api_visibility": "private",
         }
 
-        def load(session, image_path, label_path, window_name, thr, alpha, rays_on):
+        def load(session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass):
             """Load an image (and optional label) into a fresh session."""
-            return handlers.load(predictor, session, image_path, label_path, window_name, thr, alpha, rays_on)
+            return handlers.load(
+                predictor, session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass
+            )
 
         def on_select(session, z, evt: gr.SelectData):
             # The only place where Gradio's [x, y] picture position becomes a (y, x) slice point.
@@ -274,7 +282,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
 
         image_file.change(
             _bind(load),
-            [state, image_file, label_file, window, threshold, opacity, show_rays],
+            [state, image_file, label_file, window, threshold, opacity, show_rays, second_pass],
             outputs,
             api_name="load",
         ).success(**clear_teaching)
@@ -289,6 +297,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         level.release(_bind(handlers.change_wl), [state, width, level], outputs, **quiet)
         opacity.release(_bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
         show_rays.input(_bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
+        second_pass.input(_bind(handlers.set_second_pass), [state, second_pass], outputs, **quiet)
         threshold.release(
             _bind(handlers.set_threshold),
             [state, threshold],

@@ -133,6 +133,17 @@ def test_status_and_clicks_record_say_which_working_grid_each_method_used(volume
     rec = handlers.clicks_record(s)["clicks"][-1]["results"]
     assert rec["seqpatch"]["coarsened"] is True and rec["seqpatch"]["working_spacing_mm"] == pytest.approx(1.6)
     assert rec["unet"]["coarsened"] is False and rec["unet"]["working_spacing_mm"] == pytest.approx(1.0)
+    # the page's checkbox: this session's next clicks take one pass; another session keeps its own
+    other = handlers.load(pred, None, *volume_files)["state"]
+    handlers.set_second_pass(s, False)
+    out = handlers.segment(s, 2, *CENTRE)
+    assert not s.results[2]["seqpatch"].coarsened and f"SeqPatch {base:g} mm," in out["status"]
+    handlers.segment(other, 2, *CENTRE)
+    assert other.results[2]["seqpatch"].coarsened
+    # a new image keeps the checkbox's value
+    fresh = handlers.load(pred, s, *volume_files, "auto", 0.5, 0.3, False, False)["state"]
+    assert fresh.predictor.coarsen is False and pred.coarsen is True
+    assert handlers.set_second_pass(None, True) == {}
 
 
 def test_click_shows_the_unet_first_then_seqpatch(loaded):
