@@ -425,12 +425,18 @@ def _add_click_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by evaluate and robustness: methods, their weights, click options, JSON output."""
+def _add_model_options(p: argparse.ArgumentParser, clicks: bool = True) -> None:
+    """Options shared by evaluate, robustness and calibrate: methods, their weights, JSON output, and
+    the click options (calibrate, whose slices bring their own window and preset, takes only the
+    threshold and the device)."""
     p.add_argument("--methods", type=_method_list, default=["seqpatch", "unet"], help="comma-separated")
     p.add_argument("--weights-seqpatch", default=None, help="default: weights/seqpatch.safetensors")
     p.add_argument("--weights-unet", default=None, help="default: weights/unet.safetensors")
-    _add_click_options(p)
+    if clicks:
+        _add_click_options(p)
+    else:
+        p.add_argument("--threshold", type=float, default=0.5)
+        p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="write the full result here")
 
 
@@ -537,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to-mm", type=float, default=1.0, help="spacing of the second pass, for grids finer than it (default 1.0)"
     )
     ca.add_argument("--write", action="store_true", help="store each chosen rule in its weights file")
-    _add_model_options(ca)
+    _add_model_options(ca, clicks=False)
     ca.set_defaults(func=cmd_calibrate)
 
     ro = sub.add_parser("robustness", help="Dice over a grid of click offsets on one slice")

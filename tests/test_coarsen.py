@@ -199,3 +199,10 @@ def test_mr_volumes_default_to_the_promise12_preset():
     pred.set_volume(volume_from_array(image, spacing=BALL["spacing_zyx"], modality="MR"))
     assert pred.default_preset() == "promise12"
     assert pred.predict((1, 32, 30), method="unet").preset == "promise12"
+
+
+@pytest.mark.parametrize("ignored", [["--single-pass"], ["--preset", "mr"], ["--window", "lung"]])
+def test_calibrate_has_no_click_options_it_would_ignore(capsys, ignored):
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", "--synthetic", "1", "--backgrounds", "none", *ignored])
+    assert exc.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
