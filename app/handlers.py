@@ -29,7 +29,7 @@ import numpy as np
 
 from app import render
 from seqpatch_core.errors import InputError, SeqPatchError
-from seqpatch_core.intensity import Window, apply_window, resolve_window
+from seqpatch_core.intensity import Window, apply_window, auto_window, resolve_window
 from seqpatch_core.io import Volume, read_label, read_volume, write_mask
 from seqpatch_core.metrics import evaluate_masks
 from seqpatch_core.predictor import METHODS, Predictor, Result
@@ -76,8 +76,13 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+class UserNotice(gr.Error):
+    """A one-line message for the user (no stack trace). The layout shows it as a notification
+    (``gr.Warning``) and leaves every output as it was: the page keeps its state and stays clickable."""
+
+
 def user_errors(fn):
-    """Turns a :class:`SeqPatchError` into a one-line ``gr.Error`` (no stack trace for users).
+    """Turns a :class:`SeqPatchError` into a one-line :class:`UserNotice`.
 
     Works on generator functions too (the error is raised while iterating).
     """
@@ -89,7 +94,7 @@ def user_errors(fn):
                 yield from fn(*args, **kwargs)
             except SeqPatchError as exc:
                 log.info("%s: %s", fn.__name__, _one_line(exc))
-                raise gr.Error(_one_line(exc), print_exception=False) from None
+                raise UserNotice(_one_line(exc), print_exception=False) from None
 
         return steps
 
@@ -99,7 +104,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except SeqPatchError as exc:
             log.info("%s: %s", fn.__name__, _one_line(exc))
-            raise gr.Error(_one_line(exc), print_exception=False) from None
+            raise UserNotice(_one_line(exc), print_exception=False) from None
 
     return inner
 
@@ -127,6 +132,16 @@ class Object3D:
     seed_zyx: tuple[int, float, float]
     threshold: float
     prop: Propagation
+    window: Window | None = None
+
+
+@dataclass
+class ObjectStep:
+    """One "Segment the whole object" in the undo history: what it replaced for its method."""
+
+    method: str
+    replaced: Object3D | None
+    time: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -141,18 +156,26 @@ class Session:
     label_note: str = ""
     z: int = 0
     window_name: str = "auto"
+    #: The window "auto" stands for: chosen once per volume (on the slice it opens at), so that nearby
+    #: clicks never get different windows; the dropdown and the W/L sliders change it.
+    auto: Window | None = None
     custom: Window | None = None
+    #: The second pass for large objects (each network's calibrated rule), for the next clicks.
+    second_pass: bool = True
     threshold: float = 0.5
     opacity: float = 0.3
     show_rays: bool = False
     results: dict[int, dict[str, Result]] = field(default_factory=dict)
-    history: list[Click] = field(default_factory=list)
+    #: Undo history: clicks and 3D objects, oldest first.
+    history: list[Click | ObjectStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     objects3d: dict[str, Object3D] = field(default_factory=dict)
     robustness: dict | None = None
     #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
     seqpatch_seconds: float | None = None
     tmpdir: str | None = None
+    #: The image box was emptied after a refused file: its "change" must not unload the image.
+    upload_cleared: bool = False
     _windows: dict[str, Window] = field(default_factory=dict)
     _slices: OrderedDict = field(default_factory=OrderedDict)
 
@@ -166,19 +189,26 @@ class Session:
     def factor(self) -> int:
         return render.display_factor(self.shape[1:])
 
+    @property
+    def clicks(self) -> list[Click]:
+        """The clicks of the undo history, oldest first."""
+        return [h for h in self.history if isinstance(h, Click)]
+
     def display_window(self, z: int | None = None) -> Window:
-        """The window slice ``z`` is shown in, which is also what the networks see."""
-        z = self.z if z is None else z
+        """The window every slice is shown in, which is also what the networks see at the next click.
+
+        One window for the whole volume (``z`` is accepted for callers that name a slice): "auto" is
+        :attr:`auto`, chosen at load; a named preset is resolved once; "custom" is the W/L sliders'.
+        """
         if self.window_name == "custom" and self.custom is not None:
             return self.custom
-        if self.window_name == "auto":
-            res = self.results.get(z)
-            if res:
-                return next(iter(res.values())).window
-        name = self.window_name if self.window_name != "custom" else "auto"
-        if name not in self._windows:
-            self._windows[name] = resolve_window(name, self.volume, None)
-        return self._windows[name]
+        if self.window_name in ("auto", "custom"):
+            if self.auto is None:
+                self.auto = auto_window(self.volume, z=self.z)
+            return self.auto
+        if self.window_name not in self._windows:
+            self._windows[self.window_name] = resolve_window(self.window_name, self.volume, None)
+        return self._windows[self.window_name]
 
     def windowed(self, z: int) -> np.ndarray:
         """The windowed slice in [0, 1] (cached, so scrolling and re-drawing stay fast)."""
@@ -193,10 +223,11 @@ class Session:
             self._slices.popitem(last=False)
         return out
 
-    def model_window(self) -> str | Window:
-        if self.window_name == "custom":
-            return self.custom if self.custom is not None else "auto"
-        return self.window_name
+    def window_text(self) -> str:
+        """The window in words, e.g. "auto → lung (W 1500, L -600)"."""
+        w = self.display_window()
+        head = f"auto → {w.name}" if self.window_name == "auto" else w.name
+        return f"{head} (W {w.width:g}, L {w.level:g})"
 
     def workdir(self) -> Path:
         if self.tmpdir is None or not Path(self.tmpdir).is_dir():
@@ -287,16 +318,35 @@ def _metrics_table(session: Session, z: int) -> str:
     return "\n".join(rows) + f"\n\nSlice {z}, threshold {session.threshold:.2f}, {dev}." + note
 
 
+def metric_cells(pred: np.ndarray, ref: np.ndarray | None, spacing: tuple[float, ...]) -> dict[str, str]:
+    """Dice, CD per axis and HD95 of ``pred`` against ``ref`` (2D (y, x) or 3D (z, y, x) masks, spacing
+    in the same order), formatted for a table: "–" without a reference, and "n/a (reason)" where a
+    number would be invented (distances to an empty mask; Dice of two empty masks)."""
+    axes = ("CD z", "CD y", "CD x")[-len(spacing) :]
+    keys = ("Dice", *axes, "HD95")
+    if ref is None:
+        return dict.fromkeys(keys, "–")
+    p_any, r_any = bool(np.any(pred)), bool(np.any(ref))
+    if not p_any and not r_any:
+        return dict.fromkeys(keys, "n/a (both empty)")
+    e = evaluate_masks(pred, ref, spacing)
+    out = {"Dice": f"{e['dice']:.3f}"}
+    if not (p_any and r_any):
+        why = "n/a (empty mask)" if not p_any else "n/a (no label here)"
+        return {**out, **dict.fromkeys((*axes, "HD95"), why)}
+    for a in axes:
+        out[a] = f"{e['cd_' + a[-1]]:.2f}"
+    out["HD95"] = f"{e['hd95']:.2f}"
+    return out
+
+
 def _metric_values(session: Session, r: Result, ref: np.ndarray | None) -> dict[str, str]:
     """One result's numbers, formatted: Dice, CD x, CD y, HD95 (– without a label), area and latency."""
     sy, sx = session.volume.spacing[1:]
     area = float(r.mask.sum()) * sy * sx
     lat = r.timings.get("total_ms", float("nan"))
-    out = dict.fromkeys(("Dice", "CD x", "CD y", "HD95"), "–")
-    if ref is not None:
-        e = evaluate_masks(r.mask, ref, (sy, sx))
-        out = {"Dice": f"{e['dice']:.3f}", "CD x": f"{e['cd_x']:.2f}", "CD y": f"{e['cd_y']:.2f}",
-               "HD95": f"{e['hd95']:.2f}"}  # fmt: skip
+    cells = metric_cells(r.mask, ref, (sy, sx))
+    out = {k: cells[k] for k in ("Dice", "CD x", "CD y", "HD95")}
     out["area"] = f"{area:.1f}"
     out["latency"] = f"{lat:.0f}"
     return out
@@ -351,9 +401,16 @@ def _status(session: Session, z: int) -> str:
         )
     n = len(session.results)
     parts.append(
+        f"Window {session.window_text()}: one window for every click on this volume. "
         f"{n} segmented slice{'s' if n != 1 else ''}"
         + (f" ({', '.join(str(k) for k in sorted(session.results))})" if n else "")
         + "."
+        + "".join(
+            f" 3D object ({render.NAMES[m]}, dotted): slices {o.prop.z_range[0]}–{o.prop.z_range[1]}, "
+            f"{o.prop.volume_ml:.2f} mL, from the click at ({o.seed_zyx[0]}, {o.seed_zyx[1]:.1f}, "
+            f"{o.seed_zyx[2]:.1f})" + ("; on this slice." if o.prop.mask3d[z].any() else "; not on this slice.")
+            for m, o in session.objects3d.items()
+        )
     )
     parts.extend(f"⚠ {note}" for note in session.notes)
     return " ".join(parts[:2]) + ("\n\n" + "\n\n".join(parts[2:]) if len(parts) > 2 else "")
@@ -365,7 +422,7 @@ def plane_point(session: Session) -> tuple[int, int]:
     s = session
     res = s.results.get(s.z)
     if not res:
-        for c in reversed(s.history):
+        for c in reversed(s.clicks):
             if s.results.get(c.z):
                 res = s.results[c.z]
                 break
@@ -397,6 +454,10 @@ def render_planes(session: Session) -> dict[str, np.ndarray]:
                 if m in masks:
                     masks[m][z] = line(r.mask)
         contours = [render.Contour(m, masks[m]) for m in METHODS if masks[m].any()]
+        contours += [
+            render.Contour(m, pick(o.prop.mask3d), fill=False, dotted=True, label=f"{render.NAMES[m]} 3D")
+            for m, o in s.objects3d.items()
+        ]
         if s.label is not None:
             contours.append(render.Contour("truth", pick(s.label).astype(bool), dashed=True, fill=False))
         out[name] = render.render_plane(
@@ -418,6 +479,11 @@ def render_view(session: Session) -> dict[str, Any]:
     win = s.windowed(z)
     res = s.results.get(z) or {}
     contours = [render.Contour(m, res[m].mask) for m in METHODS if m in res]
+    contours += [  # the whole objects followed in 3D, on every slice they reach
+        render.Contour(m, o.prop.mask3d[z], fill=False, dotted=True, label=f"{render.NAMES[m]} 3D")
+        for m, o in s.objects3d.items()
+        if o.prop.mask3d[z].any()
+    ]
     if s.label is not None:
         contours.append(render.Contour("truth", s.label[z].astype(bool), dashed=True, fill=not res))
     point = centres = fov = None
@@ -520,8 +586,11 @@ def load(
 
     threshold, opacity, show_rays, second_pass: the controls' current values, kept by the new session.
     """
+    if not image_path and old is not None and old.upload_cleared:
+        old.upload_cleared = False  # the box emptied after a refused file: keep the loaded image
+        return {}
     session = new_session(predictor)
-    session.predictor.coarsen = second_pass is not False
+    session.second_pass = second_pass is not False
     session.threshold = float(threshold) if threshold and 0 < float(threshold) < 1 else 0.5
     session.opacity = float(np.clip(opacity if opacity is not None else 0.3, 0.0, 1.0))
     session.show_rays = bool(show_rays)
@@ -529,25 +598,36 @@ def load(
         if old is not None:
             old.close()
         return _empty_view(session)
-    volume = read_volume(image_path)  # a refused file leaves the current session as it was
+    try:
+        volume = read_volume(image_path)
+    except SeqPatchError as exc:  # a refused file leaves the current session as it was
+        gr.Warning(_one_line(exc))
+        out: dict[str, Any] = {"image_file": None}  # not left in its box looking loaded
+        if old is not None and old.volume is not None:
+            old.upload_cleared = True
+            out["state"] = old
+        return out
     session.volume = volume
     session.image_path = str(image_path)
     session.window_name = window_name if window_name in WINDOWS and window_name != "custom" else "auto"
+    out = {}
     if label_path:
         try:
             _set_label(session, label_path)
         except SeqPatchError as exc:  # the image is fine: use it, and say why the label is not
             session.label_note = f"⚠ {_one_line(exc)}"
             gr.Warning(_one_line(exc))
+            out["label_file"] = None
     if old is not None:
         old.close()
-    session.predictor.set_volume(volume, window=session.model_window())
+    session.predictor.set_volume(volume)
     session.z = _best_slice(volume, session.label)
+    session.auto = auto_window(volume, z=session.z)
     missing = [m for m in METHODS if m not in predictor.models]
     if missing:
         session.notes.append(weights_message(missing))
     ranges = wl_ranges(volume)
-    out = render_view(session)
+    out.update(render_view(session))
     out.update(
         {
             "state": session,
@@ -558,6 +638,7 @@ def load(
                 value=session.z,
                 step=1,
                 interactive=volume.shape[0] > 1,
+                visible=volume.shape[0] > 1,  # a single slice has nothing to scroll
             ),
             "window": session.window_name,
             "width": gr.update(value=out["width"], **ranges["width"]),
@@ -621,7 +702,8 @@ def change_window(
             width, level = w.width, w.level
         return change_wl(s, width, level)
     s.window_name = name
-    s.predictor.set_volume(s.volume, window=s.model_window())
+    if name == "auto":
+        s.auto = auto_window(s.volume, z=s.z)  # chosen again, on the slice shown now
     out = render_view(s)
     out["state"] = s
     return out
@@ -635,7 +717,6 @@ def change_wl(session: Session | None, width: float, level: float) -> dict[str, 
         raise InputError("the window width must be a positive number")
     s.window_name = "custom"
     s.custom = Window.from_width_level(float(width), float(level), "custom")
-    s.predictor.set_volume(s.volume, window=s.custom)
     out = render_view(s)
     out.update({"state": s, "window": "custom"})
     return out
@@ -669,15 +750,13 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     zi, yf, xf = s.predictor.check_point((z, y, x))
     methods = [m for m in METHODS if m in s.predictor.models]
     if not methods:
-        raise gr.Error(
-            "No model is loaded: " + WEIGHTS_HELP.format(m="seqpatch") + " (and the same for unet)",
-            print_exception=False,
-        )
+        raise InputError("no model is loaded: " + WEIGHTS_HELP.format(m="seqpatch") + " (and the same for unet)")
     fast = [m for m in methods if m not in SLOW]
     slow = [m for m in methods if m in SLOW]
     new: dict[str, Result] = {}
+    opts = {"threshold": s.threshold, "window": s.display_window(), "coarsen": s.second_pass}
     for m in fast:
-        new[m] = s.predictor.predict((zi, yf, xf), method=m, threshold=s.threshold)
+        new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
     partial = None
     if fast and slow:  # show the fast results now, SeqPatch's when it is done
         partial = dict(new)
@@ -693,7 +772,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         yield out
     for m in slow:
         t0 = time.perf_counter()
-        new[m] = s.predictor.predict((zi, yf, xf), method=m, threshold=s.threshold)
+        new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
         s.seqpatch_seconds = time.perf_counter() - t0
     out = {"state": s, "files": None}
     if partial is None:
@@ -747,7 +826,7 @@ def set_second_pass(session: Session | None, on: bool) -> dict[str, Any]:
     """
     if session is None:
         return {}
-    session.predictor.coarsen = bool(on)
+    session.second_pass = bool(on)
     if session.volume is None:
         return {"state": session}
     out = render_view(session)
@@ -768,6 +847,14 @@ def undo(session: Session | None) -> dict[str, Any]:
     if not s.history:
         raise InputError("nothing to undo")
     click = s.history.pop()
+    if isinstance(click, ObjectStep):  # a whole object in 3D: its method gets back what it had
+        if click.replaced is not None:
+            s.objects3d[click.method] = click.replaced
+        else:
+            s.objects3d.pop(click.method, None)
+        out = render_view(s)
+        out.update({"state": s, "files": None})
+        return out
     if click.replaced:
         for r in click.replaced.values():
             _rethreshold(r, s.threshold)
@@ -812,10 +899,11 @@ def clicks_record(session: Session) -> dict[str, Any]:
         rec = getattr(model, "record", {}) or {}
         weights[m] = {"name": rec.get("name", m), "sha256": rec.get("sha256")}
     clicks = []
-    for i, c in enumerate(s.history):
+    history = s.clicks
+    for i, c in enumerate(history):
         res = s.results.get(c.z) or {}
         current = any(r.point_zyx == (float(c.z), c.y, c.x) for r in res.values())
-        later = any(o.z == c.z for o in s.history[i + 1 :])
+        later = any(o.z == c.z for o in history[i + 1 :])
         entry = {
             "slice": c.z,
             # exact: the click log is for reproducing the segmentation
@@ -915,9 +1003,18 @@ def export(session: Session | None) -> dict[str, Any]:
         p = d / f"{stem}_robustness.json"
         p.write_text(json.dumps(s.robustness, indent=1))
         files.append(str(p))
-    png = d / f"{stem}_slice{s.z}_overlay.png"
-    Image.fromarray(render_view(s)["overlay"]).save(png)
-    files.append(str(png))
+    # The overlay of a slice that has a result: the one shown, else the latest click's still kept.
+    shown = s.z
+    if not s.results.get(shown):
+        shown = next((c.z for c in reversed(s.clicks) if s.results.get(c.z)), None)
+    if shown is not None:
+        z_before, s.z = s.z, shown
+        try:
+            png = d / f"{stem}_slice{shown}_overlay.png"
+            Image.fromarray(render_view(s)["overlay"]).save(png)
+        finally:
+            s.z = z_before
+        files.append(str(png))
     js = d / f"{stem}_clicks.json"
     js.write_text(json.dumps(clicks_record(s), indent=2))
     files.append(str(js))

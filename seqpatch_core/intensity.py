@@ -119,7 +119,7 @@ def _is_ct(volume: Volume) -> bool:
     return volume.modality == "CT" or float(volume.array.min()) <= _CT_AIR_HU
 
 
-def auto_window(volume: Volume, point_zyx: Sequence[float] | None = None) -> Window:
+def auto_window(volume: Volume, point_zyx: Sequence[float] | None = None, z: int | None = None) -> Window:
     """The window a radiologist would read the clicked region in.
 
     CT (``volume.modality == "CT"`` or a minimum ≤ -500 HU): take the pixels of the clicked slice
@@ -130,12 +130,15 @@ def auto_window(volume: Volume, point_zyx: Sequence[float] | None = None) -> Win
 
     Args:
         point_zyx: continuous voxel index (z, y, x) inside the volume, or None.
+        z: without a point, the slice whose pixels decide (default: the middle one). The demo picks
+            its window this way once per volume, on the slice it opens at, so that nearby clicks on
+            one object never get different windows.
     """
     if not _is_ct(volume):
         return mr_window(volume.array)
     nz, ny, nx = volume.shape
     if point_zyx is None:
-        sl = volume.array[nz // 2]
+        sl = volume.array[nz // 2 if z is None else int(np.clip(z, 0, nz - 1))]
         region = sl.reshape(-1)
     else:
         if len(point_zyx) != 3:

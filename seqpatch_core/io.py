@@ -187,7 +187,9 @@ def _short_cause(exc: BaseException, path: Path | None = None) -> str:
     cause = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", cause)  # "ImageFileReader(0x55d0...): "
     if "Unable to determine ImageIO reader" in cause or "Could not create IO object" in cause:
         return "not an image file of this format"
-    cause = cause.rstrip(". ")
+    cause = re.sub(r"^Read:\s*", "", cause).rstrip(".: ")
+    if re.fullmatch(r"(?i)error reading \S+", cause):  # NRRD's reader names no reason
+        return "the image data could not be read (the file is damaged or ends early)"
     return cause if len(cause) <= 120 else cause[:117] + "..."
 
 
@@ -237,7 +239,7 @@ def _guess_modality(arr: np.ndarray, tag: str | None, *, picture: bool) -> str:
     lo = float(arr.min())
     if lo <= -500.0:
         return "CT"
-    if not picture and arr.shape[0] > 1 and lo >= 0.0:
+    if not picture and lo >= 0.0:  # a medical format without CT's negative HU: MR (single slices too)
         return "MR"
     return "unknown"
 
@@ -299,6 +301,8 @@ def _to_volume(
         origin = tuple(float(o) for o in img.GetOrigin())
         direction = tuple(float(v) for v in img.GetDirection())
 
+    if picture and spacing[1:] == (1.0, 1.0):  # what the readers give when the file says nothing
+        warnings.append("a picture file has no pixel size: 1.0 mm pixels assumed (sizes in mm are nominal)")
     arr = _validate_array(arr, warnings, allow_constant=allow_constant)
     modality = _guess_modality(arr, modality_tag, picture=picture)
     for w in warnings:
@@ -557,8 +561,9 @@ def read_volume(
     ``MIN_INPLANE``×``MIN_INPLANE`` in-plane and constant images are refused.
 
     Modality: the DICOM tag 0008|0060 when present ("CT", "MR"; any other value → "unknown");
-    otherwise guessed: "CT" if the minimum is ≤ -500 (air in HU), else "MR" for a 3D volume file
-    (not a picture format) with more than one slice and no negative values, else "unknown".
+    otherwise guessed: "CT" if the minimum is ≤ -500 (air in HU), else "MR" for a medical image file
+    (not a picture format, one slice or more) with no negative values, else "unknown". Pictures carry
+    no pixel size: they get 1.0 mm pixels, and a warning says so.
 
     Raises:
         InputError: with one line, for anything that cannot be read or used.

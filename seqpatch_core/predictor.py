@@ -351,10 +351,13 @@ class Predictor:
         self.window_spec = window
         self._cache.clear()
 
-    def _window(self, point_zyx) -> Window:
-        if isinstance(self.window_spec, Window):
-            return self.window_spec
-        return resolve_window(self.window_spec, self.volume, point_zyx)
+    def resolve_window(self, point_zyx, window: str | Window | None = None) -> Window:
+        """The window for a click at ``point_zyx``: ``window`` (a Window, or a spec for
+        ``resolve_window``; None: the predictor's ``window_spec``)."""
+        spec = self.window_spec if window is None else window
+        if isinstance(spec, Window):
+            return spec
+        return resolve_window(spec, self.volume, point_zyx)
 
     def working_slice(self, z: int, window: Window, spacing_mm: float) -> tuple[np.ndarray, rays.SliceGrid]:
         """The windowed slice z on its working grid (cached per slice, window and spacing)."""
@@ -397,9 +400,20 @@ class Predictor:
         """``ct`` for CT, ``promise12`` otherwise: the preset of the benchmark's MR-like half."""
         return "ct" if self.volume is not None and self.volume.modality == "CT" else "promise12"
 
-    def predict(self, point_zyx, method: str = "seqpatch", preset: str | None = None, threshold: float = 0.5) -> Result:
-        """Segment the object clicked at ``point_zyx`` (voxel indices, array order) on its slice."""
-        return self.predict_many(point_zyx[0], [point_zyx[1:]], method, preset, threshold)[0]
+    def predict(
+        self,
+        point_zyx,
+        method: str = "seqpatch",
+        preset: str | None = None,
+        threshold: float = 0.5,
+        coarsen: bool | None = None,
+        window: str | Window | None = None,
+    ) -> Result:
+        """Segment the object clicked at ``point_zyx`` (voxel indices, array order) on its slice.
+
+        Every option is per call (see :meth:`predict_many`); None takes the predictor's default.
+        """
+        return self.predict_many(point_zyx[0], [point_zyx[1:]], method, preset, threshold, coarsen, window)[0]
 
     def predict_many(
         self,
@@ -409,8 +423,12 @@ class Predictor:
         preset: str | None = None,
         threshold: float = 0.5,
         coarsen: bool | None = None,
+        window: str | Window | None = None,
     ) -> list[Result]:
         """Segment slice ``z`` at several clicks (y, x) in one batch (the robustness grid).
+
+        ``window``: a :class:`Window` or a spec ("auto", "lung", "W,L", ...); None: ``window_spec``.
+        "auto" is resolved once, at the first click, for the whole batch.
 
         With ``coarsen`` (None: the predictor's setting) and a :class:`Coarsen` rule in the model's
         record, clicks whose first mask is large are segmented again on the coarser grid, in one more
@@ -422,7 +440,7 @@ class Predictor:
         z = pts[0][0]
         model = self.model(method)
         preset = preset or self.default_preset()
-        window = self._window(pts[0])
+        window = self.resolve_window(pts[0], window)
         spacing_mm = rays.WORKING_SPACING_MM.get(self.volume.modality, 1.0)
         results = self._pass(z, pts, method, preset, window, spacing_mm, threshold, t0)
         rule = Coarsen.of(model) if (self.coarsen if coarsen is None else coarsen) else None

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from seqpatch_core.errors import InputError
+from seqpatch_core.intensity import Window
 from seqpatch_core.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -74,22 +74,6 @@ def mask_click(mask: np.ndarray) -> tuple[float, float]:
     return float(ys[k]), float(xs[k])
 
 
-@contextmanager
-def _fixed_window(predictor: Predictor, point_zyx) -> Iterator[None]:
-    """Hold the window chosen at the first click for every slice of the object.
-
-    With ``auto`` the window depends on the click's surroundings; letting it switch (say lung to
-    soft tissue) halfway through an object would change the segmentation for no anatomical reason.
-    The predictor's own setting is restored afterwards (it serves later clicks of the session).
-    """
-    saved = predictor.window_spec
-    predictor.window_spec = predictor._window(point_zyx)
-    try:
-        yield
-    finally:
-        predictor.window_spec = saved
-
-
 def propagate(
     predictor: Predictor,
     point_zyx,
@@ -98,12 +82,19 @@ def propagate(
     threshold: float = 0.5,
     max_area_ratio: float = 2.0,
     min_area_px: int = 4,
+    window: str | Window | None = None,
+    coarsen: bool | None = None,
+    on_slice: Callable[[int], None] | None = None,
 ) -> Propagation:
     """Segment the object clicked at ``point_zyx`` (voxel indices z, y, x) on its slice and beyond.
 
-    See the module docstring for the stopping rules. ``preset`` and ``threshold`` are passed to
-    :meth:`Predictor.predict` for every slice. Raises InputError for a point outside the volume or
-    ``max_area_ratio`` <= 1.
+    See the module docstring for the stopping rules. ``preset``, ``threshold`` and ``coarsen`` are
+    passed to :meth:`Predictor.predict` for every slice. ``window`` (None: the predictor's setting) is
+    resolved once at the first click and held for every slice: with ``auto`` the window depends on the
+    click's surroundings, and letting it switch (say lung to soft tissue) halfway through an object
+    would change the segmentation for no anatomical reason. ``on_slice(n)`` is called before the n-th
+    slice is segmented (n = 1, 2, ...: a progress bar). Raises InputError for a point outside the
+    volume or ``max_area_ratio`` <= 1.
     """
     if not (max_area_ratio > 1.0 and math.isfinite(max_area_ratio)):
         raise InputError(f"max_area_ratio must be a finite number > 1, got {max_area_ratio}")
@@ -114,38 +105,45 @@ def propagate(
     rows: list[dict] = []
     stops: dict[str, str] = {}
 
+    held = predictor.resolve_window((z0, y0, x0), window)
+    count = [0]
+
     def segment(z: int, click: tuple[float, float]) -> np.ndarray:
-        res = predictor.predict((z, *click), method=method, preset=preset, threshold=threshold)
+        count[0] += 1
+        if on_slice is not None:
+            on_slice(count[0])
+        res = predictor.predict(
+            (z, *click), method=method, preset=preset, threshold=threshold, coarsen=coarsen, window=held
+        )
         return np.asarray(res.mask, dtype=bool)
 
-    with _fixed_window(predictor, (z0, y0, x0)):
-        first = segment(z0, (y0, x0))
-        area0 = int(first.sum())
-        mask3d[z0] = first
-        rows.append({"z": z0, "click": [y0, x0], "area_px": area0})
-        if area0 < min_area_px:
-            stops = {"+z": "empty_start", "-z": "empty_start"}
-        else:
-            for step, name in ((1, "+z"), (-1, "-z")):
-                prev, prev_area = first, area0
-                z = z0 + step
-                stops[name] = "volume_end"
-                while 0 <= z < nz:
-                    click = mask_click(prev)
-                    mask = segment(z, click)
-                    area = int(mask.sum())
-                    if area < min_area_px:
-                        stops[name] = "vanished"
-                        break
-                    ratio = area / prev_area
-                    if ratio > max_area_ratio or ratio < 1.0 / max_area_ratio:
-                        log.debug("slice %d: area %d px vs %d (x%.2f): stop", z, area, prev_area, ratio)
-                        stops[name] = "area_jump"
-                        break
-                    mask3d[z] = mask
-                    rows.append({"z": z, "click": [click[0], click[1]], "area_px": area})
-                    prev, prev_area = mask, area
-                    z += step
+    first = segment(z0, (y0, x0))
+    area0 = int(first.sum())
+    mask3d[z0] = first
+    rows.append({"z": z0, "click": [y0, x0], "area_px": area0})
+    if area0 < min_area_px:
+        stops = {"+z": "empty_start", "-z": "empty_start"}
+    else:
+        for step, name in ((1, "+z"), (-1, "-z")):
+            prev, prev_area = first, area0
+            z = z0 + step
+            stops[name] = "volume_end"
+            while 0 <= z < nz:
+                click = mask_click(prev)
+                mask = segment(z, click)
+                area = int(mask.sum())
+                if area < min_area_px:
+                    stops[name] = "vanished"
+                    break
+                ratio = area / prev_area
+                if ratio > max_area_ratio or ratio < 1.0 / max_area_ratio:
+                    log.debug("slice %d: area %d px vs %d (x%.2f): stop", z, area, prev_area, ratio)
+                    stops[name] = "area_jump"
+                    break
+                mask3d[z] = mask
+                rows.append({"z": z, "click": [click[0], click[1]], "area_px": area})
+                prev, prev_area = mask, area
+                z += step
     rows.sort(key=lambda r: r["z"])
     voxel_ml = float(np.prod(vol.spacing)) / 1000.0
     return Propagation(

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from seqpatch_core.errors import InputError
+from seqpatch_core.intensity import Window
 from seqpatch_core.metrics import dice
 from seqpatch_core.predictor import Predictor
 
@@ -54,13 +55,18 @@ def click_robustness(
     preset: str | None = None,
     threshold: float = 0.5,
     chunk: int | None = None,
+    window: str | Window | None = None,
+    coarsen: bool | None = None,
 ) -> dict:
     """Dice of every method over a grid of click offsets on slice ``z`` (see the module docstring).
 
     point_yx: the original click (y, x) in slice px; label_slice: optional (H, W) reference, non-zero
     = object; progress: optional ``callable(fraction, text)``, called before each batch and at the end;
     chunk: clicks per batch (None or 0: each method's whole grid in one batch, the fastest; a small
-    chunk lets ``progress`` advance while a method runs, with the same results). Raises InputError for
+    chunk lets ``progress`` advance while a method runs, with the same results); window: None for the
+    predictor's setting; resolved once at the original click and held for every moved click and every
+    method, so the map measures the networks, not a window rule that may switch between nearby clicks;
+    coarsen: the second pass (None: the predictor's setting). Raises InputError for
     a point outside the volume, ``grid`` < 1, ``step_mm`` <= 0 or ``chunk`` < 0.
     """
     if int(grid) < 1 or not step_mm > 0:
@@ -72,6 +78,7 @@ def click_robustness(
     t_start = time.perf_counter()
     z, y0, x0 = predictor.check_point((z, *point_yx))
     vol = predictor.volume
+    held = predictor.resolve_window((z, y0, x0), window)
     h, w = vol.shape[1:]
     if label_slice is not None:
         label_slice = np.asarray(label_slice) != 0
@@ -97,7 +104,10 @@ def click_robustness(
             if progress is not None:
                 done = f"{start} of {n} clicks done" if start else f"{n} clicks"
                 progress((mi + start / n) / len(methods), f"{method}: {done}")
-            batch = predictor.predict_many(z, points[start : start + step], method, preset=preset, threshold=threshold)
+            batch = predictor.predict_many(
+                z, points[start : start + step], method, preset=preset, threshold=threshold, coarsen=coarsen,
+                window=held,
+            )
             masks.extend(r.mask for r in batch)
         ref = label_slice if label_slice is not None else masks[centre]
         scores: list[list[float | None]] = [[None] * grid for _ in range(grid)]
@@ -116,6 +126,7 @@ def click_robustness(
             "outside": outside.tolist(),
             "point_yx": [float(y0), float(x0)],
             "slice": int(z),
+            "window": str(held),
             "seconds": seconds,
         }
     )

@@ -185,7 +185,9 @@ def test_grey_pictures(tmp_path: Path, ext: str, dtype) -> None:
     a = (np.arange(16 * 12).reshape(16, 12) % 200).astype(dtype)
     _write(a, tmp_path / f"g{ext}", spacing=(1, 1), origin=(0, 0), direction=(1, 0, 0, 1))
     vol = read_volume(tmp_path / f"g{ext}")
-    assert vol.shape == (1, 16, 12) and not vol.warnings
+    assert vol.shape == (1, 16, 12)
+    assert [w for w in vol.warnings if "no pixel size" not in w] == []  # only the 1.0 mm note
+    assert any("1.0 mm pixels assumed" in w for w in vol.warnings) == (vol.spacing[1:] == (1.0, 1.0))
     np.testing.assert_array_equal(vol.array[0], a)
     assert len(vol.direction) == 9 and len(vol.origin) == 3
 
@@ -339,6 +341,8 @@ def test_modality_guess(tmp_path: Path) -> None:
     assert read_volume(tmp_path / "mr.nrrd").modality == "MR"
     _write(mr[:1] - 100, tmp_path / "one.mha")  # one slice with negatives: no guess
     assert read_volume(tmp_path / "one.mha").modality == "unknown"
+    _write(mr[:1], tmp_path / "one_mr.nii.gz")  # one non-negative slice of a medical format: MR
+    assert read_volume(tmp_path / "one_mr.nii.gz").modality == "MR"
 
 
 def test_volume_from_array_checks() -> None:
