@@ -135,7 +135,7 @@ def click_robustness(
 
 def _methods(result: dict) -> list[str]:
     """The method names in a result: the keys holding Dice grids."""
-    fixed = {"offsets_mm", "reference", "outside", "point_yx", "slice", "seconds"}
+    fixed = {"offsets_mm", "reference", "outside", "point_yx", "slice", "window", "seconds"}
     return [k for k in result if k not in fixed]
 
 

@@ -64,7 +64,7 @@ def _stub(monkeypatch, masks: dict[int, np.ndarray]) -> list[tuple]:
     """Predictor.predict answers ``masks[z]`` (empty if absent); returns the list of calls (z, y, x)."""
     calls: list[tuple] = []
 
-    def fake_predict(self, point_zyx, method="seqpatch", preset=None, threshold=0.5):
+    def fake_predict(self, point_zyx, method="seqpatch", preset=None, threshold=0.5, **options):
         calls.append(tuple(point_zyx))
         return SimpleNamespace(mask=masks.get(int(point_zyx[0]), np.zeros((40, 40), bool)))
 

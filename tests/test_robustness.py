@@ -6,14 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from helpers import bright_predictor, sphere_arrays, write_case, write_checkpoints
+from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
 
 from seqpatch_core.__main__ import main
 from seqpatch_core.errors import InputError
+from seqpatch_core.io import volume_from_array
 from seqpatch_core.predictor import Predictor
 from seqpatch_core.robustness import click_robustness, robustness_figure, robustness_table
 
-KEYS = {"offsets_mm", "seqpatch", "unet", "reference", "outside", "point_yx", "slice", "seconds"}
+KEYS = {"offsets_mm", "seqpatch", "unet", "reference", "outside", "point_yx", "slice", "window", "seconds"}
 
 
 @pytest.fixture
@@ -22,9 +23,9 @@ def spy(monkeypatch) -> list[tuple]:
     calls: list[tuple] = []
     real = Predictor.predict_many
 
-    def counting(self, z, points_yx, method="seqpatch", preset=None, threshold=0.5):
+    def counting(self, z, points_yx, method="seqpatch", preset=None, threshold=0.5, coarsen=None, window=None):
         calls.append((method, len(points_yx)))
-        return real(self, z, points_yx, method, preset, threshold)
+        return real(self, z, points_yx, method, preset, threshold, coarsen, window)
 
     monkeypatch.setattr(Predictor, "predict_many", counting)
     return calls
@@ -121,3 +122,29 @@ def test_chunked_batches_give_the_same_result_and_advance_the_progress(spy):
         self_ref["unet"]
     with pytest.raises(InputError, match="chunk"):
         click_robustness(pred, 6, (32.0, 30.0), grid=3, chunk=-1)
+
+
+def test_one_window_for_the_whole_grid(monkeypatch):
+    """The map measures the networks, not the window rule: every moved click and every method is
+    segmented in the window resolved once at the original click, even where "auto" would switch."""
+    from seqpatch_core.intensity import auto_window
+
+    arr = np.full((3, 80, 80), 40.0, np.float32)
+    arr[:, :, :30] = -1000.0  # air on the left: the click-based rule says "lung" near it
+    arr[:, 30:50, 38:58] = 200.0
+    vol = volume_from_array(arr, spacing=(2.0, 1.0, 1.0), modality="CT")
+    assert auto_window(vol, (1, 40, 34)).name != auto_window(vol, (1, 40, 60)).name
+    pred = Predictor({"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}, device="cpu")
+    pred.set_volume(vol)
+    seen = []
+    real = Predictor.predict_many
+
+    def spy(self, z, points_yx, method="seqpatch", preset=None, threshold=0.5, coarsen=None, window=None):
+        out = real(self, z, points_yx, method, preset, threshold, coarsen, window)
+        seen.extend(r.window for r in out)
+        return out
+
+    monkeypatch.setattr(Predictor, "predict_many", spy)
+    res = click_robustness(pred, 1, (40.0, 47.0), grid=5, step_mm=13.0, chunk=1)
+    assert len(seen) == 2 * 25 and len(set(seen)) == 1
+    assert res["window"] == str(seen[0])
