@@ -166,3 +166,50 @@ def _cells(maps: np.ndarray, cell: int) -> np.ndarray:
         ix = np.minimum((np.arange(cell) * m.shape[1]) // cell, m.shape[1] - 1)
         out[j] = m[np.ix_(iy, ix)]
     return out
+
+
+def direction_readouts(model: nn.Module, patches: np.ndarray) -> dict[str, np.ndarray]:
+    """What the same network says along one ray with both memories, with only the forward one and
+    with only the backward one.
+
+    model: a SeqPatchNet; patches: (K, P, P) windowed patches in [0, 1], inside → outside. Returns
+    ``{"fused", "forward", "backward"}`` → (K, P, P) float32 likelihoods (sigmoid of the logits).
+    "forward" zeroes the backward half of every bidirectional unit's state just before its 1×1 fusion
+    (``rnn[level].fuse`` reads the forward channels first, then the backward ones), "backward" the
+    forward half: a readout of one direction through the trained fusion, not a separately trained net.
+    A network without bidirectional units (the ablations "forward" and "seqfcn") gives "fused" only.
+    One batch of three copies of the ray, in float32; the hooks are removed again, whatever happens.
+    """
+    patches = np.asarray(patches, dtype=np.float32)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise ValueError(f"one ray's patches must be (K, P, P), got {patches.shape}")
+    rnn = getattr(model, "rnn", {})
+    units = [u for u in rnn.values() if getattr(u, "bidirectional", False)]
+    device = next(model.parameters()).device
+    x = torch.from_numpy(patches).to(device)[None, :, None]  # (1, K, 1, P, P)
+    if not units:
+        with torch.inference_mode():
+            return {"fused": torch.sigmoid(model(x).float())[0, :, 0].cpu().numpy()}
+
+    def keep_half(unit: nn.Module):
+        c = unit.channels
+
+        def hook(_module, inputs):
+            (t,) = inputs  # (3·K, 2C, H, W): copy 0 as is, copy 1 forward only, copy 2 backward only
+            t = t.clone()
+            per = t.shape[0] // 3
+            t[per : 2 * per, c:] = 0
+            t[2 * per :, :c] = 0
+            return (t,)
+
+        return hook
+
+    handles = [u.fuse.register_forward_pre_hook(keep_half(u)) for u in units]
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
+            out = torch.sigmoid(model(x.expand(3, -1, -1, -1, -1).contiguous()).float())[:, :, 0]
+    finally:
+        for h in handles:
+            h.remove()
+    out = out.cpu().numpy()
+    return {"fused": out[0], "forward": out[1], "backward": out[2]}

@@ -49,6 +49,7 @@ OUTPUTS = (
     "lik_seqpatch",
     "lik_unet",
     "rays",
+    "ray_detail",
     "metrics",
     "status",
     "coronal",
@@ -78,7 +79,13 @@ def _one_line(exc: BaseException) -> str:
 
 class UserNotice(gr.Error):
     """A one-line message for the user (no stack trace). The layout shows it as a notification
-    (``gr.Warning``) and leaves every output as it was: the page keeps its state and stays clickable."""
+    (``gr.Warning``) and leaves every output as it was, but for ``outputs`` (``{name: value}``, e.g. an
+    upload box to empty): the page keeps its state and stays clickable."""
+
+    def __init__(self, message: str, outputs: dict[str, Any] | None = None, **kwargs):
+        kwargs.setdefault("print_exception", False)
+        super().__init__(message, **kwargs)
+        self.outputs = dict(outputs or {})
 
 
 def user_errors(fn):
@@ -165,6 +172,8 @@ class Session:
     threshold: float = 0.5
     opacity: float = 0.3
     show_rays: bool = False
+    #: The ray shown large in the per-ray view (with its forward- and backward-only readouts).
+    ray: int = 0
     results: dict[int, dict[str, Result]] = field(default_factory=dict)
     #: Undo history: clicks and 3D objects, oldest first.
     history: list[Click | ObjectStep] = field(default_factory=list)
@@ -178,6 +187,24 @@ class Session:
     upload_cleared: bool = False
     _windows: dict[str, Window] = field(default_factory=dict)
     _slices: OrderedDict = field(default_factory=OrderedDict)
+    #: (id of a SeqPatch result, ray) -> (that result, its direction readouts): a few network runs kept.
+    _readouts: OrderedDict = field(default_factory=OrderedDict)
+
+    def readouts(self, result: Result, ray: int) -> dict[str, np.ndarray]:
+        """The fused, forward-only and backward-only likelihoods of one ray of ``result`` (each
+        (K, P, P) float32; :func:`app.features.direction_readouts`), cached for the last few rays."""
+        from app.features import direction_readouts
+
+        key = (id(result), ray)
+        hit = self._readouts.get(key)
+        if hit is not None and hit[0] is result:
+            self._readouts.move_to_end(key)
+            return hit[1]
+        got = direction_readouts(self.predictor.models["seqpatch"], result.patches[ray])
+        self._readouts[key] = (result, got)
+        while len(self._readouts) > 8:
+            self._readouts.popitem(last=False)
+        return got
 
     # -- geometry and display helpers
 
@@ -471,6 +498,33 @@ def render_planes(session: Session) -> dict[str, np.ndarray]:
     return out
 
 
+#: Widths (px) the per-ray pictures are drawn at: about the width they are shown at on a laptop.
+RAY_GRID_PX = 640
+RAY_DETAIL_PX = 720
+
+
+def ray_detail(session: Session, sp: Result, inside: np.ndarray) -> np.ndarray:
+    """The chosen ray of a SeqPatch result, large: input patches, fused likelihood and the readouts
+    of the forward-only and backward-only memories (same network), inside → outside."""
+    n = sp.patches.shape[0]
+    i = int(np.clip(session.ray, 0, n - 1))
+    try:
+        r = session.readouts(sp, i)
+    except Exception:  # noqa: BLE001 - a teaching extra must never cost the user the main answer
+        log.exception("direction readouts failed")
+        r = {}
+    return render.render_ray_detail(
+        sp.patches[i],
+        sp.ray_likelihoods[i],
+        ray=i,
+        n_rays=n,
+        inside=inside[i],
+        forward=r.get("forward"),
+        backward=r.get("backward"),
+        width=RAY_DETAIL_PX,
+    )
+
+
 def render_view(session: Session) -> dict[str, Any]:
     """Every picture and text of the current slice."""
     s = _require(session)
@@ -526,9 +580,11 @@ def render_view(session: Session) -> dict[str, Any]:
         cy = np.clip(np.round(sp.centres[..., 0]).astype(int), 0, s.shape[1] - 1)
         cx = np.clip(np.round(sp.centres[..., 1]).astype(int), 0, s.shape[2] - 1)
         inside = sp.mask[cy, cx]
-        out["rays"] = render.render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside)
+        out["rays"] = render.render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside, width=RAY_GRID_PX)
+        out["ray_detail"] = ray_detail(s, sp, inside)
     else:
         out["rays"] = render.placeholder("Per-ray view: click on the slice\n(SeqPatch: 16 rays × K patches)")
+        out["ray_detail"] = render.placeholder("One ray, large: click on the slice")
     out["metrics"] = _metrics_table(s, z)
     out["status"] = _status(s, z)
     w = s.display_window(z)
@@ -549,6 +605,7 @@ def _empty_view(session: Session | None, message: str = "Load an image") -> dict
         "lik_seqpatch": render.placeholder("SeqPatch likelihood"),
         "lik_unet": render.placeholder("U-net likelihood"),
         "rays": render.placeholder("Per-ray view"),
+        "ray_detail": render.placeholder("One ray, large"),
         "coronal": render.placeholder("Coronal plane", (120, 420)),
         "sagittal": render.placeholder("Sagittal plane", (120, 420)),
         "metrics": "",
@@ -601,12 +658,11 @@ def load(
     try:
         volume = read_volume(image_path)
     except SeqPatchError as exc:  # a refused file leaves the current session as it was
-        gr.Warning(_one_line(exc))
         out: dict[str, Any] = {"image_file": None}  # not left in its box looking loaded
         if old is not None and old.volume is not None:
             old.upload_cleared = True
             out["state"] = old
-        return out
+        raise UserNotice(_one_line(exc), out) from None
     session.volume = volume
     session.image_path = str(image_path)
     session.window_name = window_name if window_name in WINDOWS and window_name != "custom" else "auto"
@@ -723,6 +779,19 @@ def change_wl(session: Session | None, width: float, level: float) -> dict[str, 
 
 
 @user_errors
+def change_ray(session: Session | None, ray: float) -> dict[str, Any]:
+    """Show another ray large in the per-ray view (one small network run for its readouts)."""
+    s = _require(session)
+    s.ray = int(np.clip(round(float(ray or 0)), 0, 63))
+    res = (s.results.get(s.z) or {}).get("seqpatch")
+    if res is None or res.patches.ndim != 4:
+        return {"state": s}
+    cy = np.clip(np.round(res.centres[..., 0]).astype(int), 0, s.shape[1] - 1)
+    cx = np.clip(np.round(res.centres[..., 1]).astype(int), 0, s.shape[2] - 1)
+    return {"state": s, "ray_detail": ray_detail(s, res, res.mask[cy, cx])}
+
+
+@user_errors
 def change_display(session: Session | None, opacity: float, show_rays: bool) -> dict[str, Any]:
     s = _require(session)
     s.opacity = float(np.clip(opacity, 0.0, 1.0))
@@ -769,6 +838,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         for m in slow:
             out[f"lik_{m}"] = render.placeholder(f"{render.NAMES[m]} likelihood\n(running…)")
         out["rays"] = render.placeholder("Per-ray view\n(SeqPatch running…)")
+        out["ray_detail"] = render.placeholder("One ray, large\n(SeqPatch running…)")
         yield out
     for m in slow:
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,10 +30,9 @@ CSS = """
 LAUNCH_KWARGS: dict[str, Any] = {"css": CSS, "max_file_size": "1gb"}
 
 HEADER = """## SeqPatch: one-click segmentation of CT and MR slices
-Load an image (or pick an example), then **click on the object**. Two networks segment it on that
-slice: the **sequential patch network** (16 rays from the click, K patches along each ray read
-inside → outside by a bidirectional gated ConvRNN, patch likelihoods fused back into the slice) and a
-**U-net** baseline on a square field of view around the click.
+Load an image or pick an example, then **click on the object**: the **sequential patch network** (16 rays
+from the click, K patches each, read inside → outside by a bidirectional gated ConvRNN) and a **U-net**
+baseline segment it side by side.
 """
 
 
@@ -58,15 +58,50 @@ def _example_label(path: str) -> str:
     return words
 
 
-def _bind(fn: Callable[..., dict[str, Any]], names: Sequence[str] = OUTPUTS) -> Callable[..., tuple]:
-    """Adapts a handler returning ``{output name: value}`` to Gradio's tuple of ``names``."""
+def _from_api(request: gr.Request | None) -> bool:
+    """Whether the event comes from an API client (gradio_client says so in a header), not the page."""
+    headers = getattr(request, "headers", None) or {}
+    return str(headers.get("x-gradio-user", "")).lower() == "api"
 
-    @functools.wraps(fn)  # keeps the signature: Gradio injects gr.SelectData / gr.Progress by it
+
+def _with_request(run: Callable, fn: Callable) -> Callable:
+    """Gives ``run`` (which takes ``*args``) the signature of ``fn`` plus a last ``request`` parameter,
+    which Gradio fills with the gr.Request: Gradio injects special arguments by signature."""
+    sig = inspect.signature(fn)
+    req = inspect.Parameter(
+        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request
+    )
+    run.__signature__ = sig.replace(parameters=[*sig.parameters.values(), req])
+    run.__annotations__ = {**getattr(fn, "__annotations__", {}), "request": gr.Request}
+    return run
+
+
+def _notice(exc: handlers.UserNotice, request: gr.Request | None) -> None:
+    """A user's mistake: a notification on the page (the outputs stay as they were); an error for an
+    API client, which has no page to show a notification on and must learn that nothing was done."""
+    if _from_api(request):
+        raise gr.Error(exc.message, print_exception=False) from None
+    gr.Warning(exc.message)
+
+
+def _bind(fn: Callable[..., dict[str, Any]], names: Sequence[str] = OUTPUTS) -> Callable[..., tuple]:
+    """Adapts a handler returning ``{output name: value}`` to Gradio's tuple of ``names``.
+
+    A :class:`~app.handlers.UserNotice` becomes a notification (``gr.Warning``) and leaves every output
+    as it was: a user's mistake never blanks the page or leaves it unclickable.
+    """
+
+    @functools.wraps(fn)  # Gradio injects gr.SelectData / gr.Progress by the signature
     def run(*args):
-        out = fn(*args)
+        *args, request = args
+        try:
+            out = fn(*args)
+        except handlers.UserNotice as exc:
+            _notice(exc, request)
+            out = exc.outputs
         return tuple(out[name] if name in out else gr.skip() for name in names)
 
-    return run
+    return _with_request(run, fn)
 
 
 def _bind_steps(fn: Callable[..., Iterator[dict[str, Any]]], names: Sequence[str] = OUTPUTS) -> Callable:
@@ -74,8 +109,24 @@ def _bind_steps(fn: Callable[..., Iterator[dict[str, Any]]], names: Sequence[str
 
     @functools.wraps(fn)
     def run(*args):
-        for out in fn(*args):
-            yield tuple(out[name] if name in out else gr.skip() for name in names)
+        *args, request = args
+        try:
+            for out in fn(*args):
+                yield tuple(out[name] if name in out else gr.skip() for name in names)
+        except handlers.UserNotice as exc:
+            _notice(exc, request)
+            yield tuple(exc.outputs[name] if name in exc.outputs else gr.skip() for name in names)
+
+    return _with_request(run, fn)
+
+
+def _clearing(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``fn`` whose successful answer also empties the teaching panels (they showed an older click)."""
+
+    @functools.wraps(fn)
+    def run(*args):
+        out = fn(*args)
+        return {**teaching.cleared(), **out} if "overlay" in out else out
 
     return run
 
@@ -91,19 +142,23 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
     # delete_cache: uploads and exports older than 2 h are removed from Gradio's cache every hour.
     with gr.Blocks(title="SeqPatch: one-click segmentation", delete_cache=(3600, 7200)) as demo:
         state = gr.State(None, time_to_live=handlers.SESSION_TTL_S, delete_callback=handlers.close_session)
-        gr.Markdown(HEADER)
+        gr.Markdown(HEADER, elem_id="header")
         if missing:
             gr.Markdown(f"⚠ **{handlers.weights_message(missing)}**", elem_id="weights-warning")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=320):
+        # Three columns, so that on a 1366×768 laptop the slice, both contours, the numbers and both
+        # likelihood maps are seen together without scrolling.
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=260):
                 image_file = gr.File(
-                    label="Image: NIfTI, MHA, NRRD, DICOM (.zip of a series), PNG…",
+                    label="Image (NIfTI, MHA, NRRD, DICOM .zip, PNG)",
                     type="filepath",
+                    height=110,
                     elem_id="image-file",
                 )
                 label_file = gr.File(
-                    label="Label (optional, same geometry as the image)",
+                    label="Label (optional, same geometry)",
                     type="filepath",
+                    height=110,
                     elem_id="label-file",
                 )
                 if examples:
@@ -116,14 +171,11 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                         elem_id="examples",
                     )
                 summary = gr.Markdown("_No image loaded._", elem_id="summary")
-                slice_slider = gr.Slider(
-                    0, 1, value=0, step=1, label="Axial slice (z)", interactive=False, elem_id="slice"
-                )
                 window = gr.Dropdown(
                     list(WINDOWS),
                     value="auto",
                     label="Window",
-                    info="auto picks lung/soft/bone (CT) or percentiles (MR) at the click",
+                    info="auto: chosen once per image (the status line says which); the networks see it too",
                     elem_id="window",
                 )
                 with gr.Row():
@@ -131,7 +183,6 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     level = gr.Slider(
                         -1500, 3000, value=40, step=1, label="Window level (L)", elem_id="level"
                     )
-                opacity = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Overlay opacity (fill)")
                 threshold = gr.Slider(
                     0.05,
                     0.95,
@@ -141,6 +192,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     info="re-thresholds the cached likelihoods of every segmented slice (no network run)",
                     elem_id="threshold",
                 )
+                opacity = gr.Slider(0.0, 1.0, value=0.3, step=0.05, label="Overlay opacity (fill)")
                 show_rays = gr.Checkbox(
                     False, label="Show rays, patch centres and the U-net field of view", elem_id="show-rays"
                 )
@@ -150,88 +202,64 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     info="each network's calibrated rule; applies to the next clicks (the status says which grid)",
                     elem_id="second-pass",
                 )
-                with gr.Row():
-                    undo_btn = gr.Button("Undo", size="sm")
-                    reset_btn = gr.Button("Reset", size="sm")
-                    export_btn = gr.Button("Export", size="sm", variant="primary")
-                files = gr.File(
-                    label="Exports: 3D masks (.nii.gz), overlay (.png), clicks (.json)",
-                    file_count="multiple",
-                    interactive=False,
-                    height=150,
-                    elem_id="exports",
-                )
                 with gr.Accordion("Segment at a voxel (z, y, x)", open=False):
                     with gr.Row():
                         pz = gr.Number(0, label="z", precision=0, minimum=0)
                         py = gr.Number(0, label="y (row)", minimum=0)
                         px = gr.Number(0, label="x (column)", minimum=0)
                     point_btn = gr.Button("Segment here", size="sm")
-            with gr.Column(scale=2):
+            with gr.Column(scale=5, min_width=360):
                 overlay = gr.Image(
                     render.placeholder("Load an image, then click on the object", (360, 480)),
                     label="Slice: click on the object",
-                    height=600,
+                    height=500,
                     type="numpy",
                     format="png",
                     interactive=False,
                     buttons=["download", "fullscreen"],
                     elem_id="overlay",
                 )
+                slice_slider = gr.Slider(
+                    0, 1, value=0, step=1, label="Axial slice (z)", interactive=False, elem_id="slice"
+                )
+                with gr.Row():
+                    undo_btn = gr.Button("Undo", size="sm", elem_id="undo-btn")
+                    reset_btn = gr.Button("Reset", size="sm", elem_id="reset-btn")
+                    export_btn = gr.Button("Export", size="sm", variant="primary", elem_id="export-btn")
                 status = gr.Markdown("", elem_id="status")
-                with gr.Row(equal_height=False):
-                    coronal = gr.Image(
-                        render.placeholder("Coronal plane", (120, 420)),
-                        label="Coronal (rows: z; line: current slice)",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        buttons=["download", "fullscreen"],
-                        elem_id="coronal",
-                    )
-                    sagittal = gr.Image(
-                        render.placeholder("Sagittal plane", (120, 420)),
-                        label="Sagittal (rows: z; line: current slice)",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        buttons=["download", "fullscreen"],
-                        elem_id="sagittal",
-                    )
+                files = gr.File(
+                    label="Exports: 3D masks (.nii.gz), overlay (.png), clicks (.json)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="exports",
+                )
+            with gr.Column(scale=5, min_width=360):
                 metrics = gr.Markdown("", elem_id="metrics")
                 with gr.Row():
-                    lik_seqpatch = gr.Image(
-                        render.placeholder("SeqPatch likelihood"),
-                        label="SeqPatch likelihood",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        buttons=["download", "fullscreen"],
-                        elem_id="lik-seqpatch",
+                    lik_seqpatch = _image("SeqPatch likelihood", "lik-seqpatch", "SeqPatch likelihood", height=260)
+                    lik_unet = _image("U-net likelihood", "lik-unet", "U-net likelihood", height=260)
+                with gr.Row():
+                    coronal = _image(
+                        "Coronal plane", "coronal", "Coronal (rows: z; line: current slice)", size=(120, 420)
                     )
-                    lik_unet = gr.Image(
-                        render.placeholder("U-net likelihood"),
-                        label="U-net likelihood",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        buttons=["download", "fullscreen"],
-                        elem_id="lik-unet",
+                    sagittal = _image(
+                        "Sagittal plane", "sagittal", "Sagittal (rows: z; line: current slice)", size=(120, 420)
                     )
-        with gr.Accordion("Per-ray view (SeqPatch): 16 rays × K patches, input beside likelihood", open=True):
+        with gr.Accordion("Per-ray view (SeqPatch): one ray large, and all 16 rays × K patches", open=True):
             with gr.Row():
                 with gr.Column(scale=3):
-                    rays_img = gr.Image(
-                        render.placeholder("Per-ray view"),
-                        show_label=False,
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        buttons=["download", "fullscreen"],
-                        elem_id="rays",
+                    ray = gr.Slider(
+                        0,
+                        15,
+                        value=0,
+                        step=1,
+                        label="Ray shown large (its colour matches the rays on the slice)",
+                        elem_id="ray",
                     )
-                with gr.Column(scale=1, min_width=260):
+                    ray_detail = _image("One ray, large", "ray-detail")
+                with gr.Column(scale=2, min_width=260):
                     gr.Markdown(teaching.EXPLAIN, elem_id="explain")
+            rays_img = _image("Per-ray view", "rays")
         teach = _teaching_panels(predictor)
 
         comps = {
@@ -245,25 +273,23 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             "lik_seqpatch": lik_seqpatch,
             "lik_unet": lik_unet,
             "rays": rays_img,
+            "ray_detail": ray_detail,
             "metrics": metrics,
             "status": status,
             "files": files,
             "coronal": coronal,
             "sagittal": sagittal,
+            "image_file": image_file,
+            "label_file": label_file,
         }
         outputs = [comps[n] for n in OUTPUTS]
         quiet = {"show_progress": "hidden", "api_visibility": "undocumented"}
         # The teaching panels show the click they ran on: emptied on a new click, image, undo or reset.
         stale = tuple(teaching.cleared())
         stale_outputs = [teach[n] for n in stale]
-        clear_teaching = {
-            "fn": _bind(teaching.cleared, stale),
-            "inputs": None,
-            "outputs": stale_outputs,
-            "queue": False,
-            "show_progress": "hidden",
-            "api_visibility": "private",
-        }
+        # Loading may also empty a file box whose file was refused (so it does not look loaded).
+        load_names = OUTPUTS + ("image_file", "label_file") + stale
+        load_outputs = [{**comps, **teach}[n] for n in load_names]
 
         def load(session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass):
             """Load an image (and optional label) into a fresh session."""
@@ -274,20 +300,23 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         def on_select(session, z, evt: gr.SelectData):
             # The only place where Gradio's [x, y] picture position becomes a (y, x) slice point.
             if session is None or session.volume is None:
-                raise gr.Error("Load an image first, then click on the object.", print_exception=False)
+                raise handlers.UserNotice("Load an image first, then click on the object.")
             y, x = render.display_to_slice(evt.index, session.factor, session.shape[1:])
             # U-net first, then SeqPatch; the first view also empties the (now stale) teaching panels.
             for i, out in enumerate(handlers.segment_steps(session, int(z), y, x)):
                 yield {**out, **teaching.cleared()} if i == 0 else out
 
         image_file.change(
-            _bind(load),
+            _bind(_clearing(load), load_names),
             [state, image_file, label_file, window, threshold, opacity, show_rays, second_pass],
-            outputs,
+            load_outputs,
             api_name="load",
-        ).success(**clear_teaching)
+        )
         label_file.change(
-            _bind(handlers.load_label), [state, image_file, label_file], outputs, api_name="load_label"
+            _bind(handlers.load_label, OUTPUTS + ("label_file",)),
+            [state, image_file, label_file],
+            outputs + [label_file],
+            api_name="load_label",
         )
         slice_slider.input(
             _bind(handlers.change_slice), [state, slice_slider], outputs, trigger_mode="always_last", **quiet
@@ -298,6 +327,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         opacity.release(_bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
         show_rays.input(_bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
         second_pass.input(_bind(handlers.set_second_pass), [state, second_pass], outputs, **quiet)
+        ray.input(_bind(handlers.change_ray), [state, ray], outputs, trigger_mode="always_last", **quiet)
         threshold.release(
             _bind(handlers.set_threshold),
             [state, threshold],
@@ -305,18 +335,30 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             api_name="threshold",
             show_progress="hidden",
         )
+        # always_last: a click made while the previous one still runs is not dropped; it runs next,
+        # so the latest click always wins (Gradio's default, "once", ignores it).
         overlay.select(
             _bind_steps(on_select, OUTPUTS + stale),
             [state, slice_slider],
             outputs + stale_outputs,
             api_visibility="private",
+            trigger_mode="always_last",
         )
+        with_stale = OUTPUTS + stale
         # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
         point_btn.click(
-            _bind_steps(handlers.segment_steps), [state, pz, py, px], outputs, api_name="segment"
-        ).success(**clear_teaching)
-        undo_btn.click(_bind(handlers.undo), [state], outputs, api_name="undo").success(**clear_teaching)
-        reset_btn.click(_bind(handlers.reset), [state], outputs, api_name="reset").success(**clear_teaching)
+            _bind_steps(on_select_point(), with_stale),
+            [state, pz, py, px],
+            outputs + stale_outputs,
+            api_name="segment",
+            trigger_mode="always_last",
+        )
+        undo_btn.click(
+            _bind(_clearing(handlers.undo), with_stale), [state], outputs + stale_outputs, api_name="undo"
+        )
+        reset_btn.click(
+            _bind(_clearing(handlers.reset), with_stale), [state], outputs + stale_outputs, api_name="reset"
+        )
         export_btn.click(_bind(handlers.export), [state], outputs, api_name="export")
         _wire_teaching(teach, state, files)
 
@@ -324,14 +366,33 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
     return demo
 
 
+def on_select_point() -> Callable[..., Iterator[dict[str, Any]]]:
+    """The "Segment here" handler: :func:`handlers.segment_steps`, emptying the teaching panels."""
+
+    def segment(session, z, y, x):
+        for i, out in enumerate(handlers.segment_steps(session, z, y, x)):
+            yield {**out, **teaching.cleared()} if i == 0 else out
+
+    return segment
+
+
 # ----------------------------------------------------------------------------- teaching panels
 
 
-def _image(text: str, elem_id: str, label: str | None = None) -> gr.Image:
+def _image(
+    text: str,
+    elem_id: str,
+    label: str | None = None,
+    *,
+    height: int | None = None,
+    size: tuple[int, int] = (240, 420),
+) -> gr.Image:
+    """A read-only picture output, showing a placeholder with ``text`` until it is drawn."""
     return gr.Image(
-        render.placeholder(text),
+        render.placeholder(text, size),
         label=label,
         show_label=label is not None,
+        height=height,
         type="numpy",
         format="png",
         interactive=False,

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -27,6 +28,7 @@ __all__ = [
     "render_likelihood",
     "render_overlay",
     "render_plane",
+    "render_ray_detail",
     "render_ray_grid",
     "slice_to_display",
 ]
@@ -46,8 +48,28 @@ _TARGET_PX = 512  # slices are enlarged until their longer side reaches about th
 _MAX_FACTOR = 4
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=1)
+def _font_file() -> str | None:
+    """DejaVu Sans, which matplotlib ships: it has the ×, →, …, °, ≥ and − that labels use (Pillow's
+    built-in font draws them as boxes)."""
+    try:
+        import matplotlib
+
+        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return str(path) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - any failure: Pillow's own font
+        return None
+
+
+@lru_cache(maxsize=16)
 def _font(size: int) -> ImageFont.ImageFont:
+    size = max(6, int(size))
+    path = _font_file()
+    if path is not None:
+        try:
+            return ImageFont.truetype(path, size)
+        except OSError:
+            pass
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow built without FreeType
@@ -102,12 +124,40 @@ def grey_rgb(windowed: np.ndarray, factor: int = 1) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Contour:
-    """One mask to outline: ``key`` picks the colour and legend name ("seqpatch", "unet", "truth")."""
+    """One mask to outline: ``key`` picks the colour and legend name ("seqpatch", "unet", "truth").
+
+    label: the legend text instead of the key's name (e.g. "SeqPatch 3D"); dashed: long dashes (the
+    ground truth); dotted: short dots (a whole object followed in 3D).
+    """
 
     key: str
     mask: np.ndarray
     dashed: bool = False
     fill: bool = True
+    label: str | None = None
+    dotted: bool = False
+
+    @property
+    def style(self) -> str:
+        return "dotted" if self.dotted else "dashed" if self.dashed else "solid"
+
+    @property
+    def name(self) -> str:
+        return self.label or NAMES.get(self.key, self.key)
+
+
+def _broken(edge: np.ndarray, style: str, unit: int) -> np.ndarray:
+    """An outline drawn dashed (long dashes, short gaps) or dotted (short dots) instead of solid."""
+    if style == "solid":
+        return edge
+    yy, xx = np.nonzero(edge)
+    if style == "dashed":
+        keep = ((yy + xx) // (3 * unit)) % 3 != 2
+    else:
+        keep = ((yy + xx) // max(1, unit)) % 3 == 0
+    out = np.zeros_like(edge)
+    out[yy[keep], xx[keep]] = True
+    return out
 
 
 def _edge(mask_up: np.ndarray, width: int) -> np.ndarray:
@@ -121,28 +171,52 @@ def _text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, fill=(255, 255, 2
     draw.text(xy, text, font=_font(size), fill=fill, stroke_width=2, stroke_fill=(0, 0, 0))
 
 
-def _legend(img: Image.Image, entries: list[tuple[str, tuple[int, int, int], bool]], scale: float) -> None:
-    """A legend box in the top-left corner: (name, colour, dashed) per line."""
+def legend_size(entries: Sequence[tuple[str, tuple[int, int, int], str]], picture_width: int) -> tuple[int, int, int]:
+    """(width, height, font size) of the legend box on a picture ``picture_width`` px wide: the font
+    shrinks on narrow pictures so the box never spans more than about half of the width."""
+    size = max(11, int(round(13 * max(1.0, picture_width / 560))))
+    while True:
+        swatch = 3 * size // 2
+        width = max(int(_font(size).getlength(name)) for name, _, _ in entries) + swatch + 22
+        if width <= picture_width * 0.5 or size <= 8:
+            return width, (size + 6) * len(entries) + 8, size
+        size -= 1
+
+
+def _legend(
+    img: Image.Image,
+    entries: list[tuple[str, tuple[int, int, int], str]],
+    avoid_yx: Sequence[float] | None = None,
+) -> tuple[int, int, int, int] | None:
+    """A legend box, (name, colour, style) per line, in the picture corner farthest from ``avoid_yx``
+    (the click marker, in picture px), so it never hides the click. Returns its box (x0, y0, x1, y1)."""
     if not entries:
-        return
-    size = max(11, int(round(13 * scale)))
+        return None
+    width, height, size = legend_size(entries, img.width)
     line = size + 6
     swatch = 3 * size // 2
     font = _font(size)
-    width = max(int(font.getlength(name)) for name, _, _ in entries) + swatch + 22
-    height = line * len(entries) + 8
+    corners = [(6, 6), (img.width - width - 6, 6)]
+    x, y = corners[0]
+    if avoid_yx is not None:
+        ay, ax = float(avoid_yx[0]), float(avoid_yx[1])
+        x, y = max(corners, key=lambda c: math.hypot(c[0] + width / 2 - ax, c[1] + height / 2 - ay))
+    x = max(0, x)
     box = Image.new("RGBA", (width, height), (0, 0, 0, 170))
-    img.paste(box, (6, 6), box)
+    img.paste(box, (x, y), box)
     draw = ImageDraw.Draw(img)
-    for i, (name, colour, dashed) in enumerate(entries):
-        y = 6 + 4 + i * line + line // 2
-        x0 = 6 + 7
-        if dashed:
-            for s in range(0, swatch, 6):
-                draw.line([(x0 + s, y), (x0 + min(s + 3, swatch), y)], fill=colour, width=3)
+    for i, (name, colour, style) in enumerate(entries):
+        yy = y + 4 + i * line + line // 2
+        x0 = x + 7
+        step = {"dashed": 6, "dotted": 4}.get(style)
+        if step:
+            dash = 3 if style == "dashed" else 1
+            for s in range(0, swatch, step):
+                draw.line([(x0 + s, yy), (x0 + min(s + dash, swatch), yy)], fill=colour, width=3)
         else:
-            draw.line([(x0, y), (x0 + swatch, y)], fill=colour, width=3)
-        draw.text((x0 + swatch + 6, y - size // 2 - 1), name, font=font, fill=(255, 255, 255))
+            draw.line([(x0, yy), (x0 + swatch, yy)], fill=colour, width=3)
+        draw.text((x0 + swatch + 6, yy - size // 2 - 1), name, font=font, fill=(255, 255, 255))
+    return x, y, x + width, y + height
 
 
 def _marker(draw: ImageDraw.ImageDraw, yx_display: Sequence[float], r: float) -> None:
@@ -189,13 +263,7 @@ def render_overlay(
         colour = np.asarray(COLOURS[c.key], dtype=np.float32)
         if c.fill and opacity > 0:
             out[up] = out[up] * (1.0 - opacity) + colour * opacity
-        edge = _edge(up, width)
-        if c.dashed:
-            yy, xx = np.nonzero(edge)
-            keep = ((yy + xx) // (3 * width)) % 3 != 2  # long dashes, short gaps
-            edge = np.zeros_like(edge)
-            edge[yy[keep], xx[keep]] = True
-        edges.append((edge, colour))
+        edges.append((_broken(_edge(up, width), c.style, width), colour))
     img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).convert("RGBA")
     scale = max(1.0, img.width / 560)
     labels = []
@@ -232,12 +300,12 @@ def render_overlay(
     draw = ImageDraw.Draw(img)
     for xy, text, col in labels:
         _text(draw, xy, text, int(11 * scale), fill=col)
+    marker = None
     if point_yx is not None:
-        _marker(draw, slice_to_display(np.asarray(point_yx, dtype=np.float64), factor), 5 * scale)
-    entries = []
-    for c in contours:
-        entries.append((NAMES.get(c.key, c.key), COLOURS[c.key], c.dashed))
-    _legend(img, entries, scale)
+        marker = slice_to_display(np.asarray(point_yx, dtype=np.float64), factor)
+        _marker(draw, marker, 5 * scale)
+    entries = [(c.name, COLOURS[c.key], c.style) for c in contours]
+    _legend(img, entries, avoid_yx=marker)
     if caption:
         size = int(12 * scale)
         box = Image.new("RGBA", (int(font_len(caption, size)) + 12, size + 10), (0, 0, 0, 170))
@@ -264,19 +332,41 @@ def _dashed_line(draw: ImageDraw.ImageDraw, a, b, colour, width: int, dash: floa
         )
 
 
+def colourbar_labels(picture_width: int, scale: float) -> list[tuple[str, tuple[float, float, float, float], int]]:
+    """The colour bar's labels on a picture ``picture_width`` px wide: (text, box (x0, y0, x1, y1)
+    relative to the bar's top-left corner, font size). The word "likelihood" is left out, then the
+    font shrinks, until no two boxes overlap."""
+    w = colourbar_width(picture_width, scale)
+    h = int(10 * scale)
+    for with_word in (True, False):
+        for size in range(int(11 * scale), 6, -1):
+            texts = [("0", 0.0), ("1", 1.0)] + ([("likelihood", 0.5)] if with_word else [])
+            boxes = []
+            for text, at in texts:
+                tw = font_len(text, size)
+                x0 = min(max(-2.0, at * w - tw / 2), w + 2 - tw) if at != 0.5 else (w - tw) / 2
+                boxes.append((text, (x0, h + 2.0, x0 + tw, h + 2.0 + size), size))
+            ordered = sorted(b[1] for b in boxes)
+            if all(a[2] + 2 <= b[0] for a, b in zip(ordered, ordered[1:], strict=False)):
+                return boxes
+    return boxes[:2]
+
+
+def colourbar_width(picture_width: int, scale: float) -> int:
+    return max(20, min(picture_width // 3, int(140 * scale)))
+
+
 def _colourbar(img: Image.Image, lut: np.ndarray, scale: float) -> None:
     h = int(10 * scale)
-    w = min(img.width // 3, int(140 * scale))
+    w = colourbar_width(img.width, scale)
     x0 = img.width - w - 10
     y0 = img.height - h - 10 - int(14 * scale)
     bar = lut[np.linspace(0, 255, w).astype(int)][None].repeat(h, axis=0)
     img.paste(Image.fromarray(bar), (x0, y0))
     draw = ImageDraw.Draw(img)
     draw.rectangle([x0 - 1, y0 - 1, x0 + w, y0 + h], outline=(255, 255, 255))
-    size = int(11 * scale)
-    _text(draw, (x0 - 2, y0 + h + 2), "0", size)
-    _text(draw, (x0 + w - size // 2 - 2, y0 + h + 2), "1", size)
-    _text(draw, (x0 + w // 2 - int(font_len("likelihood", size) / 2), y0 + h + 2), "likelihood", size)
+    for text, (bx, by, _, _), size in colourbar_labels(img.width, scale):
+        _text(draw, (x0 + bx, y0 + by), text, size)
 
 
 def font_len(text: str, size: int) -> float:
@@ -325,21 +415,31 @@ def render_ray_grid(
     inside: np.ndarray | None = None,
     cmap: str = "magma",
     cell: int | None = None,
+    width: int | None = None,
 ) -> np.ndarray:
     """The per-ray view: one row per ray, K cells inside → outside; each cell shows the input patch
     (grey, left) beside its likelihood (colour, right).
 
     patches, likelihoods: (n_rays, K, P, P) in [0, 1]. inside: (n_rays, K) bool, patch centre inside
-    the final mask (that cell gets a SeqPatch-coloured frame; the others a dark one).
+    the final mask (that cell gets a SeqPatch-coloured frame; the others a dark one). ``width``: draw
+    for a picture of about that many px (cells and text sized to be read there, not shrunk by the
+    browser); else ``cell`` (px per patch pixel) or 64-px patches.
     """
     n, k, p, _ = patches.shape
-    s = cell or max(1, 64 // p)
-    ps = p * s
-    gap, pad, left, top = 2, 8, 84, 30
+    gap, pad = 2, 6
+    if width is not None:
+        left = 56
+        ps = max(8, int((width - left - pad - k * (gap + pad)) // (2 * k)))
+        font, small = 12, 11
+    else:
+        left = 84
+        ps = p * (cell or max(1, 64 // p))
+        font, small = 14, 12
+    top = font + 16
     cw = 2 * ps + gap
-    width = left + k * (cw + pad) + pad
-    height = top + n * (ps + pad) + pad + 22
-    canvas = np.full((height, width, 3), 24, dtype=np.uint8)
+    total_w = left + k * (cw + pad) + pad
+    height = top + n * (ps + pad) + pad + small + 8
+    canvas = np.full((height, total_w, 3), 24, dtype=np.uint8)
     lut = _lut(cmap)
     g = (np.clip(patches, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     lk = lut[(np.clip(np.nan_to_num(likelihoods), 0, 1) * 255.0 + 0.5).astype(np.uint8)]
@@ -349,26 +449,116 @@ def render_ray_grid(
             x0 = left + j * (cw + pad)
             frame = COLOURS["seqpatch"] if inside is not None and inside[i, j] else (70, 70, 70)
             canvas[y0 - 2 : y0 + ps + 2, x0 - 2 : x0 + cw + 2] = frame
-            canvas[y0 : y0 + ps, x0 : x0 + ps] = _enlarge(g[i, j], s)[..., None]
+            canvas[y0 : y0 + ps, x0 : x0 + ps] = _resize(g[i, j], ps)[..., None]
             canvas[y0 : y0 + ps, x0 + ps : x0 + ps + gap] = 0
-            canvas[y0 : y0 + ps, x0 + ps + gap : x0 + cw] = _enlarge(lk[i, j], s)
+            canvas[y0 : y0 + ps, x0 + ps + gap : x0 + cw] = _resize(lk[i, j], ps)
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
     _text(
         draw,
         (left, 6),
-        f"k = 0 … {k - 1}   (inside -> outside along each ray; "
-        "left: input patch, right: likelihood; orange frame: patch centre inside the mask)",
-        14,
+        f"{n} rays × K = {k} patches, inside → outside; in each cell the input patch (left) and its "
+        "likelihood (right); orange frame: patch centre inside the mask",
+        font,
     )
     for i in range(n):
         y0 = top + i * (ps + pad)
-        angle = 360.0 * i / n
-        _text(draw, (8, y0 + ps // 2 - 16), f"ray {i}", 14, fill=ray_colour(i, n))
-        _text(draw, (8, y0 + ps // 2 + 2), f"{angle:.1f}°", 12, fill=(200, 200, 200))
+        label = f"ray {i}" if ps >= 2 * font + 4 else str(i)
+        _text(draw, (6, y0 + ps // 2 - font), label, font, fill=ray_colour(i, n))
+        if ps >= 2 * font + 4:
+            _text(draw, (6, y0 + ps // 2 + 1), f"{360.0 * i / n:.1f}°", small, fill=(200, 200, 200))
     for j in range(k):
         x0 = left + j * (cw + pad)
-        _text(draw, (x0 + cw // 2 - 6, height - 20), str(j), 12, fill=(200, 200, 200))
+        _text(draw, (x0 + cw // 2 - 4, height - small - 6), str(j), small, fill=(200, 200, 200))
+    return np.asarray(img)
+
+
+def _resize(a: np.ndarray, size: int) -> np.ndarray:
+    """A (P, P) or (P, P, 3) uint8 patch to (size, size) by nearest neighbour (crisp pixels)."""
+    p = a.shape[0]
+    idx = np.minimum((np.arange(size) + 0.5) * p / size, p - 1).astype(np.intp)
+    return a[np.ix_(idx, idx)]
+
+
+def _centre_mean(maps: np.ndarray) -> np.ndarray:
+    """(K, P, P) -> (K,): the mean of each map's central quarter (around the patch centre)."""
+    p = maps.shape[-1]
+    q = max(1, p // 4)
+    c = p // 2
+    return maps[:, c - q : c + q, c - q : c + q].mean(axis=(1, 2))
+
+
+def render_ray_detail(
+    patches: np.ndarray,
+    likelihoods: np.ndarray,
+    *,
+    ray: int,
+    n_rays: int,
+    inside: np.ndarray | None = None,
+    forward: np.ndarray | None = None,
+    backward: np.ndarray | None = None,
+    width: int = 900,
+    cmap: str = "magma",
+) -> np.ndarray:
+    """One ray, large enough to read: a row per kind of picture, a column per time step k = 0 … K-1
+    (inside → outside), and below them the likelihood at the patch centres along the ray.
+
+    patches, likelihoods: (K, P, P) in [0, 1], the input patches and the fused likelihoods; forward,
+    backward: (K, P, P) likelihoods of the same network with only its forward or only its backward
+    memory (rows left out when None); inside: (K,) bool, patch centre inside the final mask (orange
+    frame). Returns an RGB uint8 picture exactly ``width`` px wide.
+    """
+    k = patches.shape[0]
+    rows = [("input patch", np.clip(patches, 0, 1), True), ("fused (both memories)", likelihoods, False)]
+    if forward is not None:
+        rows.append(("forward memory only", forward, False))
+    if backward is not None:
+        rows.append(("backward memory only", backward, False))
+    left, pad, font = 150, 4, 13
+    ps = max(8, int((width - left - 8 - k * pad) // k))
+    top = font + 18
+    plot_h = 110
+    height = top + len(rows) * (ps + pad) + font + 10 + plot_h + 10
+    canvas = np.full((height, width, 3), 24, dtype=np.uint8)
+    lut = _lut(cmap)
+    for r, (_, maps, grey) in enumerate(rows):
+        y0 = top + r * (ps + pad)
+        u8 = (np.clip(np.nan_to_num(maps), 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        for j in range(k):
+            x0 = left + j * (ps + pad)
+            if r == 0 and inside is not None and inside[j]:
+                canvas[y0 - 2 : y0 + ps + 2, x0 - 2 : x0 + ps + 2] = COLOURS["seqpatch"]
+            cell = _resize(u8[j], ps)
+            canvas[y0 : y0 + ps, x0 : x0 + ps] = cell[..., None] if grey else lut[cell]
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    colour = ray_colour(ray, n_rays)
+    _text(draw, (8, 4), f"ray {ray} of {n_rays} ({360.0 * ray / max(n_rays, 1):.1f}°), inside → outside", font + 1,
+          fill=colour)  # fmt: skip
+    for r, (name, _, _) in enumerate(rows):
+        _text(draw, (8, top + r * (ps + pad) + ps // 2 - font // 2), name, font)
+    ky = top + len(rows) * (ps + pad) + 2
+    for j in range(k):
+        _text(draw, (left + j * (ps + pad) + ps // 2 - 4, ky), str(j), font - 2, fill=(200, 200, 200))
+    # the likelihood at the patch centres along the ray: where the memories disagree is the crossing
+    py0 = ky + font + 8
+    x_of = [left + j * (ps + pad) + ps / 2 for j in range(k)]
+    draw.rectangle([left - 2, py0, x_of[-1] + ps / 2, py0 + plot_h], outline=(90, 90, 90))
+    draw.line([(left - 2, py0 + plot_h / 2), (x_of[-1] + ps / 2, py0 + plot_h / 2)], fill=(60, 60, 60))
+    curves = [("fused", likelihoods, COLOURS["seqpatch"]), ("forward only", forward, (120, 200, 255)),
+              ("backward only", backward, (230, 120, 230))]  # fmt: skip
+    ly = py0 + 4
+    for name, maps, col in curves:
+        if maps is None:
+            continue
+        v = np.clip(_centre_mean(np.asarray(maps, dtype=np.float32)), 0, 1)
+        pts = [(x, py0 + plot_h - 4 - float(t) * (plot_h - 8)) for x, t in zip(x_of, v, strict=True)]
+        draw.line(pts, fill=col, width=2)
+        for x, y in pts:
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=col)
+        _text(draw, (8, ly), name, font - 1, fill=col)
+        ly += font + 3
+    _text(draw, (8, py0 + plot_h - font - 2), "likelihood at the centre", font - 2, fill=(200, 200, 200))
     return np.asarray(img)
 
 
@@ -412,13 +602,7 @@ def render_plane(
         colour = np.asarray(COLOURS[c.key], dtype=np.float32)
         if c.fill and opacity > 0:
             out[up] = (out[up] * (1.0 - opacity) + colour * opacity + 0.5).astype(np.uint8)
-        edge = _edge(up, 1)
-        if c.dashed:
-            yy, xx = np.nonzero(edge)
-            keep = ((yy + xx) // 4) % 3 != 2
-            edge = np.zeros_like(edge)
-            edge[yy[keep], xx[keep]] = True
-        edges.append((edge, colour.astype(np.uint8)))
+        edges.append((_broken(_edge(up, 1), c.style, 2 if c.dotted else 1), colour.astype(np.uint8)))
     for edge, colour in edges:
         out[edge] = colour
     if current_row is not None and 0 <= current_row < n_rows:

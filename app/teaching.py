@@ -18,10 +18,10 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from app import features, render
-from app.handlers import Object3D, Session, _require, user_errors
+from app.handlers import Object3D, ObjectStep, Session, _require, metric_cells, user_errors
 from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import Window
-from seqpatch_core.metrics import dice, evaluate_masks
+from seqpatch_core.metrics import dice
 from seqpatch_core.predictor import METHODS, Predictor, Result
 from seqpatch_core.propagate import propagate
 from seqpatch_core.robustness import click_robustness, robustness_figure
@@ -132,8 +132,11 @@ def _held_window(predictor: Predictor, window: Window) -> Iterator[None]:
         predictor.window_spec = saved
 
 
-def _where(session: Session) -> str:
-    z, y, x = current_click(session)
+def _where(session: Session, click: tuple[int, float, float] | None = None) -> str:
+    """The click a panel's result was computed for, in words (``click`` None: the current click).
+
+    Long runs pass the click they started from, so a newer click never relabels an older result."""
+    z, y, x = current_click(session) if click is None else click
     return f"slice {z}, click (y, x) = ({y:.1f}, {x:.1f})"
 
 
@@ -172,19 +175,20 @@ def robustness(
     except (TypeError, ValueError):
         raise InputError("the grid size and the step must be numbers") from None
     label = s.label[z] if s.label is not None else None
-    with _held_window(s.predictor, _click_window(s)):
-        result = click_robustness(
-            s.predictor,
-            z,
-            (y, x),
-            grid=grid_n,
-            step_mm=step,
-            methods=methods,
-            label_slice=label,
-            progress=progress,
-            threshold=s.threshold,
-            chunk=ROBUSTNESS_CHUNK,
-        )
+    result = click_robustness(
+        s.predictor,
+        z,
+        (y, x),
+        grid=grid_n,
+        step_mm=step,
+        methods=methods,
+        label_slice=label,
+        progress=progress,
+        threshold=s.threshold,
+        chunk=ROBUSTNESS_CHUNK,
+        window=_click_window(s),  # every moved click in the window of the original one
+        coarsen=s.second_pass,
+    )
     s.robustness = result
     shown = {render.NAMES.get(k, k) if k in methods else k: v for k, v in result.items()}
     fig = robustness_figure(shown)
@@ -201,7 +205,8 @@ def robustness(
     )
     n_out = int(np.sum(result["outside"]))
     note = (
-        f"{ref} {grid_n}×{grid_n} clicks, {step:g} mm apart, around {_where(s)}. {means}. "
+        f"{ref} {grid_n}×{grid_n} clicks, {step:g} mm apart, around {_where(s, (z, y, x))}, all in the "
+        f"window {result['window']}. {means}. "
         f"Cells marked × (hatched): the moved click lies outside the object ({n_out} of them); "
         f"red frame: the original click; n/a: outside the image. "
         f"{result['seconds']['total']:.1f} s."
@@ -210,26 +215,6 @@ def robustness(
 
 
 # ----------------------------------------------------------------------------- 2. whole object in 3D
-
-
-class _Ticking:
-    """A predictor stand-in that reports every ``predict`` (one per slice) to a progress callable."""
-
-    def __init__(self, inner: Predictor, tick: Callable[[int], None]):
-        object.__setattr__(self, "_inner", inner)
-        object.__setattr__(self, "_tick", tick)
-        object.__setattr__(self, "_n", 0)
-
-    def __getattr__(self, name: str):
-        return getattr(self._inner, name)
-
-    def __setattr__(self, name: str, value) -> None:  # window_spec is held on the real predictor
-        setattr(self._inner, name, value)
-
-    def predict(self, *args, **kwargs):
-        object.__setattr__(self, "_n", self._n + 1)
-        self._tick(self._n)
-        return self._inner.predict(*args, **kwargs)
 
 
 def _seed_component(label: np.ndarray, seed: tuple[int, float, float]) -> tuple[np.ndarray, str]:
@@ -306,31 +291,44 @@ def segment_object(
         if progress is not None:
             progress(min(n / max(nz, 1), 0.99), f"{render.NAMES[method]}: slice {n} of at most {nz}")
 
-    with _held_window(s.predictor, _click_window(s)):
-        prop = propagate(_Ticking(s.predictor, tick), (z, y, x), method=method, threshold=s.threshold)
-    obj = Object3D(method=method, seed_zyx=(z, y, x), threshold=s.threshold, prop=prop)
+    window = _click_window(s)
+    prop = propagate(
+        s.predictor,
+        (z, y, x),
+        method=method,
+        threshold=s.threshold,
+        window=window,
+        coarsen=s.second_pass,
+        on_slice=tick,
+    )
+    obj = Object3D(method=method, seed_zyx=(z, y, x), threshold=s.threshold, prop=prop, window=window)
+    s.history.append(ObjectStep(method, s.objects3d.get(method)))  # undo takes it back
     s.objects3d[method] = obj
     lo, hi = prop.z_range
     stops = {"vanished": "object vanished", "area_jump": "area jump (leak?)", "volume_end": "end of volume",
              "empty_start": "empty at the click"}  # fmt: skip
     lines = [
         f"**{render.NAMES[method]}, whole object**: **{prop.volume_ml:.2f} mL** on slices **{lo}–{hi}** "
-        f"({hi - lo + 1} slice{'s' if hi != lo else ''}), from the click at {_where(s)}, threshold "
+        f"({hi - lo + 1} slice{'s' if hi != lo else ''}), from the click at {_where(s, (z, y, x))}, threshold "
         f"{s.threshold:.2f}. Stopped: +z {stops.get(prop.stops.get('+z'), '–')}, "
         f"−z {stops.get(prop.stops.get('-z'), '–')}.",
     ]
     if s.label is not None:
         ref, what = _seed_component(s.label, (z, y, x))
-        e = evaluate_masks(prop.mask3d, ref, s.volume.spacing)
+        e = metric_cells(prop.mask3d, ref, s.volume.spacing)
+        voxel_ml = float(np.prod(s.volume.spacing)) / 1000.0
         lines.append(
             "| 3D vs " + what + " | Dice | CD x (mm) | CD y (mm) | CD z (mm) | HD95 (mm) | label (mL) |\n"
             "|---|---:|---:|---:|---:|---:|---:|\n"
-            f"| {render.NAMES[method]} | {e['dice']:.3f} | {e['cd_x']:.2f} | {e['cd_y']:.2f} | "
-            f"{e['cd_z']:.2f} | {e['hd95']:.2f} | {e['size_ref'] / 1000:.2f} |"
+            f"| {render.NAMES[method]} | {e['Dice']} | {e['CD x']} | {e['CD y']} | "
+            f"{e['CD z']} | {e['HD95']} | {float(ref.sum()) * voxel_ml:.2f} |"
         )
     else:
         lines.append("_Load a label to see the 3D Dice and centroid distances._")
-    lines.append("**Export** now also writes this 3D mask (`…_" + method + "_3d_mask.nii.gz`).")
+    lines.append(
+        "The object is drawn dotted on every slice it reaches and in the coronal and sagittal views; "
+        "**Undo** takes it back. **Export** also writes this 3D mask (`…_" + method + "_3d_mask.nii.gz`)."
+    )
     return {"state": s, "obj_note": "\n\n".join(lines), "obj_view": _montage(s, obj), "files": None}
 
 

@@ -1,0 +1,218 @@
+"""The demo's flows as a visitor meets them, without a browser (``test_browser_flows.py`` does them in
+Chromium): a mistake is a notification that changes nothing, long results name their own click, one
+window per volume, the 3D object on every slice and in undo and export, no invented metrics.
+
+The networks are :class:`helpers.BrightNet` stand-ins (bright = object), so every test runs the real
+pipeline in milliseconds with a predictable answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from helpers import BrightNet, write_case  # noqa: E402
+
+from app import handlers, layout, render, teaching  # noqa: E402
+from seqpatch_core.io import volume_from_array  # noqa: E402
+from seqpatch_core.predictor import Predictor  # noqa: E402
+
+CENTRE = (6, 32.0, 30.0)  # (z, y, x) of the sphere in helpers.sphere_arrays
+
+
+@pytest.fixture()
+def predictor() -> Predictor:
+    return Predictor({"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}, device="cpu")
+
+
+@pytest.fixture()
+def case(tmp_path) -> tuple[str, str]:
+    image, label = write_case(tmp_path)
+    return str(image), str(label)
+
+
+@pytest.fixture()
+def session(predictor, case) -> handlers.Session:
+    return handlers.load(predictor, None, *case)["state"]
+
+
+# ----------------------------------------------------------------------------- 1. notices, not errors
+
+
+@pytest.mark.parametrize(
+    "act",
+    [
+        lambda s: handlers.undo(s),
+        lambda s: handlers.export(s),
+        lambda s: teaching.robustness(s, 3, 2.0),
+        lambda s: teaching.segment_object(s),
+        lambda s: next(handlers.segment_steps(s, 99, 5, 5)),
+        lambda s: handlers.change_wl(s, -5, 10),
+    ],
+    ids=["undo-nothing", "export-before-click", "teaching-before-click", "3d-before-click", "outside", "bad-wl"],
+)
+def test_a_mistake_is_a_notification_that_changes_no_output(session, act, monkeypatch):
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: shown.append(msg))
+    bound = layout._bind(lambda s: act(s), ("state", "overlay", "metrics"))
+    out = bound(session, None)  # the last argument is Gradio's request (none: the page)
+    assert len(shown) == 1 and "\n" not in shown[0]
+    assert all(isinstance(v, type(gr.skip())) for v in out)  # nothing on the page changes
+
+
+def test_an_api_client_still_gets_an_error(session):
+    class Req:
+        headers = {"x-gradio-user": "api"}
+
+    bound = layout._bind(lambda s: handlers.undo(s), ("state",))
+    with pytest.raises(gr.Error, match="nothing to undo"):
+        bound(session, Req())
+
+
+def test_a_refused_upload_keeps_the_image_and_empties_its_box(predictor, session, tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not an image")
+    with pytest.raises(handlers.UserNotice) as info:
+        handlers.load(predictor, session, str(bad))
+    assert info.value.outputs == {"image_file": None, "state": session}
+    # the emptied box fires "change" with no file: the loaded image stays
+    assert handlers.load(predictor, session, None) == {}
+    assert session.volume is not None
+    # emptying the box by hand afterwards unloads it, as before
+    assert handlers.load(predictor, session, None)["summary"] == "_No image loaded._"
+
+
+def test_a_single_slice_has_no_slice_slider(predictor, tmp_path):
+    import SimpleITK as sitk
+
+    arr = np.zeros((40, 40), np.float32)
+    arr[10:30, 10:30] = 500
+    path = tmp_path / "one.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(arr[None]), str(path))
+    out = handlers.load(predictor, None, str(path))
+    assert out["slice"]["visible"] is False
+    assert out["state"].volume.modality == "MR"  # a one-slice medical file without negative values
+
+
+# ----------------------------------------------------------------------------- 2. long results name their click
+
+
+def test_robustness_names_the_click_it_started_from(session):
+    z, y, x = CENTRE
+    handlers.segment(session, z, y, x)
+    later = []
+
+    def progress(frac, text):  # a second click while the grid runs
+        if not later:
+            later.append(handlers.segment(session, z, y + 3, x + 3))
+
+    out = teaching.robustness(session, 3, 1.0, progress=progress)
+    assert later and session.results[z]["seqpatch"].point_zyx[1] == y + 3
+    assert f"({y:.1f}, {x:.1f})" in out["rob_note"] and f"({y + 3:.1f}, {x + 3:.1f})" not in out["rob_note"]
+    assert session.robustness["point_yx"] == [y, x]
+
+
+def test_the_3d_object_names_its_click(session):
+    z, y, x = CENTRE
+    handlers.segment(session, z, y, x)
+    later = []
+
+    def progress(frac, text):
+        if not later:
+            later.append(handlers.segment(session, z, y - 2, x))
+
+    out = teaching.segment_object(session, "seqpatch", progress=progress)
+    assert later and f"({y:.1f}, {x:.1f})" in out["obj_note"]
+    assert session.objects3d["seqpatch"].seed_zyx == (z, y, x)
+
+
+# ----------------------------------------------------------------------------- 4, 6. the 3D object
+
+
+def test_the_3d_object_is_drawn_everywhere_and_undo_takes_it_back(session):
+    z, y, x = CENTRE
+    handlers.segment(session, z, y, x)
+    before = handlers.render_view(session)
+    teaching.segment_object(session, "seqpatch")
+    obj = session.objects3d["seqpatch"]
+    lo, hi = obj.prop.z_range
+    assert lo < z < hi
+    session.z = hi  # a slice that was never clicked
+    out = handlers.render_view(session)
+    assert "3D object (SeqPatch, dotted)" in out["status"] and "on this slice." in out["status"]
+    colour = np.array(render.COLOURS["seqpatch"])
+    assert np.all(out["overlay"] == colour, axis=2).any()  # its outline on a slice without a click
+    session.z = z
+    assert not np.array_equal(handlers.render_view(session)["coronal"], before["coronal"])
+    # export holds it; undo takes it back first, then the click
+    names = [Path(f).name for f in handlers.export(session)["files"]]
+    assert any("_seqpatch_3d_mask" in n for n in names)
+    handlers.undo(session)
+    assert session.objects3d == {} and z in session.results
+    files = handlers.export(session)["files"]
+    names = [Path(f).name for f in files]
+    assert not any("_3d_mask" in n for n in names)
+    rec = json.loads(Path(next(f for f in files if f.endswith("_clicks.json"))).read_text())
+    assert rec["objects_3d"] == {} and len(rec["clicks"]) == 1
+    assert "3D object" not in handlers.render_view(session)["status"]
+
+
+def test_the_overlay_export_is_of_a_slice_with_a_result(session):
+    z, y, x = CENTRE
+    handlers.segment(session, z, y, x)
+    handlers.segment(session, z + 1, y, x)
+    handlers.undo(session)  # back on slice z + 1, which has no result now
+    assert session.z == z + 1 and z + 1 not in session.results
+    names = [Path(f).name for f in handlers.export(session)["files"]]
+    assert any(n.endswith(f"_slice{z}_overlay.png") for n in names), names
+
+
+# ----------------------------------------------------------------------------- 5. one window per volume
+
+
+def test_nearby_clicks_get_one_window(predictor):
+    """Air fills the left part of the slice: a click-based rule calls a click near it "lung" and one
+    further right "soft"; the demo keeps the window it chose at load for every click."""
+    arr = np.full((3, 80, 80), 40.0, np.float32)
+    arr[:, :, :30] = -1000.0
+    arr[:, 30:50, 38:58] = 200.0
+    vol = volume_from_array(arr, spacing=(2.0, 1.0, 1.0), modality="CT")
+    from seqpatch_core.intensity import auto_window
+
+    assert auto_window(vol, (1, 40, 36)).name != auto_window(vol, (1, 40, 62)).name  # the rule flips
+    s = handlers.new_session(predictor)
+    s.volume, s.z = vol, 1
+    s.predictor.set_volume(vol)
+    s.auto = auto_window(vol, z=1)
+    for x in (36.0, 48.0, 62.0):
+        handlers.segment(s, 1, 40.0, x)
+        assert s.results[1]["seqpatch"].window == s.auto
+    assert f"Window auto → {s.auto.name}" in handlers.render_view(s)["status"]
+    handlers.change_window(s, "soft")
+    handlers.segment(s, 1, 40.0, 48.0)
+    assert s.results[1]["seqpatch"].window.name == "soft"
+
+
+# ----------------------------------------------------------------------------- 7. no invented metrics
+
+
+def test_metric_cells_never_invent_numbers():
+    empty = np.zeros((20, 20), bool)
+    disc = empty.copy()
+    disc[5:10, 5:10] = True
+    both = handlers.metric_cells(empty, empty, (1.0, 1.0))
+    assert set(both.values()) == {"n/a (both empty)"}
+    missed = handlers.metric_cells(empty, disc, (1.0, 1.0))
+    assert missed["Dice"] == "0.000" and missed["HD95"] == "n/a (empty mask)" and missed["CD x"] == "n/a (empty mask)"
+    spurious = handlers.metric_cells(disc, empty, (1.0, 1.0))
+    assert spurious["Dice"] == "0.000" and spurious["HD95"] == "n/a (no label here)"
+    assert handlers.metric_cells(disc, None, (1.0, 1.0))["Dice"] == "–"
+    real = handlers.metric_cells(disc, disc, (1.0, 1.0))
+    assert real == {"Dice": "1.000", "CD y": "0.00", "CD x": "0.00", "HD95": "0.00"}
+    assert "CD z" in handlers.metric_cells(disc[None], disc[None], (2.0, 1.0, 1.0))
