@@ -25,6 +25,9 @@ _EXAMPLE_ORDER = ("lung2_ct_crop", "brain1_mr_crop", "synthetic_ct", "synthetic_
 CSS = """
 #overlay img { cursor: crosshair; }
 #legend-note { font-size: 0.9em; opacity: 0.85; }
+#metrics table { font-size: 0.9em; }
+#metrics th, #metrics td { padding: 3px 6px; }
+#header h2 { margin-bottom: 0.2em; }
 """
 #: Keyword arguments for ``demo.launch`` (Gradio 6 takes css and theme there, not in ``gr.Blocks``).
 LAUNCH_KWARGS: dict[str, Any] = {"css": CSS, "max_file_size": "1gb"}
@@ -335,14 +338,17 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             api_name="threshold",
             show_progress="hidden",
         )
-        # always_last: a click made while the previous one still runs is not dropped; it runs next,
-        # so the latest click always wins (Gradio's default, "once", ignores it).
+        # "multiple": a click made while the previous one still runs is sent at once and runs beside
+        # it; the latest click's result is the one kept (handlers.segment_steps drops a result that a
+        # newer click replaced). Gradio's default, "once", drops that click, and "always_last" replays
+        # the first click's position. The progress shows on the status line, not over the slice.
         overlay.select(
             _bind_steps(on_select, OUTPUTS + stale),
             [state, slice_slider],
             outputs + stale_outputs,
             api_visibility="private",
-            trigger_mode="always_last",
+            trigger_mode="multiple",
+            show_progress_on=[status],
         )
         with_stale = OUTPUTS + stale
         # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
@@ -351,7 +357,8 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             [state, pz, py, px],
             outputs + stale_outputs,
             api_name="segment",
-            trigger_mode="always_last",
+            trigger_mode="multiple",
+            show_progress_on=[status],
         )
         undo_btn.click(
             _bind(_clearing(handlers.undo), with_stale), [state], outputs + stale_outputs, api_name="undo"
@@ -360,7 +367,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             _bind(_clearing(handlers.reset), with_stale), [state], outputs + stale_outputs, api_name="reset"
         )
         export_btn.click(_bind(handlers.export), [state], outputs, api_name="export")
-        _wire_teaching(teach, state, files)
+        _wire_teaching(teach, state, files, {n: comps[n] for n in ("overlay", "status", "coronal", "sagittal")})
 
     demo.queue(default_concurrency_limit=2)
     return demo
@@ -469,14 +476,16 @@ def _teaching_panels(predictor: Predictor) -> dict[str, Any]:
     return c
 
 
-def _wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File) -> None:
-    comps = {**c, "state": state, "files": files}
+def _wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File, main: dict[str, Any]) -> None:
+    """Events of the teaching panels; ``main``: the main view's components by output name."""
+    comps = {**c, "state": state, "files": files, **main}
 
     def out(*names: str) -> list:
         return [comps[n] for n in names]
 
     rob_out = ("state", "rob_plot", "rob_note")
-    obj_out = ("state", "obj_note", "obj_view", "files")
+    # the 3D object is drawn on the slice and in both planes, and named in the status line
+    obj_out = ("state", "obj_note", "obj_view", "files", "overlay", "status", "coronal", "sagittal")
     cmp_out = ("state", "cmp_ref", "cmp_var", "cmp_note")
     feat_out = ("feat_img", "feat_note")
 

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from app import features, render
-from app.handlers import Object3D, ObjectStep, Session, _require, metric_cells, user_errors
+from app.handlers import Object3D, ObjectStep, Session, _require, metric_cells, render_view, user_errors
 from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import Window
 from seqpatch_core.metrics import dice
@@ -329,7 +329,10 @@ def segment_object(
         "The object is drawn dotted on every slice it reaches and in the coronal and sagittal views; "
         "**Undo** takes it back. **Export** also writes this 3D mask (`…_" + method + "_3d_mask.nii.gz`)."
     )
-    return {"state": s, "obj_note": "\n\n".join(lines), "obj_view": _montage(s, obj), "files": None}
+    out = {"state": s, "obj_note": "\n\n".join(lines), "obj_view": _montage(s, obj), "files": None}
+    view = render_view(s)  # the object on the slice shown, in both planes and in the status line
+    out.update({k: view[k] for k in ("overlay", "status", "coronal", "sagittal")})
+    return out
 
 
 # ----------------------------------------------------------------------------- 3. ablations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -340,6 +341,8 @@ class Predictor:
         self.window_spec = "auto"
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_slices
+        # one session's clicks may run at once (a second click while the first one runs)
+        self._lock = threading.Lock()
 
     def session(self) -> Predictor:
         """A new predictor for another session that shares this one's models."""
@@ -362,15 +365,18 @@ class Predictor:
     def working_slice(self, z: int, window: Window, spacing_mm: float) -> tuple[np.ndarray, rays.SliceGrid]:
         """The windowed slice z on its working grid (cached per slice, window and spacing)."""
         key = (z, window.lo, window.hi, spacing_mm)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
         vol = self.volume
         grid = rays.SliceGrid(vol.array.shape[1:], (vol.spacing[1], vol.spacing[2]), spacing_mm)
         img = rays.resample_to_working(apply_window(vol.array[z], window), grid)
-        self._cache[key] = (img, grid)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = (img, grid)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return img, grid
 
     def check_point(self, point_zyx) -> tuple[int, float, float]:

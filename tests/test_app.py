@@ -211,9 +211,9 @@ def test_click_events_stream_and_empty_the_teaching_panels(predictor):
     for name in ("on_select", "segment", "load", "undo", "reset"):  # emptied in the same answer
         ids = {getattr(o, "elem_id", None) for o in by_name[name].outputs}
         assert {"overlay", "metrics", "rob-plot", "rob-note", "obj-view", "cmp-ref", "feat-img"} <= ids, name
-    # a click made while the previous one runs is queued, not dropped (Gradio's default drops it)
-    assert by_name["on_select"].trigger_mode == "always_last"
-    assert by_name["segment"].trigger_mode == "always_last"
+    # a click made while the previous one runs is sent, not dropped (Gradio's default drops it)
+    assert by_name["on_select"].trigger_mode == "multiple"
+    assert by_name["segment"].trigger_mode == "multiple"
 
 
 def test_threshold_reuses_cached_likelihoods(loaded, monkeypatch):
