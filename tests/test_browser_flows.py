@@ -236,7 +236,7 @@ def test_a_long_result_names_the_click_it_was_computed_for(page, server):
         time.sleep(0.8)
         b = page.wait_done(z, page.click_slice(y + 4, x + 4, f), timeout=120_000)[1:]
         note = page.page.locator("#rob-note")
-        expect(note).to_contain_text("clicks", timeout=180_000)
+        expect(note).to_contain_text("mean Dice", timeout=180_000)
     finally:
         SLOW["s"] = 0.0
     text = note.inner_text()
