@@ -27,10 +27,10 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from app import render
+from app import memory, render
 from seqpatch_core.errors import InputError, SeqPatchError
 from seqpatch_core.intensity import Window, apply_window, auto_window, resolve_window
-from seqpatch_core.io import Volume, read_label, read_volume, write_mask
+from seqpatch_core.io import Volume, read_label, write_mask
 from seqpatch_core.metrics import evaluate_masks
 from seqpatch_core.predictor import METHODS, Predictor, Result
 from seqpatch_core.propagate import Propagation
@@ -185,6 +185,8 @@ class Session:
     tmpdir: str | None = None
     #: The image box was emptied after a refused file: its "change" must not unload the image.
     upload_cleared: bool = False
+    #: The server released this session's arrays while it was idle (:class:`app.memory.SessionPool`).
+    released: bool = False
     _windows: dict[str, Window] = field(default_factory=dict)
     _slices: OrderedDict = field(default_factory=OrderedDict)
     #: (id of a SeqPatch result, ray) -> (that result, its direction readouts): a few network runs kept.
@@ -261,16 +263,38 @@ class Session:
             self.tmpdir = tempfile.mkdtemp(prefix="seqpatch_session_")
         return Path(self.tmpdir)
 
-    def close(self) -> None:
-        """Frees the session's files (called when Gradio drops an expired session)."""
-        if self.tmpdir:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
+    def memory_bytes(self) -> int:
+        """The bytes of this session's arrays (a shared read-only example image not counted)."""
+        own = [self.label, self.results, self.history, self.objects3d, self._slices, self._readouts]
+        own.append(list(self.predictor._cache.values()))
+        vol = 0
+        if self.volume is not None and not memory.is_shared(self.volume.array):
+            vol = int(self.volume.array.nbytes)
+        return vol + memory.nbytes(own)
+
+    def release(self) -> None:
+        """Drops every array (image, label, results, caches): the server needs the memory. The next
+        action says so in one line (:data:`app.memory.RELEASED`)."""
+        self.released = self.volume is not None
+        self.volume = None
+        self.label = None
         self._slices.clear()
+        self._readouts.clear()
+        self._windows.clear()
         self.results.clear()
         self.history.clear()
         self.objects3d.clear()
         self.robustness = None
+        self.predictor.set_volume(None)
+
+    def close(self) -> None:
+        """Frees the session's files and arrays (called when Gradio drops an expired session)."""
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        self.release()
+        self.released = False
+        memory.POOL.forget(self)
 
 
 def new_session(predictor: Predictor) -> Session:
@@ -283,11 +307,15 @@ def close_session(session: Session | None) -> None:
     if isinstance(session, Session):
         log.info("closing an expired session")
         session.close()
+        memory.trim()
 
 
 def _require(session: Session | None) -> Session:
+    if session is not None and session.released:
+        raise InputError(memory.RELEASED)
     if session is None or session.volume is None:
         raise InputError("no image loaded: upload one or pick an example first")
+    memory.POOL.touch(session)  # used now; past the budget, the least recently used sessions let go
     return session
 
 
@@ -662,7 +690,7 @@ def load(
             old.close()
         return _empty_view(session)
     try:
-        volume = read_volume(image_path)
+        volume = memory.shared_volume(image_path)  # one read-only copy per file, shared by sessions
     except SeqPatchError as exc:  # a refused file leaves the current session as it was
         out: dict[str, Any] = {"image_file": None}  # not left in its box looking loaded
         if old is not None and old.volume is not None:

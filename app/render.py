@@ -457,7 +457,9 @@ def render_ray_grid(
     _text(
         draw,
         (left, 6),
-        f"{n} rays × K = {k} patches, inside → outside; in each cell the input patch (left) and its "
+        f"{n} rays × K = {k}, inside → outside: input | likelihood; orange: centre inside the mask"
+        if width is not None
+        else f"{n} rays × K = {k} patches, inside → outside; in each cell the input patch (left) and its "
         "likelihood (right); orange frame: patch centre inside the mask",
         font,
     )

@@ -348,8 +348,9 @@ class Predictor:
         """A new predictor for another session that shares this one's models."""
         return Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen)
 
-    def set_volume(self, volume: Volume, window: str | Window = "auto") -> None:
-        """Hold ``volume`` for the coming clicks; ``window`` is a Window or a spec for ``resolve_window``."""
+    def set_volume(self, volume: Volume | None, window: str | Window = "auto") -> None:
+        """Hold ``volume`` for the coming clicks (None: let go of it and of the cached slices);
+        ``window`` is a Window or a spec for ``resolve_window``."""
         self.volume = volume
         self.window_spec = window
         self._cache.clear()

@@ -240,7 +240,8 @@ def test_teaching_endpoints_through_gradio_client(predictor, sphere_files, tmp_p
         client.predict(*CENTRE, api_name="/segment")
         plot, note = client.predict(3, 2.0, api_name="/robustness")
         assert "Scored against the label" in note and plot is not None
-        note, view, files = client.predict("seqpatch", api_name="/segment_3d")
+        note, view, files, *main_view = client.predict("seqpatch", api_name="/segment_3d")
+        assert "3D object" in main_view[1]  # overlay, status, coronal, sagittal
         assert " mL" in note and Path(view).is_file()
         ref, var, note = client.predict("ablation:forward", api_name="/compare")
         assert Path(ref).is_file() and Path(var).is_file() and "forward" in note

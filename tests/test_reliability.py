@@ -36,7 +36,7 @@ import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 from helpers import write_dicom_series
 
-from app import LAUNCH_KWARGS, build_demo, handlers  # noqa: E402
+from app import LAUNCH_KWARGS, build_demo, handlers, memory  # noqa: E402
 from seqpatch_core import io as sp_io  # noqa: E402
 from seqpatch_core.__main__ import load_models, main  # noqa: E402
 from seqpatch_core.errors import InputError, WeightsError  # noqa: E402
@@ -520,8 +520,9 @@ def test_uploads_are_read_with_size_caps(predictor, good_file, monkeypatch):
     assert sig["max_bytes_zip"].default == sp_io.DEFAULT_MAX_BYTES_ZIP <= 4 * 1024**3
     # The app passes uploads to the capped readers and nothing else (no override of the caps).
     seen = []
-    real = handlers.read_volume
-    monkeypatch.setattr(handlers, "read_volume", lambda p, **kw: seen.append((p, kw)) or real(p, **kw))
+    real = sp_io.read_volume
+    monkeypatch.setattr(sp_io, "read_volume", lambda p, **kw: seen.append((str(p), kw)) or real(p, **kw))
+    monkeypatch.setattr(memory, "_SHARED", type(memory._SHARED)())  # nothing cached from other tests
     handlers.load(predictor, None, str(good_file))
     assert seen == [(str(good_file), {})]
     # The readers decode with SimpleITK only (Pillow/imageio do not touch uploads).
