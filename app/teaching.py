@@ -8,8 +8,7 @@ Every panel works on the *current click*: the point clicked on the slice being s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,9 @@ EXPLAIN = """#### How the sequential network reads a ray
   convolution). Before the boundary both say inside, after it both say outside; **where they
   disagree is the crossing**, and the likelihood drops there. A forward-only network (ablation
   *forward*) has to decide without seeing what lies beyond.
+* **See it.** The ray shown large (left) has two more rows: the same network read with only its
+  forward memory, then with only its backward memory (the other half zeroed before the fusion). The
+  curves below compare the three at the patch centres: the crossing is where they part.
 """
 
 
@@ -121,17 +123,6 @@ def _click_window(session: Session) -> Window:
     return next(iter(session.results[session.z].values())).window
 
 
-@contextmanager
-def _held_window(predictor: Predictor, window: Window) -> Iterator[None]:
-    """Use the click's window for every extra run (moved clicks, other networks), then restore."""
-    saved = predictor.window_spec
-    predictor.window_spec = window
-    try:
-        yield
-    finally:
-        predictor.window_spec = saved
-
-
 def _where(session: Session, click: tuple[int, float, float] | None = None) -> str:
     """The click a panel's result was computed for, in words (``click`` None: the current click).
 
@@ -146,9 +137,18 @@ def _inside(result: Result, shape_yx: tuple[int, int]) -> np.ndarray:
     return result.mask[cy, cx]
 
 
-def ray_grid(result: Result, shape_yx: tuple[int, int], title: str | None = None) -> np.ndarray:
-    """The per-ray view of a seqpatch-architecture result (render's grid), with an optional title bar."""
-    grid = render.render_ray_grid(result.patches, result.ray_likelihoods, inside=_inside(result, shape_yx))
+#: Width (px) the ablation tab's two ray grids are drawn at: half of a laptop's page each.
+COMPARE_GRID_PX = 620
+
+
+def ray_grid(
+    result: Result, shape_yx: tuple[int, int], title: str | None = None, width: int | None = COMPARE_GRID_PX
+) -> np.ndarray:
+    """The per-ray view of a seqpatch-architecture result (render's grid, drawn ``width`` px wide for
+    the place it is shown at), with an optional title bar."""
+    grid = render.render_ray_grid(
+        result.patches, result.ray_likelihoods, inside=_inside(result, shape_yx), width=width
+    )
     if not title:
         return grid
     bar = np.full((30, grid.shape[1], 3), 24, dtype=np.uint8)
@@ -352,11 +352,11 @@ def compare(session: Session | None, variant: str | None) -> dict[str, Any]:
     ref_key = PAPER_KEY if PAPER_KEY in s.predictor.models and key != PAPER_KEY else "seqpatch"
     if ref_key not in s.predictor.models:
         raise InputError("the SeqPatch weights are not loaded (see weights/README.md)")
-    with _held_window(s.predictor, _click_window(s)):
-        var = s.predictor.predict((z, y, x), method=key, threshold=s.threshold)
-        ref = (s.results[z].get(ref_key) if ref_key == "seqpatch" else None) or s.predictor.predict(
-            (z, y, x), method=ref_key, threshold=s.threshold
-        )
+    opts = {"threshold": s.threshold, "window": _click_window(s), "coarsen": s.second_pass}
+    var = s.predictor.predict((z, y, x), method=key, **opts)
+    ref = (s.results[z].get(ref_key) if ref_key == "seqpatch" else None) or s.predictor.predict(
+        (z, y, x), method=ref_key, **opts
+    )
     name = key[len(PREFIX) :]
     ref_name = ref_key[len(PREFIX) :] if ref_key.startswith(PREFIX) else "SeqPatch (the app's model)"
     shape = s.shape[1:]
@@ -369,19 +369,47 @@ def compare(session: Session | None, variant: str | None) -> dict[str, Any]:
         "trained with the same budget as the ablations" if ref_key == PAPER_KEY
         else "the app's main model (longer training, GroupNorm): not an equal-budget comparison"
     )  # fmt: skip
-    rows = ["| model | Dice (slice) | area (px) |", "|---|---:|---:|"]
+    rows = [
+        "| model | Dice on this slice | area (px) | validation Dice (synthetic) | training |",
+        "|---|---:|---:|---:|---|",
+    ]
     described = f"{name}: {ABLATIONS.get(name, ('', ''))[1]}"
-    for label, r in ((f"{ref_name} (bidirectional)", ref), (described, var)):
+    for label, r, k in ((f"{ref_name} (bidirectional)", ref, ref_key), (described, var, key)):
         d = f"{dice(r.mask, s.label[z] != 0):.3f}" if s.label is not None else "–"
-        rows.append(f"| {label} | {d} | {int(r.mask.sum())} |")
+        val, budget = training_summary(s.predictor.models[k])
+        rows.append(f"| {label} | {d} | {int(r.mask.sum())} | {val} | {budget} |")
     note = (
-        f"Same click ({_where(s)}), same patches, threshold {s.threshold:.2f}. Reference: **{ref_name}**, "
-        f"{why}.\n\n" + "\n".join(rows)
+        f"Same click ({_where(s, (z, y, x))}), same patches, threshold {s.threshold:.2f}. Reference: "
+        f"**{ref_name}**, {why}.\n\n" + "\n".join(rows) + "\n\n" + ABLATION_CAVEAT
     )
     if s.label is None:
         note += "\n\n_Load a label to see Dice._"
     out["cmp_note"] = note
     return out
+
+
+#: What a teacher is told beside one slice's ablation result.
+ABLATION_CAVEAT = (
+    "One slice is one sample: a variant may beat the full model here and lose over many slices. The "
+    "validation Dice is each network's best on the synthetic validation slices of its own training "
+    "(from its record); the ablations had a short budget (the training column), far less than the "
+    "paper's, so their order need not match the paper's Table 2. The README's ablation table gives "
+    "every variant on the 192-slice synthetic benchmark, with the command that measures it."
+)
+
+
+def training_summary(model: Any) -> tuple[str, str]:
+    """(validation Dice, training budget) of a network, in words, from its checkpoint's record."""
+    rec = getattr(model, "record", {}) or {}
+    tr = rec.get("training", {}) or {}
+    val = (rec.get("validation", {}) or {}).get("synthetic_val_dice_best")
+    val_text = f"{float(val):.3f}" if val is not None else "–"
+    if tr.get("minutes") is None:
+        return val_text, "–"
+    budget = f"{float(tr['minutes']):g} min on {tr.get('device', '?')}"
+    if tr.get("samples_seen"):
+        budget += f", {int(tr['samples_seen']):,} slices seen"
+    return val_text, budget
 
 
 # ----------------------------------------------------------------------------- 4. feature maps

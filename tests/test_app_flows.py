@@ -216,3 +216,35 @@ def test_metric_cells_never_invent_numbers():
     real = handlers.metric_cells(disc, disc, (1.0, 1.0))
     assert real == {"Dice": "1.000", "CD y": "0.00", "CD x": "0.00", "HD95": "0.00"}
     assert "CD z" in handlers.metric_cells(disc[None], disc[None], (2.0, 1.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- teaching
+
+
+def test_the_ray_shown_large_has_both_directions(small_models, case):
+    from app.features import direction_readouts
+
+    s = handlers.load(Predictor(dict(small_models), device="cpu"), None, *case)["state"]
+    out = handlers.segment(s, *CENTRE)
+    sp = s.results[CENTRE[0]]["seqpatch"]
+    r = direction_readouts(s.predictor.models["seqpatch"], sp.patches[3])
+    assert set(r) == {"fused", "forward", "backward"}
+    np.testing.assert_allclose(r["fused"], sp.ray_likelihoods[3], atol=1e-4)  # the same network
+    assert not np.allclose(r["forward"], r["backward"])
+    wide = handlers.change_ray(s, 3)["ray_detail"]
+    assert wide.shape[1] == handlers.RAY_DETAIL_PX and not np.array_equal(wide, out["ray_detail"])
+
+
+def test_the_ablation_note_gives_budget_and_validation(small_models, case):
+    from seqpatch_core.models import build_model
+
+    fwd = build_model("forward", widths=(8, 16, 32))
+    fwd.record.update({"training": {"minutes": 7.0, "device": "cpu", "samples_seen": 800},
+                       "validation": {"synthetic_val_dice_best": 0.5}})  # fmt: skip
+    models = {**small_models, teaching.PREFIX + "forward": fwd}
+    s = handlers.load(Predictor(models, device="cpu"), None, *case)["state"]
+    handlers.segment(s, *CENTRE)
+    out = teaching.compare(s, "forward")
+    assert "7 min on cpu, 800 slices seen" in out["cmp_note"] and "| 0.500 |" in out["cmp_note"]
+    assert "One slice is one sample" in out["cmp_note"]
+    assert out["cmp_var"].shape[1] <= teaching.COMPARE_GRID_PX + 2
