@@ -11,6 +11,9 @@ import argparse
 import logging
 import os
 
+if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes"):
+    import spaces  # noqa: F401 - on a ZeroGPU Space, before torch: it prepares torch for spaces.GPU
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="SeqPatch one-click segmentation demo")
@@ -80,7 +83,10 @@ def main(argv=None) -> None:
         log.warning(
             "no weights loaded: the app starts, but segmentation needs weights (see weights/README.md)"
         )
-    predictor = Predictor(models, device=device, dtype=args.dtype)
+    from app import zerogpu
+
+    # On a ZeroGPU Space the networks run inside spaces.GPU functions, by name; elsewhere None.
+    predictor = Predictor(models, device=device, dtype=args.dtype, runner=zerogpu.setup(models))
     log.info("device: %s", predictor.device)
     demo = build_demo(predictor)
     demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)

@@ -195,14 +195,14 @@ class Session:
     def readouts(self, result: Result, ray: int) -> dict[str, np.ndarray]:
         """The fused, forward-only and backward-only likelihoods of one ray of ``result`` (each
         (K, P, P) float32; :func:`app.features.direction_readouts`), cached for the last few rays."""
-        from app.features import direction_readouts
+        from app import zerogpu
 
         key = (id(result), ray)
         hit = self._readouts.get(key)
         if hit is not None and hit[0] is result:
             self._readouts.move_to_end(key)
             return hit[1]
-        got = direction_readouts(self.predictor.models["seqpatch"], result.patches[ray])
+        got = zerogpu.readouts("seqpatch", self.predictor.models["seqpatch"], result.patches[ray])
         self._readouts[key] = (result, got)
         while len(self._readouts) > 8:
             self._readouts.popitem(last=False)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from app import features, render
+from app import features, render, zerogpu
 from app.handlers import Object3D, ObjectStep, Session, _require, metric_cells, render_view, user_errors
 from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import Window
@@ -425,7 +425,7 @@ def ray_features_view(session: Session | None, ray: float = 0) -> dict[str, Any]
         raise InputError("the SeqPatch network has not run on this click (are its weights loaded?)")
     n = sp.patches.shape[0]
     i = int(np.clip(round(float(ray or 0)), 0, n - 1))
-    feats = features.ray_features(s.predictor.models["seqpatch"], sp.patches[i])
+    feats = zerogpu.features("seqpatch", s.predictor.models["seqpatch"], sp.patches[i])
     img = features.render_feature_strips(sp.patches[i], feats, sp.ray_likelihoods[i], ray=i, n_rays=n)
     sizes = "; ".join(
         f"{f.level}: {f.channels} channels of {f.after.shape[1]}×{f.after.shape[2]}"

@@ -17,6 +17,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,10 @@ if TYPE_CHECKING:  # annotations only: inference needs no image reader (nor Simp
 log = logging.getLogger(__name__)
 
 METHODS = ("seqpatch", "unet")
+
+#: ``runner(model_name, image_w, clicks_w, cfg, device, dtype) -> list[WorkingResult]`` (see
+#: :func:`run_network`, which takes the model itself).
+Runner = Callable[..., list]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -326,10 +331,14 @@ class Predictor:
         dtype: str | torch.dtype | None = None,
         cache_slices: int = 8,
         coarsen: bool = True,
+        runner: Runner | None = None,
     ):
         """``coarsen``: apply each model's :class:`Coarsen` rule (False: always one pass at the
-        preset working spacing, as ``--single-pass`` asks)."""
+        preset working spacing, as ``--single-pass`` asks). ``runner``: what runs a network on a
+        batch of clicks (default :func:`run_network`); a host that must run networks elsewhere (a
+        Hugging Face ZeroGPU Space: :mod:`app.zerogpu`) passes its own, called with the model's name."""
         self.coarsen = coarsen
+        self.runner = runner
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.models = {name: m.to(self.device) for name, m in models.items()}
@@ -346,7 +355,7 @@ class Predictor:
 
     def session(self) -> Predictor:
         """A new predictor for another session that shares this one's models."""
-        return Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen)
+        return Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen, self.runner)
 
     def set_volume(self, volume: Volume | None, window: str | Window = "auto") -> None:
         """Hold ``volume`` for the coming clicks (None: let go of it and of the cached slices);
@@ -471,7 +480,10 @@ class Predictor:
         img_w, grid = self.working_slice(z, window, spacing_mm)
         clicks_w = grid.to_working(np.array([p[1:] for p in pts]))
         t1 = time.perf_counter()
-        outs = run_network(model, img_w, clicks_w, cfg, self.device, self.dtype)
+        if self.runner is not None:
+            outs = self.runner(method, img_w, clicks_w, cfg, self.device, self.dtype)
+        else:
+            outs = run_network(model, img_w, clicks_w, cfg, self.device, self.dtype)
         results = []
         for (_, y, x), wr in zip(pts, outs, strict=True):
             t2 = time.perf_counter()
