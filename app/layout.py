@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import handlers, render, teaching
+from app import handlers, memory, render, teaching
 from app.handlers import OUTPUTS, WINDOWS
 from seqpatch_core.predictor import Predictor
 
@@ -30,7 +30,11 @@ CSS = """
 #header h2 { margin-bottom: 0.2em; }
 """
 #: Keyword arguments for ``demo.launch`` (Gradio 6 takes css and theme there, not in ``gr.Blocks``).
-LAUNCH_KWARGS: dict[str, Any] = {"css": CSS, "max_file_size": "1gb"}
+LAUNCH_KWARGS: dict[str, Any] = {
+    "css": CSS,
+    "max_file_size": "1gb",
+    "state_session_capacity": memory.GRADIO_SESSIONS,  # Gradio's per-session store, bounded
+}
 
 HEADER = """## SeqPatch: one-click segmentation of CT and MR slices
 Load an image or pick an example, then **click on the object**: the **sequential patch network** (16 rays

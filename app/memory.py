@@ -5,11 +5,13 @@ never closes its page, so sessions pile up: each holds an image, a label, result
 measures keep the server's memory bounded (``tests/test_memory.py`` checks it over 100 sessions):
 
 * :class:`SessionPool`: the sessions holding an image, least recently used first. Past a byte budget
-  (``SEQPATCH_SESSION_MEMORY_MB``, default 768) or a count (``SEQPATCH_MAX_SESSIONS``, default 32), the
+  (``SEQPATCH_SESSION_MEMORY_MB``, default 768) or a count (``SEQPATCH_MAX_SESSIONS``, default 16), the
   least recently used ones release their arrays; their next action says so in one line. The pool
   holds weak references only: per-user state stays in ``gr.State``.
 * :func:`shared_volume`: sessions that open the same file (the examples, mostly) share one read-only
   copy of its voxels.
+* Gradio's own per-session store (each session's page state and updated components) is capped at
+  :data:`GRADIO_SESSIONS` (``state_session_capacity``; Gradio's default keeps 10,000).
 * :func:`trim`: after a session's arrays are freed, glibc is asked to give the freed heap back to
   the system (``malloc_trim``); without it the resident size stays at its high-water mark.
 """
@@ -33,6 +35,10 @@ from seqpatch_core import io
 from seqpatch_core.io import Volume
 
 log = logging.getLogger(__name__)
+
+#: Sessions whose page state Gradio keeps (the oldest beyond are forgotten: their next click asks
+#: for an image again).
+GRADIO_SESSIONS = 200
 
 RELEASED = (
     "this session was idle and its image was released to free the server's memory: "
@@ -84,7 +90,7 @@ class SessionPool:
         size: Callable[[Any], int] | None = None,
     ):
         self.max_bytes = max_bytes or _env_int("SEQPATCH_SESSION_MEMORY_MB", 768) * 2**20
-        self.max_sessions = max_sessions or _env_int("SEQPATCH_MAX_SESSIONS", 32)
+        self.max_sessions = max_sessions or _env_int("SEQPATCH_MAX_SESSIONS", 16)
         self._size = size or nbytes
         self._live: OrderedDict[int, weakref.ref] = OrderedDict()
         self._lock = threading.Lock()
