@@ -115,5 +115,6 @@ def test_memory_is_bounded_over_100_sessions(small_models, one_thread):
                 rss[i] = proc.memory_info().rss / 2**20
     finally:
         demo.close()
+    print(f"server RSS (MB) after 5, 50, 100 sessions: {rss[5]:.0f}, {rss[50]:.0f}, {rss[100]:.0f}")
     assert len(memory.POOL) <= memory.POOL.max_sessions
     assert rss[100] - rss[5] <= 300, rss
