@@ -761,7 +761,10 @@ def load_label(session: Session | None, image_path: str | None, label_path: str 
         session.label = None
         session.label_path = None
     else:
-        _set_label(session, label_path)
+        try:
+            _set_label(session, label_path)
+        except SeqPatchError as exc:  # said in one line; the box is emptied, the image stays as it was
+            raise UserNotice(_one_line(exc), {"label_file": None}) from None
         if not session.results:
             session.z = _best_slice(session.volume, session.label)
     out = render_view(session)

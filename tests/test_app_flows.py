@@ -248,3 +248,15 @@ def test_the_ablation_note_gives_budget_and_validation(small_models, case):
     assert "7 min on cpu, 800 slices seen" in out["cmp_note"] and "| 0.500 |" in out["cmp_note"]
     assert "One slice is one sample" in out["cmp_note"]
     assert out["cmp_var"].shape[1] <= teaching.COMPARE_GRID_PX + 2
+
+
+def test_a_refused_label_empties_its_box(session, tmp_path):
+    bad = tmp_path / "small.nii.gz"
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 5, 5), np.uint8)), str(bad))
+    label_before = session.label
+    with pytest.raises(handlers.UserNotice, match="label not used") as info:
+        handlers.load_label(session, session.image_path, str(bad))
+    assert info.value.outputs == {"label_file": None}
+    assert session.label is label_before and session.volume is not None

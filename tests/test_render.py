@@ -1,0 +1,85 @@
+"""The server-drawn pictures (:mod:`app.render`): glyphs, legends on narrow slices, the colour bar,
+the per-ray pictures drawn for the width they are shown at, and contour styles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app import render
+
+
+def _glyph(text: str) -> np.ndarray:
+    return np.asarray(render._font(20).getmask(text), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("char", ["×", "→", "…", "°", "≥", "−", "²"])
+def test_labels_have_their_glyphs(char):
+    missing = _glyph("\ue000")  # a private-use code point: no font draws it, so this is the box
+    assert _glyph(char).shape != missing.shape or not np.array_equal(_glyph(char), missing)
+
+
+def _narrow(click_yx=(1.0, 1.0)):
+    shape = (120, 45)  # rows × columns: a narrow slice, drawn 4× (180 × 480 px)
+    f = render.display_factor(shape)
+    mask = np.zeros(shape, bool)
+    mask[40:80, 10:35] = True
+    contours = [render.Contour("seqpatch", mask), render.Contour("unet", mask),
+                render.Contour("truth", mask, dashed=True, fill=False)]  # fmt: skip
+    base = render.grey_rgb(np.full(shape, 0.5, np.float32), f)
+    return render.render_overlay(base, f, contours, point_yx=click_yx), f
+
+
+@pytest.mark.parametrize("click", [(1.0, 1.0), (1.0, 43.0), (60.0, 22.0)], ids=["top-left", "top-right", "middle"])
+def test_the_legend_is_small_on_narrow_slices_and_never_hides_the_click(click):
+    img, f = _narrow(click)
+    entries = [(n, render.COLOURS["seqpatch"], "solid") for n in ("SeqPatch", "U-net", "ground truth")]
+    w, h, _ = render.legend_size(entries, img.shape[1])
+    assert w * h <= 0.2 * img.shape[0] * img.shape[1]
+    y, x = render.slice_to_display(np.array(click), f)
+    r = 12
+    near = img[max(0, int(y) - r) : int(y) + r, max(0, int(x) - r) : int(x) + r]
+    assert np.all(near == render.COLOURS["marker"], axis=-1).any()  # the marker is drawn, not covered
+
+
+@pytest.mark.parametrize("width", [60, 90, 180, 320, 560, 1200])
+def test_colour_bar_labels_never_overlap(width):
+    scale = max(1.0, width / 560)
+    boxes = sorted(b for _, b, _ in render.colourbar_labels(width, scale))
+    assert len(boxes) >= 2
+    for a, b in zip(boxes, boxes[1:], strict=False):
+        assert a[2] <= b[0], boxes
+
+
+def test_ray_grid_is_drawn_for_its_width():
+    rng = np.random.default_rng(0)
+    p = rng.random((16, 15, 32, 32)).astype(np.float32)
+    grid = render.render_ray_grid(p, p, width=640)
+    assert abs(grid.shape[1] - 640) <= 40 and grid.shape[0] < 900
+    assert render.render_ray_grid(p, p).shape[1] > 2000  # the default: 64-px patches
+
+
+@pytest.mark.parametrize("readouts", [True, False])
+def test_one_ray_large(readouts):
+    rng = np.random.default_rng(1)
+    k = 15
+    p = rng.random((k, 32, 32)).astype(np.float32)
+    extra = {"forward": p, "backward": 1 - p} if readouts else {}
+    img = render.render_ray_detail(p, p, ray=3, n_rays=16, inside=np.arange(k) < 5, width=720, **extra)
+    assert img.shape[1] == 720 and img.dtype == np.uint8
+    other = render.render_ray_detail(p, p, ray=3, n_rays=16, width=720)
+    assert (img.shape[0] > other.shape[0]) == readouts  # two more rows with the readouts
+
+
+def test_dotted_contours_differ_from_solid_and_dashed():
+    m = np.zeros((40, 40), bool)
+    m[10:30, 10:30] = True
+    base = render.grey_rgb(np.zeros((40, 40), np.float32), 4)
+    colour = render.COLOURS["seqpatch"]
+    counts = {}
+    for style in ("solid", "dashed", "dotted"):
+        c = render.Contour("seqpatch", m, fill=False, dashed=style == "dashed", dotted=style == "dotted",
+                           label="SeqPatch 3D")  # fmt: skip
+        img = render.render_overlay(base, 4, [c])
+        counts[style] = int(np.all(img == colour, axis=-1).sum())
+    assert counts["solid"] > counts["dashed"] > counts["dotted"] > 0
