@@ -91,11 +91,16 @@ def _expected(predictor: Predictor, case: dict) -> dict[int, dict[str, np.ndarra
     Also picks the session's threshold: the median SeqPatch likelihood at its first click, so that
     even a random-weight network gives a mask that depends on the volume and the click.
     """
+    from seqpatch_core.intensity import auto_window
+
     p = predictor.session()
-    p.set_volume(read_volume(case["path"]), window="auto")
+    vol = read_volume(case["path"])
+    p.set_volume(vol)
+    # the app's window: "auto" chosen once per volume, on the slice it opens at (no label: the middle)
+    window = auto_window(vol, z=vol.shape[0] // 2)
     out: dict[int, dict[str, np.ndarray]] = {}
     for z, y, x in case["clicks"]:
-        res = {m: p.predict((z, y, x), method=m) for m in METHODS}
+        res = {m: p.predict((z, y, x), method=m, window=window) for m in METHODS}
         if case["threshold"] is None:
             r = res["seqpatch"]
             thr = float(np.median(r.likelihood[r.coverage > 0]))
