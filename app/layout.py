@@ -246,12 +246,9 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     lik_seqpatch = _image("SeqPatch likelihood", "lik-seqpatch", "SeqPatch likelihood", height=260)
                     lik_unet = _image("U-net likelihood", "lik-unet", "U-net likelihood", height=260)
                 with gr.Row():
-                    coronal = _image(
-                        "Coronal plane", "coronal", "Coronal (rows: z; line: current slice)", size=(120, 420)
-                    )
-                    sagittal = _image(
-                        "Sagittal plane", "sagittal", "Sagittal (rows: z; line: current slice)", size=(120, 420)
-                    )
+                    # rows are slices (z); the yellow line is the slice shown
+                    coronal = _image("Coronal plane", "coronal", "Coronal (line: this slice)", size=(120, 420))
+                    sagittal = _image("Sagittal plane", "sagittal", "Sagittal (line: this slice)", size=(120, 420))
         with gr.Accordion("Per-ray view (SeqPatch): one ray large, and all 16 rays × K patches", open=True):
             with gr.Row():
                 with gr.Column(scale=3):
