@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from app import features, render, zerogpu
-from app.handlers import Object3D, ObjectStep, Session, _require, metric_cells, render_view, user_errors
+from app.session import Object3D, ObjectStep, Session, _require, user_errors
+from app.views import metric_cells, render_view
 from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import Window
 from seqpatch_core.metrics import dice

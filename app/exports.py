@@ -1,0 +1,160 @@
+"""What a visitor takes home: the masks with the input's exact geometry, the overlay and the clicks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.session import Session, _require, user_errors
+from app.views import render_view
+from seqpatch_core.errors import InputError
+from seqpatch_core.io import write_mask
+from seqpatch_core.predictor import METHODS
+
+log = logging.getLogger(__name__)
+
+
+def mask_volume(session: Session, method: str) -> np.ndarray:
+    """The (z, y, x) uint8 mask of ``method`` over every segmented slice."""
+    s = _require(session)
+    out = np.zeros(s.shape, dtype=np.uint8)
+    for z, res in s.results.items():
+        if method in res:
+            out[z] = res[method].mask
+    return out
+
+
+def clicks_record(session: Session) -> dict[str, Any]:
+    """The clicks as JSON-ready data: voxel (z, y, x) and physical (x, y, z) mm coordinates."""
+    s = _require(session)
+    v = s.volume
+    weights = {}
+    for m, model in s.predictor.models.items():
+        rec = getattr(model, "record", {}) or {}
+        weights[m] = {"name": rec.get("name", m), "sha256": rec.get("sha256")}
+    clicks = []
+    history = s.clicks
+    for i, c in enumerate(history):
+        res = s.results.get(c.z) or {}
+        current = any(r.point_zyx == (float(c.z), c.y, c.x) for r in res.values())
+        later = any(o.z == c.z for o in history[i + 1 :])
+        entry = {
+            "slice": c.z,
+            # exact: the click log is for reproducing the segmentation
+            "voxel_zyx": [c.z, float(c.y), float(c.x)],
+            "physical_xyz_mm": [float(p) for p in v.index_to_physical((c.z, c.y, c.x))],
+            "methods": c.methods,
+            "threshold": s.threshold,
+            "superseded": bool(later or not current),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(c.time)),
+        }
+        if current and not later:
+            entry["results"] = {
+                m: {
+                    "area_px": int(r.mask.sum()),
+                    "latency_ms": round(r.timings.get("total_ms", 0.0), 1),
+                    "window": str(r.window),
+                    "preset": r.preset,
+                    "working_spacing_mm": r.working_spacing,
+                    "coarsened": r.coarsened,
+                    "weights_sha256": weights.get(m, {}).get("sha256"),
+                }
+                for m, r in res.items()
+            }
+        clicks.append(entry)
+    return {
+        "image": v.source,
+        "size_zyx": list(v.shape),
+        "spacing_zyx_mm": list(v.spacing),
+        "origin_xyz_mm": list(v.origin),
+        "direction": list(v.direction),
+        "threshold": s.threshold,
+        "device": str(s.predictor.device),
+        "weights": weights,
+        "clicks": clicks,
+        "objects_3d": {
+            m: {
+                "seed_voxel_zyx": [o.seed_zyx[0], float(o.seed_zyx[1]), float(o.seed_zyx[2])],
+                "threshold": o.threshold,
+                "slices": list(o.prop.z_range),
+                "volume_ml": round(o.prop.volume_ml, 4),
+                "stops": o.prop.stops,
+            }
+            for m, o in s.objects3d.items()
+        },
+    }
+
+
+def _stem(session: Session) -> str:
+    name = Path(session.image_path or "image").name
+    for ext in (
+        ".nii.gz",
+        ".nii",
+        ".mha",
+        ".mhd",
+        ".nrrd",
+        ".nhdr",
+        ".zip",
+        ".dcm",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".tif",
+        ".tiff",
+        ".bmp",
+    ):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "image"
+
+
+@user_errors
+def export(session: Session | None) -> dict[str, Any]:
+    """Write the masks (.nii.gz, the input's exact geometry), the overlay (.png) and the clicks (.json).
+
+    ``<stem>_<method>_mask.nii.gz`` holds every clicked slice; ``<stem>_<method>_3d_mask.nii.gz`` the
+    whole object followed in 3D (when segmented); ``<stem>_robustness.json`` the last robustness grid.
+    """
+    from PIL import Image
+
+    s = _require(session)
+    if not s.results and not s.objects3d:
+        raise InputError("nothing to export yet: click on the object first")
+    d = s.workdir()
+    stem = _stem(s)
+    files = []
+    for m in METHODS:
+        if any(m in res for res in s.results.values()):
+            p = d / f"{stem}_{m}_mask.nii.gz"
+            write_mask(mask_volume(s, m), s.volume, p)
+            files.append(str(p))
+    for m, obj in s.objects3d.items():
+        p = d / f"{stem}_{m}_3d_mask.nii.gz"
+        write_mask(obj.prop.mask3d.astype(np.uint8), s.volume, p)
+        files.append(str(p))
+    if s.robustness is not None:
+        p = d / f"{stem}_robustness.json"
+        p.write_text(json.dumps(s.robustness, indent=1))
+        files.append(str(p))
+    # The overlay of a slice that has a result: the one shown, else the latest click's still kept.
+    shown = s.z
+    if not s.results.get(shown):
+        shown = next((c.z for c in reversed(s.clicks) if s.results.get(c.z)), None)
+    if shown is not None:
+        z_before, s.z = s.z, shown
+        try:
+            png = d / f"{stem}_slice{shown}_overlay.png"
+            Image.fromarray(render_view(s)["overlay"]).save(png)
+        finally:
+            s.z = z_before
+        files.append(str(png))
+    js = d / f"{stem}_clicks.json"
+    js.write_text(json.dumps(clicks_record(s), indent=2))
+    files.append(str(js))
+    return {"state": s, "files": files}

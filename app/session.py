@@ -1,0 +1,286 @@
+"""One visitor's state (:class:`Session`, kept in ``gr.State``) and the one-line messages a visitor
+is given (:class:`UserNotice`). Arrays are (z, y, x); points (z, y, x) voxels or (y, x) slice pixels."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import shutil
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from app import memory, render
+from seqpatch_core.errors import InputError, SeqPatchError
+from seqpatch_core.intensity import Window, apply_window, auto_window, resolve_window
+from seqpatch_core.io import Volume
+from seqpatch_core.predictor import Predictor, Result
+from seqpatch_core.propagate import Propagation
+
+log = logging.getLogger(__name__)
+
+SESSION_TTL_S = 2 * 3600
+
+WEIGHTS_HELP = (
+    "train them with `python -m seqpatch_core train --model {m} --out weights/{m}.safetensors` "
+    "or see weights/README.md"
+)
+
+
+def weights_message(missing: list[str]) -> str:
+    names = " and ".join(render.NAMES.get(m, m) for m in missing)
+    return f"{names} weights are not loaded: " + WEIGHTS_HELP.format(m=missing[0])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class UserNotice(gr.Error):
+    """A one-line message for the user (no stack trace). The layout shows it as a notification
+    (``gr.Warning``) and leaves every output as it was, but for ``outputs`` (``{name: value}``, e.g. an
+    upload box to empty): the page keeps its state and stays clickable."""
+
+    def __init__(self, message: str, outputs: dict[str, Any] | None = None, **kwargs):
+        kwargs.setdefault("print_exception", False)
+        super().__init__(message, **kwargs)
+        self.outputs = dict(outputs or {})
+
+
+def user_errors(fn):
+    """Turns a :class:`SeqPatchError` into a one-line :class:`UserNotice`.
+
+    Works on generator functions too (the error is raised while iterating).
+    """
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def steps(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except SeqPatchError as exc:
+                log.info("%s: %s", fn.__name__, _one_line(exc))
+                raise UserNotice(_one_line(exc), print_exception=False) from None
+
+        return steps
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SeqPatchError as exc:
+            log.info("%s: %s", fn.__name__, _one_line(exc))
+            raise UserNotice(_one_line(exc), print_exception=False) from None
+
+    return inner
+
+
+# ----------------------------------------------------------------------------- session
+
+
+@dataclass
+class Click:
+    """One click: the point, what ran, and what it replaced on its slice (for undo)."""
+
+    z: int
+    y: float
+    x: float
+    methods: list[str]
+    replaced: dict[str, Result] | None
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class Object3D:
+    """A clicked object followed through the volume (:func:`seqpatch_core.propagate.propagate`)."""
+
+    method: str
+    seed_zyx: tuple[int, float, float]
+    threshold: float
+    prop: Propagation
+    window: Window | None = None
+
+
+@dataclass
+class ObjectStep:
+    """One "Segment the whole object" in the undo history: what it replaced for its method."""
+
+    method: str
+    replaced: Object3D | None
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class Session:
+    """Everything one browser session holds (kept in ``gr.State``, never module-level)."""
+
+    predictor: Predictor
+    volume: Volume | None = None
+    label: np.ndarray | None = None
+    image_path: str | None = None
+    label_path: str | None = None
+    label_note: str = ""
+    z: int = 0
+    window_name: str = "auto"
+    #: The window "auto" stands for: chosen once per volume (on the slice it opens at), so that nearby
+    #: clicks never get different windows; the dropdown and the W/L sliders change it.
+    auto: Window | None = None
+    custom: Window | None = None
+    #: The second pass for large objects (each network's calibrated rule), for the next clicks.
+    second_pass: bool = True
+    threshold: float = 0.5
+    opacity: float = 0.3
+    show_rays: bool = False
+    #: The ray shown large in the per-ray view (with its forward- and backward-only readouts).
+    ray: int = 0
+    results: dict[int, dict[str, Result]] = field(default_factory=dict)
+    #: Undo history: clicks and 3D objects, oldest first.
+    history: list[Click | ObjectStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    objects3d: dict[str, Object3D] = field(default_factory=dict)
+    robustness: dict | None = None
+    #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
+    seqpatch_seconds: float | None = None
+    tmpdir: str | None = None
+    #: The image box was emptied after a refused file: its "change" must not unload the image.
+    upload_cleared: bool = False
+    #: The server released this session's arrays while it was idle (:class:`app.memory.SessionPool`).
+    released: bool = False
+    _windows: dict[str, Window] = field(default_factory=dict)
+    _slices: OrderedDict = field(default_factory=OrderedDict)
+    #: (id of a SeqPatch result, ray) -> (that result, its direction readouts): a few network runs kept.
+    _readouts: OrderedDict = field(default_factory=OrderedDict)
+
+    def readouts(self, result: Result, ray: int) -> dict[str, np.ndarray]:
+        """The fused, forward-only and backward-only likelihoods of one ray of ``result`` (each
+        (K, P, P) float32; :func:`app.features.direction_readouts`), cached for the last few rays."""
+        from app import zerogpu
+
+        key = (id(result), ray)
+        hit = self._readouts.get(key)
+        if hit is not None and hit[0] is result:
+            self._readouts.move_to_end(key)
+            return hit[1]
+        got = zerogpu.readouts("seqpatch", self.predictor.models["seqpatch"], result.patches[ray])
+        self._readouts[key] = (result, got)
+        while len(self._readouts) > 8:
+            self._readouts.popitem(last=False)
+        return got
+
+    # -- geometry and display helpers
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.volume.shape if self.volume is not None else (0, 0, 0)
+
+    @property
+    def factor(self) -> int:
+        return render.display_factor(self.shape[1:])
+
+    @property
+    def clicks(self) -> list[Click]:
+        """The clicks of the undo history, oldest first."""
+        return [h for h in self.history if isinstance(h, Click)]
+
+    def display_window(self, z: int | None = None) -> Window:
+        """The window every slice is shown in, which is also what the networks see at the next click.
+
+        One window for the whole volume (``z`` is accepted for callers that name a slice): "auto" is
+        :attr:`auto`, chosen at load; a named preset is resolved once; "custom" is the W/L sliders'.
+        """
+        if self.window_name == "custom" and self.custom is not None:
+            return self.custom
+        if self.window_name in ("auto", "custom"):
+            if self.auto is None:
+                self.auto = auto_window(self.volume, z=self.z)
+            return self.auto
+        if self.window_name not in self._windows:
+            self._windows[self.window_name] = resolve_window(self.window_name, self.volume, None)
+        return self._windows[self.window_name]
+
+    def windowed(self, z: int) -> np.ndarray:
+        """The windowed slice in [0, 1] (cached, so scrolling and re-drawing stay fast)."""
+        w = self.display_window(z)
+        key = (z, w.lo, w.hi)
+        if key in self._slices:
+            self._slices.move_to_end(key)
+            return self._slices[key]
+        out = apply_window(self.volume.array[z], w)
+        self._slices[key] = out
+        while len(self._slices) > 32:
+            self._slices.popitem(last=False)
+        return out
+
+    def window_text(self) -> str:
+        """The window in words, e.g. "auto → lung (W 1500, L -600)"."""
+        w = self.display_window()
+        head = f"auto → {w.name}" if self.window_name == "auto" else w.name
+        return f"{head} (W {w.width:g}, L {w.level:g})"
+
+    def workdir(self) -> Path:
+        if self.tmpdir is None or not Path(self.tmpdir).is_dir():
+            self.tmpdir = tempfile.mkdtemp(prefix="seqpatch_session_")
+        return Path(self.tmpdir)
+
+    def memory_bytes(self) -> int:
+        """The bytes of this session's arrays (a shared read-only example image not counted)."""
+        own = [self.label, self.results, self.history, self.objects3d, self._slices, self._readouts]
+        own.append(list(self.predictor._cache.values()))
+        vol = 0
+        if self.volume is not None and not memory.is_shared(self.volume.array):
+            vol = int(self.volume.array.nbytes)
+        return vol + memory.nbytes(own)
+
+    def release(self) -> None:
+        """Drops every array (image, label, results, caches): the server needs the memory. The next
+        action says so in one line (:data:`app.memory.RELEASED`)."""
+        self.released = self.volume is not None
+        self.volume = None
+        self.label = None
+        self._slices.clear()
+        self._readouts.clear()
+        self._windows.clear()
+        self.results.clear()
+        self.history.clear()
+        self.objects3d.clear()
+        self.robustness = None
+        self.predictor.set_volume(None)
+
+    def close(self) -> None:
+        """Frees the session's files and arrays (called when Gradio drops an expired session)."""
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        self.release()
+        self.released = False
+        memory.POOL.forget(self)
+
+
+def new_session(predictor: Predictor) -> Session:
+    """A session with its own predictor that shares ``predictor``'s models."""
+    return Session(predictor=predictor.session())
+
+
+def close_session(session: Session | None) -> None:
+    """``gr.State`` delete callback."""
+    if isinstance(session, Session):
+        log.info("closing an expired session")
+        session.close()
+        memory.trim()
+
+
+def _require(session: Session | None) -> Session:
+    if session is not None and session.released:
+        raise InputError(memory.RELEASED)
+    if session is None or session.volume is None:
+        raise InputError("no image loaded: upload one or pick an example first")
+    memory.POOL.touch(session)  # used now; past the budget, the least recently used sessions let go
+    return session

@@ -1,0 +1,355 @@
+"""What the page shows of a :class:`~app.session.Session`: the slice with its contours, the likelihood
+maps, the per-ray pictures, the planes, the table and the status line, as ``{output name: value}``.
+No network runs here, but the readouts of the ray shown large (cached per ray)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from app import render
+from app.session import Session, _require
+from seqpatch_core.intensity import apply_window
+from seqpatch_core.io import Volume
+from seqpatch_core.metrics import evaluate_masks
+from seqpatch_core.predictor import METHODS, Result
+
+log = logging.getLogger(__name__)
+
+def _is_ct(volume: Volume) -> bool:
+    return volume.modality == "CT" or float(volume.array.min()) <= -500.0
+
+
+def wl_ranges(volume: Volume) -> dict[str, dict[str, float]]:
+    """Slider ranges for window width and level in the image's units."""
+    if _is_ct(volume):
+        return {
+            "width": {"minimum": 1, "maximum": 4000, "step": 1},
+            "level": {"minimum": -1500, "maximum": 3000, "step": 1},
+        }
+    lo, hi = float(volume.array.min()), float(volume.array.max())
+    span = max(hi - lo, 1e-6)
+    step = 10 ** math.floor(math.log10(span / 1000)) if span > 0 else 1
+    return {
+        "width": {"minimum": step, "maximum": _nice(2 * span, step), "step": step},
+        "level": {"minimum": _nice(lo - span / 2, step), "maximum": _nice(hi + span / 2, step), "step": step},
+    }
+
+
+def _nice(v: float, step: float) -> float:
+    return float(round(v / step) * step)
+
+
+def _best_slice(volume: Volume, label: np.ndarray | None) -> int:
+    if label is not None and label.any():
+        return int(np.argmax(label.reshape(label.shape[0], -1).sum(axis=1)))
+    return volume.shape[0] // 2
+
+
+def _metrics_table(session: Session, z: int) -> str:
+    res = session.results.get(z) or {}
+    device = session.predictor.device
+    dev = f"device: **{device}**"
+    if not res:
+        lines = [f"_Click on the object in the slice to segment it._  {dev}"]
+        if session.label is not None:
+            area = int(session.label[z].sum())
+            lines.append(f"Ground truth on slice {z}: {area} px.")
+        return "\n\n".join(lines)
+    ref = session.label[z] if session.label is not None else None
+    # short headers: the table sits in a third of a laptop screen; units are in the line below it
+    rows = ["| method | Dice | HD95 | CD x | CD y | area | time |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for m in METHODS:
+        if m in res:
+            v = _metric_values(session, res[m], ref)
+            cells = (v["Dice"], v["HD95"], v["CD x"], v["CD y"], v["area"], v["latency"])
+            rows.append(f"| {render.NAMES[m]} | " + " | ".join(cells) + " |")
+    note = "" if ref is not None else "\n\n_Load a label to see Dice, CD and HD95._"
+    return (
+        "\n".join(rows)
+        + "\n\nHD95 and CD (centroid distance per axis) in mm, area in mm², time in ms. "
+        + f"Slice {z}, threshold {session.threshold:.2f}, {dev}."
+        + note
+    )
+
+
+def metric_cells(pred: np.ndarray, ref: np.ndarray | None, spacing: tuple[float, ...]) -> dict[str, str]:
+    """Dice, CD per axis and HD95 of ``pred`` against ``ref`` (2D (y, x) or 3D (z, y, x) masks, spacing
+    in the same order), formatted for a table: "–" without a reference, and "n/a (reason)" where a
+    number would be invented (distances to an empty mask; Dice of two empty masks)."""
+    axes = ("CD z", "CD y", "CD x")[-len(spacing) :]
+    keys = ("Dice", *axes, "HD95")
+    if ref is None:
+        return dict.fromkeys(keys, "–")
+    p_any, r_any = bool(np.any(pred)), bool(np.any(ref))
+    if not p_any and not r_any:
+        return dict.fromkeys(keys, "n/a (both empty)")
+    e = evaluate_masks(pred, ref, spacing)
+    out = {"Dice": f"{e['dice']:.3f}"}
+    if not (p_any and r_any):
+        why = "n/a (empty mask)" if not p_any else "n/a (no label here)"
+        return {**out, **dict.fromkeys((*axes, "HD95"), why)}
+    for a in axes:
+        out[a] = f"{e['cd_' + a[-1]]:.2f}"
+    out["HD95"] = f"{e['hd95']:.2f}"
+    return out
+
+
+def _metric_values(session: Session, r: Result, ref: np.ndarray | None) -> dict[str, str]:
+    """One result's numbers, formatted: Dice, CD x, CD y, HD95 (– without a label), area and latency."""
+    sy, sx = session.volume.spacing[1:]
+    area = float(r.mask.sum()) * sy * sx
+    lat = r.timings.get("total_ms", float("nan"))
+    cells = metric_cells(r.mask, ref, (sy, sx))
+    out = {k: cells[k] for k in ("Dice", "CD x", "CD y", "HD95")}
+    out["area"] = f"{area:.1f}"
+    out["latency"] = f"{lat:.0f}"
+    return out
+
+
+def running_note(session: Session) -> str:
+    """What the page says while SeqPatch runs, with this session's last SeqPatch time as the estimate."""
+    t = session.seqpatch_seconds
+    if t is None:
+        eta = "a few seconds"
+    elif t < 1.5:
+        eta = "about a second"
+    else:
+        eta = f"about {t:.0f} s"
+    return f"**SeqPatch running…** ({eta} on this machine; the U-net's result is shown meanwhile)"
+
+
+def _partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
+    """The numbers of the methods done so far, one line each (the full table follows with SeqPatch)."""
+    ref = session.label[z] if session.label is not None else None
+    lines = []
+    for m in METHODS:
+        if m in res:
+            v = _metric_values(session, res[m], ref)
+            lines.append(
+                f"**{render.NAMES[m]}**: Dice {v['Dice']} · CD x {v['CD x']} mm · CD y {v['CD y']} mm · "
+                f"HD95 {v['HD95']} mm · area {v['area']} mm² · {v['latency']} ms"
+            )
+    lines.append("_SeqPatch: running; the table of both follows._")
+    lines.append(f"Slice {z}, threshold {session.threshold:.2f}, device: **{session.predictor.device}**.")
+    return "\n\n".join(lines)
+
+
+def _status(session: Session, z: int) -> str:
+    res = session.results.get(z) or {}
+    parts = []
+    if res:
+        r = next(iter(res.values()))
+        pz, py, px = r.point_zyx
+        phys = session.volume.index_to_physical((pz, py, px))
+        parts.append(
+            f"Point (z, y, x) = ({pz:.0f}, {py:.1f}, {px:.1f}) voxels = "
+            f"({phys[0]:.1f}, {phys[1]:.1f}, {phys[2]:.1f}) mm (x, y, z); window {r.window}; "
+            f"ray preset {r.preset}; working grid "
+            + ", ".join(
+                f"{render.NAMES[m]} {res[m].working_spacing:g} mm"
+                + (" (large object: segmented again on this coarser grid)" if res[m].coarsened else "")
+                for m in METHODS
+                if m in res
+            )
+            + "."
+        )
+    n = len(session.results)
+    parts.append(
+        f"Window {session.window_text()}: one window for every click on this volume. "
+        f"{n} segmented slice{'s' if n != 1 else ''}"
+        + (f" ({', '.join(str(k) for k in sorted(session.results))})" if n else "")
+        + "."
+        + "".join(
+            f" 3D object ({render.NAMES[m]}, dotted): slices {o.prop.z_range[0]}–{o.prop.z_range[1]}, "
+            f"{o.prop.volume_ml:.2f} mL, from the click at ({o.seed_zyx[0]}, {o.seed_zyx[1]:.1f}, "
+            f"{o.seed_zyx[2]:.1f})" + ("; on this slice." if o.prop.mask3d[z].any() else "; not on this slice.")
+            for m, o in session.objects3d.items()
+        )
+    )
+    parts.extend(f"⚠ {note}" for note in session.notes)
+    return " ".join(parts[:2]) + ("\n\n" + "\n\n".join(parts[2:]) if len(parts) > 2 else "")
+
+
+def plane_point(session: Session) -> tuple[int, int]:
+    """(y, x) of the coronal and sagittal planes: the current slice's click, else the last click
+    still shown, else the middle row and column."""
+    s = session
+    res = s.results.get(s.z)
+    if not res:
+        for c in reversed(s.clicks):
+            if s.results.get(c.z):
+                res = s.results[c.z]
+                break
+    _, ny, nx = s.shape
+    if res:
+        _, y, x = next(iter(res.values())).point_zyx
+        return int(np.clip(round(y), 0, ny - 1)), int(np.clip(round(x), 0, nx - 1))
+    return ny // 2, nx // 2
+
+
+def render_planes(session: Session) -> dict[str, np.ndarray]:
+    """The coronal (array[:, y, :]) and sagittal (array[:, :, x]) planes through the click, in the
+    current slice's window and their physical aspect, with every segmented slice's masks and a line
+    at the current axial slice. A numpy slice and a resize each: no network runs."""
+    s = _require(session)
+    y, x = plane_point(s)
+    w = s.display_window(s.z)
+    sz, sy, sx = s.volume.spacing
+    arr = s.volume.array
+    out = {}
+    # (name, plane of a (z, y, x) array, line of a (y, x) slice mask, (row, column) spacing, caption)
+    for name, pick, line, spacing, caption in (
+        ("coronal", lambda a: a[:, y, :], lambda m: m[y, :], (sz, sx), f"coronal, y = {y}"),
+        ("sagittal", lambda a: a[:, :, x], lambda m: m[:, x], (sz, sy), f"sagittal, x = {x}"),
+    ):
+        masks = {m: np.zeros(pick(arr).shape, dtype=bool) for m in METHODS}
+        for z, res in s.results.items():
+            for m, r in res.items():
+                if m in masks:
+                    masks[m][z] = line(r.mask)
+        contours = [render.Contour(m, masks[m]) for m in METHODS if masks[m].any()]
+        contours += [
+            render.Contour(m, pick(o.prop.mask3d), fill=False, dotted=True, label=f"{render.NAMES[m]} 3D")
+            for m, o in s.objects3d.items()
+        ]
+        if s.label is not None:
+            contours.append(render.Contour("truth", pick(s.label).astype(bool), dashed=True, fill=False))
+        out[name] = render.render_plane(
+            apply_window(pick(arr), w),
+            spacing,
+            contours,
+            opacity=s.opacity,
+            current_row=s.z,
+            caption=caption,
+        )
+    return out
+
+
+#: Widths (px) the per-ray pictures are drawn at: about the width they are shown at on a laptop.
+RAY_GRID_PX = 640
+RAY_DETAIL_PX = 720
+
+
+def ray_detail(session: Session, sp: Result, inside: np.ndarray) -> np.ndarray:
+    """The chosen ray of a SeqPatch result, large: input patches, fused likelihood and the readouts
+    of the forward-only and backward-only memories (same network), inside → outside."""
+    n = sp.patches.shape[0]
+    i = int(np.clip(session.ray, 0, n - 1))
+    try:
+        r = session.readouts(sp, i)
+    except Exception:  # noqa: BLE001 - a teaching extra must never cost the user the main answer
+        log.exception("direction readouts failed")
+        r = {}
+    return render.render_ray_detail(
+        sp.patches[i],
+        sp.ray_likelihoods[i],
+        ray=i,
+        n_rays=n,
+        inside=inside[i],
+        forward=r.get("forward"),
+        backward=r.get("backward"),
+        width=RAY_DETAIL_PX,
+    )
+
+
+def render_view(session: Session) -> dict[str, Any]:
+    """Every picture and text of the current slice."""
+    s = _require(session)
+    z = s.z
+    f = s.factor
+    win = s.windowed(z)
+    res = s.results.get(z) or {}
+    contours = [render.Contour(m, res[m].mask) for m in METHODS if m in res]
+    contours += [  # the whole objects followed in 3D, on every slice they reach
+        render.Contour(m, o.prop.mask3d[z], fill=False, dotted=True, label=f"{render.NAMES[m]} 3D")
+        for m, o in s.objects3d.items()
+        if o.prop.mask3d[z].any()
+    ]
+    if s.label is not None:
+        contours.append(render.Contour("truth", s.label[z].astype(bool), dashed=True, fill=not res))
+    point = centres = fov = None
+    if res:
+        point = next(iter(res.values())).point_zyx[1:]
+    if s.show_rays and "seqpatch" in res:
+        centres = res["seqpatch"].centres
+    if s.show_rays and "unet" in res:
+        fov = res["unet"].centres
+    caption = f"slice {z}/{s.shape[0] - 1}  {s.display_window(z)}"
+    overlay = render.render_overlay(
+        render.grey_rgb(win, f),
+        f,
+        contours,
+        opacity=s.opacity,
+        point_yx=point,
+        ray_centres=centres,
+        fov_corners=fov,
+        caption=caption,
+    )
+    out: dict[str, Any] = {"overlay": overlay}
+    for m in METHODS:
+        r = res.get(m)
+        if r is None:
+            why = "weights not loaded" if m not in s.predictor.models else "click on the slice"
+            out[f"lik_{m}"] = render.placeholder(f"{render.NAMES[m]} likelihood\n({why})")
+        else:
+            out[f"lik_{m}"] = render.render_likelihood(
+                win,
+                r.likelihood,
+                r.coverage,
+                f,
+                key=m,
+                mask=r.mask,
+                point_yx=r.point_zyx[1:],
+                title=f"{render.NAMES[m]} likelihood",
+            )
+    sp = res.get("seqpatch")
+    if sp is not None and sp.patches.ndim == 4:
+        cy = np.clip(np.round(sp.centres[..., 0]).astype(int), 0, s.shape[1] - 1)
+        cx = np.clip(np.round(sp.centres[..., 1]).astype(int), 0, s.shape[2] - 1)
+        inside = sp.mask[cy, cx]
+        out["rays"] = render.render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside, width=RAY_GRID_PX)
+        out["ray_detail"] = ray_detail(s, sp, inside)
+    else:
+        out["rays"] = render.placeholder("Per-ray view: click on the slice\n(SeqPatch: 16 rays × K patches)")
+        out["ray_detail"] = render.placeholder("One ray, large: click on the slice")
+    out["metrics"] = _metrics_table(s, z)
+    out["status"] = _status(s, z)
+    w = s.display_window(z)
+    out["width"] = round(w.width, 6)
+    out["level"] = round(w.level, 6)
+    out.update(render_planes(s))
+    return out
+
+
+def _empty_view(session: Session | None, message: str = "Load an image") -> dict[str, Any]:
+    return {
+        "state": session,
+        "summary": "_No image loaded._",
+        "overlay": render.placeholder(message, (360, 480)),
+        "lik_seqpatch": render.placeholder("SeqPatch likelihood"),
+        "lik_unet": render.placeholder("U-net likelihood"),
+        "rays": render.placeholder("Per-ray view"),
+        "ray_detail": render.placeholder("One ray, large"),
+        "coronal": render.placeholder("Coronal plane", (120, 420)),
+        "sagittal": render.placeholder("Sagittal plane", (120, 420)),
+        "metrics": "",
+        "status": "",
+        "files": None,
+    }
+
+
+def _summary(session: Session) -> str:
+    v = session.volume
+    lines = [f"**{v.source}**: {v.summary()}"]
+    if session.label is not None:
+        n = int(session.label.sum())
+        k = int(np.count_nonzero(session.label.reshape(session.label.shape[0], -1).any(axis=1)))
+        lines.append(f"Label: {n} voxels on {k} slice{'s' if k != 1 else ''}.")
+    elif session.label_note:
+        lines.append(session.label_note)
+    lines.extend(f"⚠ {w}" for w in v.warnings)
+    return "\n\n".join(lines)
