@@ -262,9 +262,7 @@ def change_ray(session: Session | None, ray: float) -> dict[str, Any]:
     res = (s.results.get(s.z) or {}).get("seqpatch")
     if res is None or res.patches.ndim != 4:
         return {"state": s}
-    cy = np.clip(np.round(res.centres[..., 0]).astype(int), 0, s.shape[1] - 1)
-    cx = np.clip(np.round(res.centres[..., 1]).astype(int), 0, s.shape[2] - 1)
-    return {"state": s, "ray_detail": ray_detail(s, res, res.mask[cy, cx])}
+    return {"state": s, "ray_detail": ray_detail(s, res)}
 
 
 @user_errors

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from app import features, render, zerogpu
 from app.session import Object3D, ObjectStep, Session, _require, user_errors
-from app.views import metric_cells, render_view
+from app.views import centres_inside, metric_cells, render_view
 from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import Window
 from seqpatch_core.metrics import dice
@@ -132,12 +132,6 @@ def _where(session: Session, click: tuple[int, float, float] | None = None) -> s
     return f"slice {z}, click (y, x) = ({y:.1f}, {x:.1f})"
 
 
-def _inside(result: Result, shape_yx: tuple[int, int]) -> np.ndarray:
-    cy = np.clip(np.round(result.centres[..., 0]).astype(int), 0, shape_yx[0] - 1)
-    cx = np.clip(np.round(result.centres[..., 1]).astype(int), 0, shape_yx[1] - 1)
-    return result.mask[cy, cx]
-
-
 #: Width (px) the ablation tab's two ray grids are drawn at: half of a laptop's page each.
 COMPARE_GRID_PX = 620
 
@@ -148,7 +142,7 @@ def ray_grid(
     """The per-ray view of a seqpatch-architecture result (render's grid, drawn ``width`` px wide for
     the place it is shown at), with an optional title bar."""
     grid = render.render_ray_grid(
-        result.patches, result.ray_likelihoods, inside=_inside(result, shape_yx), width=width
+        result.patches, result.ray_likelihoods, inside=centres_inside(result), width=width
     )
     if not title:
         return grid

@@ -234,9 +234,18 @@ RAY_GRID_PX = 640
 RAY_DETAIL_PX = 720
 
 
-def ray_detail(session: Session, sp: Result, inside: np.ndarray) -> np.ndarray:
+def centres_inside(result: Result) -> np.ndarray:
+    """(n_rays, K) bool: which patch centres of a SeqPatch result lie inside its mask."""
+    h, w = result.mask.shape
+    cy = np.clip(np.round(result.centres[..., 0]).astype(int), 0, h - 1)
+    cx = np.clip(np.round(result.centres[..., 1]).astype(int), 0, w - 1)
+    return result.mask[cy, cx]
+
+
+def ray_detail(session: Session, sp: Result, inside: np.ndarray | None = None) -> np.ndarray:
     """The chosen ray of a SeqPatch result, large: input patches, fused likelihood and the readouts
     of the forward-only and backward-only memories (same network), inside → outside."""
+    inside = centres_inside(sp) if inside is None else inside
     n = sp.patches.shape[0]
     i = int(np.clip(session.ray, 0, n - 1))
     try:
@@ -308,9 +317,7 @@ def render_view(session: Session) -> dict[str, Any]:
             )
     sp = res.get("seqpatch")
     if sp is not None and sp.patches.ndim == 4:
-        cy = np.clip(np.round(sp.centres[..., 0]).astype(int), 0, s.shape[1] - 1)
-        cx = np.clip(np.round(sp.centres[..., 1]).astype(int), 0, s.shape[2] - 1)
-        inside = sp.mask[cy, cx]
+        inside = centres_inside(sp)
         out["rays"] = render.render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside, width=RAY_GRID_PX)
         out["ray_detail"] = ray_detail(s, sp, inside)
     else:
