@@ -137,7 +137,7 @@ COMPARE_GRID_PX = 620
 
 
 def ray_grid(
-    result: Result, shape_yx: tuple[int, int], title: str | None = None, width: int | None = COMPARE_GRID_PX
+    result: Result, title: str | None = None, width: int | None = COMPARE_GRID_PX
 ) -> np.ndarray:
     """The per-ray view of a seqpatch-architecture result (render's grid, drawn ``width`` px wide for
     the place it is shown at), with an optional title bar."""
@@ -354,11 +354,10 @@ def compare(session: Session | None, variant: str | None) -> dict[str, Any]:
     )
     name = key[len(PREFIX) :]
     ref_name = ref_key[len(PREFIX) :] if ref_key.startswith(PREFIX) else "SeqPatch (the app's model)"
-    shape = s.shape[1:]
     out = {
         "state": s,
-        "cmp_ref": ray_grid(ref, shape, f"bidirectional: {ref_name}"),
-        "cmp_var": ray_grid(var, shape, f"ablation: {name}"),
+        "cmp_ref": ray_grid(ref, f"bidirectional: {ref_name}"),
+        "cmp_var": ray_grid(var, f"ablation: {name}"),
     }
     why = (
         "trained with the same budget as the ablations" if ref_key == PAPER_KEY
