@@ -387,7 +387,7 @@ ABLATION_CAVEAT = (
     "One slice is one sample: a variant may beat the full model here and lose over many slices. The "
     "validation Dice is each network's best on the synthetic validation slices of its own training "
     "(from its record); the ablations had a short budget (the training column), far less than the "
-    "paper's, so their order need not match the paper's Table 2. The README's ablation table gives "
+    "paper's, so their order need not match the paper's Table 2. The ablation table of docs/results.md gives "
     "every variant on the 192-slice synthetic benchmark, with the command that measures it."
 )
 

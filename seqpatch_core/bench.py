@@ -296,7 +296,7 @@ def run_bench(
 
 
 def markdown(b: dict) -> str:
-    """The README's table for one bench result."""
+    """The markdown table of docs/results.md for one bench result."""
     rows = [
         f"Machine: {b['device']} ({b['device_type']}, {b['threads']} threads, {b['dtype']}), torch {b['torch']}; "
         f"{b['image']}, preset {b['preset']}, {b['clicks']} clicks after warm-up.",

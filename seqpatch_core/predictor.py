@@ -85,7 +85,7 @@ class Coarsen:
     segmented again on a ``spacing_mm`` grid, and that answer is used.
 
     Why: a 32-pixel patch at 0.625 mm (MR) sees 20 mm; on large objects the nets under-segment at that
-    spacing and recover at 1.0 mm (CT's), while small objects need the fine grid (README, "Working
+    spacing and recover at 1.0 mm (CT's), while small objects need the fine grid (docs/results.md, "Working
     resolution"). The rule belongs to the weights: ``calibrate`` chooses ``radius_px`` on validation
     slices and stores it in the checkpoint's record under ``"coarsen"``; a checkpoint without it
     segments in one pass. Grids at ``spacing_mm`` or coarser (CT at 1.0 mm) always take one pass.
