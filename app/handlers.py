@@ -298,8 +298,9 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     slow = [m for m in methods if m in SLOW]
     new: dict[str, Result] = {}
     opts = {"threshold": s.threshold, "window": s.display_window(), "coarsen": s.second_pass}
-    for m in fast:
-        new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
+    with s.using():  # no yield inside: a run that is never resumed cannot leave the session busy
+        for m in fast:
+            new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
     partial = None
     if fast and slow:  # show the fast results now, SeqPatch's when it is done
         partial = dict(new)
@@ -314,10 +315,11 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         out["rays"] = render.placeholder("Per-ray view\n(SeqPatch running…)")
         out["ray_detail"] = render.placeholder("One ray, large\n(SeqPatch running…)")
         yield out
-    for m in slow:
-        t0 = time.perf_counter()
-        new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
-        s.seqpatch_seconds = time.perf_counter() - t0
+    with s.using():
+        for m in slow:
+            t0 = time.perf_counter()
+            new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
+            s.seqpatch_seconds = time.perf_counter() - t0
     out = {"state": s, "files": None}
     if partial is None:
         s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))

@@ -80,7 +80,8 @@ class SessionPool:
     """The sessions that hold arrays, least recently used first (weak references).
 
     ``touch(session)`` marks one as used now and, past the budget, calls ``release()`` on the least
-    recently used others. ``size`` tells what a session costs in bytes (default :func:`nbytes`).
+    recently used others, but for those whose ``busy`` attribute is non-zero (a run in progress).
+    ``size`` tells what a session costs in bytes (default :func:`nbytes`).
     """
 
     def __init__(
@@ -119,6 +120,8 @@ class SessionPool:
             for s, b in zip(sessions[:-1], sizes[:-1], strict=True):  # never the one in use now
                 if total <= self.max_bytes and len(self._live) <= self.max_sessions:
                     break
+                if getattr(s, "busy", 0):  # a long run (a grid, a 3D object) still needs its arrays
+                    continue
                 del self._live[id(s)]
                 total -= b
                 released.append(s)

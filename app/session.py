@@ -10,6 +10,8 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,8 @@ class Session:
     upload_cleared: bool = False
     #: The server released this session's arrays while it was idle (:class:`app.memory.SessionPool`).
     released: bool = False
+    #: Runs in progress (a click, a grid, a 3D object): the memory pool leaves a busy session alone.
+    busy: int = 0
     _windows: dict[str, Window] = field(default_factory=dict)
     _slices: OrderedDict = field(default_factory=OrderedDict)
     #: (id of a SeqPatch result, ray) -> (that result, its direction readouts): a few network runs kept.
@@ -238,6 +242,15 @@ class Session:
         if self.volume is not None and not memory.is_shared(self.volume.array):
             vol = int(self.volume.array.nbytes)
         return vol + memory.nbytes(own)
+
+    @contextmanager
+    def using(self) -> Iterator[None]:
+        """Marks a run in progress: the memory pool does not release this session meanwhile."""
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
 
     def release(self) -> None:
         """Drops every array (image, label, results, caches): the server needs the memory. The next

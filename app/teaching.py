@@ -170,20 +170,21 @@ def robustness(
     except (TypeError, ValueError):
         raise InputError("the grid size and the step must be numbers") from None
     label = s.label[z] if s.label is not None else None
-    result = click_robustness(
-        s.predictor,
-        z,
-        (y, x),
-        grid=grid_n,
-        step_mm=step,
-        methods=methods,
-        label_slice=label,
-        progress=progress,
-        threshold=s.threshold,
-        chunk=ROBUSTNESS_CHUNK,
-        window=_click_window(s),  # every moved click in the window of the original one
-        coarsen=s.second_pass,
-    )
+    with s.using():  # the memory pool leaves the session alone while the grid runs
+        result = click_robustness(
+            s.predictor,
+            z,
+            (y, x),
+            grid=grid_n,
+            step_mm=step,
+            methods=methods,
+            label_slice=label,
+            progress=progress,
+            threshold=s.threshold,
+            chunk=ROBUSTNESS_CHUNK,
+            window=_click_window(s),  # every moved click in the window of the original one
+            coarsen=s.second_pass,
+        )
     s.robustness = result
     shown = {render.NAMES.get(k, k) if k in methods else k: v for k, v in result.items()}
     fig = robustness_figure(shown)
@@ -287,15 +288,16 @@ def segment_object(
             progress(min(n / max(nz, 1), 0.99), f"{render.NAMES[method]}: slice {n} of at most {nz}")
 
     window = _click_window(s)
-    prop = propagate(
-        s.predictor,
-        (z, y, x),
-        method=method,
-        threshold=s.threshold,
-        window=window,
-        coarsen=s.second_pass,
-        on_slice=tick,
-    )
+    with s.using():
+        prop = propagate(
+            s.predictor,
+            (z, y, x),
+            method=method,
+            threshold=s.threshold,
+            window=window,
+            coarsen=s.second_pass,
+            on_slice=tick,
+        )
     obj = Object3D(method=method, seed_zyx=(z, y, x), threshold=s.threshold, prop=prop, window=window)
     s.history.append(ObjectStep(method, s.objects3d.get(method)))  # undo takes it back
     s.objects3d[method] = obj

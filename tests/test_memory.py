@@ -118,3 +118,15 @@ def test_memory_is_bounded_over_100_sessions(small_models, one_thread):
     print(f"server RSS (MB) after 5, 50, 100 sessions: {rss[5]:.0f}, {rss[50]:.0f}, {rss[100]:.0f}")
     assert len(memory.POOL) <= memory.POOL.max_sessions
     assert rss[100] - rss[5] <= 300, rss
+
+
+def test_a_busy_session_is_left_alone():
+    pool = memory.SessionPool(max_bytes=2**30, max_sessions=1)
+    a, b = Fake(np.zeros(10, np.uint8)), Fake(np.zeros(10, np.uint8))
+    a.busy = 1  # a long run in progress
+    pool.touch(a)
+    pool.touch(b)
+    assert a.arr is not None and a.released == []
+    a.busy = 0
+    pool.touch(b)
+    assert a.released == [True]
