@@ -9,6 +9,7 @@ before and after the recurrent unit. A level without a unit (the ablations "seqf
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,9 +52,13 @@ def ray_features(model: nn.Module, patches: np.ndarray) -> dict[str, LevelFeatur
     k = patches.shape[0]
     captured: dict[str, torch.Tensor] = {}
 
+    owner = threading.get_ident()
+
     def keep(name: str):
         def hook(_module, _inputs, output):
-            captured[name] = output.detach()
+            # the model is shared by every session: only this call's outputs, not another thread's
+            if threading.get_ident() == owner:
+                captured[name] = output.detach()
 
         return hook
 
@@ -191,10 +196,16 @@ def direction_readouts(model: nn.Module, patches: np.ndarray) -> dict[str, np.nd
         with torch.inference_mode():
             return {"fused": torch.sigmoid(model(x).float())[0, :, 0].cpu().numpy()}
 
+    owner = threading.get_ident()
+
     def keep_half(unit: nn.Module):
         c = unit.channels
 
         def hook(_module, inputs):
+            # The model is shared by every session, and another thread's click may run through it
+            # while these hooks are on: it must pass unchanged.
+            if threading.get_ident() != owner:
+                return None
             (t,) = inputs  # (3·K, 2C, H, W): copy 0 as is, copy 1 forward only, copy 2 backward only
             t = t.clone()
             per = t.shape[0] // 3

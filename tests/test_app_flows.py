@@ -260,3 +260,33 @@ def test_a_refused_label_empties_its_box(session, tmp_path):
         handlers.load_label(session, session.image_path, str(bad))
     assert info.value.outputs == {"label_file": None}
     assert session.label is label_before and session.volume is not None
+
+
+def test_readouts_do_not_touch_another_threads_click(small_models):
+    """The networks are shared by every session: the readouts' hooks must leave a click that runs
+    through the same network at the same time, in another thread, unchanged."""
+    import threading
+
+    import torch
+
+    from app.features import direction_readouts
+
+    net = small_models["seqpatch"]
+    x = torch.rand(4, 15, 1, 32, 32)
+    with torch.inference_mode():
+        alone = net(x)
+    start = threading.Event()
+    got = {}
+
+    def other():
+        start.wait()
+        with torch.inference_mode():
+            got["y"] = [net(x) for _ in range(20)]
+
+    t = threading.Thread(target=other)
+    t.start()
+    start.set()
+    for _ in range(20):
+        direction_readouts(net, np.random.default_rng(0).random((15, 32, 32)).astype(np.float32))
+    t.join()
+    assert all(torch.equal(y, alone) for y in got["y"])
