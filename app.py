@@ -11,8 +11,11 @@ import argparse
 import logging
 import os
 
-if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes"):
-    import spaces  # noqa: F401 - on a ZeroGPU Space, before torch: it prepares torch for spaces.GPU
+if os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true"):  # the rule of spaces.config
+    try:
+        import spaces  # noqa: F401 - on a ZeroGPU Space, before torch: it prepares torch for spaces.GPU
+    except ImportError:  # app.zerogpu then logs it and runs the networks without it
+        pass
 
 
 def parse_args(argv=None) -> argparse.Namespace:

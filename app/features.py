@@ -193,7 +193,8 @@ def direction_readouts(model: nn.Module, patches: np.ndarray) -> dict[str, np.nd
     device = next(model.parameters()).device
     x = torch.from_numpy(patches).to(device)[None, :, None]  # (1, K, 1, P, P)
     if not units:
-        with torch.inference_mode():
+        # float32 here too: the readouts are compared with each other, not with a click's bfloat16 pass
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
             return {"fused": torch.sigmoid(model(x).float())[0, :, 0].cpu().numpy()}
 
     owner = threading.get_ident()

@@ -510,6 +510,14 @@ def _wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File, main: dic
         api_name="segment_3d",
         concurrency_limit=1,
     )
+    # the variant's training budget and validation Dice, from its record, as soon as it is chosen
+    c["cmp_variant"].change(
+        lambda key: teaching.ablation_context(key) if key else "",
+        [c["cmp_variant"]],
+        [c["cmp_note"]],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     c["cmp_btn"].click(
         _bind(teaching.compare, cmp_out), [state, c["cmp_variant"]], out(*cmp_out), api_name="compare"
     )

@@ -7,6 +7,7 @@ Every panel works on the *current click*: the point clicked on the slice being s
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -389,14 +390,15 @@ ABLATION_CAVEAT = (
     "One slice is one sample: a variant may beat the full model here and lose over many slices. The "
     "validation Dice is each network's best on the synthetic validation slices of its own training "
     "(from its record); the ablations had a short budget (the training column), far less than the "
-    "paper's, so their order need not match the paper's Table 2. The ablation table of docs/results.md gives "
-    "every variant on the 192-slice synthetic benchmark, with the command that measures it."
+    "paper's, so their order need not match the paper's Table 2. The benchmark figure is the one to trust: "
+    "the ablation table of docs/results.md gives every variant on the 192-slice synthetic benchmark, with "
+    "the command that measures it."
 )
 
 
-def training_summary(model: Any) -> tuple[str, str]:
-    """(validation Dice, training budget) of a network, in words, from its checkpoint's record."""
-    rec = getattr(model, "record", {}) or {}
+def _record_summary(rec: dict[str, Any] | None) -> tuple[str, str]:
+    """(validation Dice, training budget) in words from a checkpoint record (the JSON beside it)."""
+    rec = rec or {}
     tr = rec.get("training", {}) or {}
     val = (rec.get("validation", {}) or {}).get("synthetic_val_dice_best")
     val_text = f"{float(val):.3f}" if val is not None else "–"
@@ -405,7 +407,54 @@ def training_summary(model: Any) -> tuple[str, str]:
     budget = f"{float(tr['minutes']):g} min on {tr.get('device', '?')}"
     if tr.get("samples_seen"):
         budget += f", {int(tr['samples_seen']):,} slices seen"
+    if tr.get("init"):
+        # the record holds the last phase only: a net continued from earlier weights trained longer
+        budget += f" (last phase; continued from {Path(str(tr['init'])).name})"
     return val_text, budget
+
+
+def training_summary(model: Any) -> tuple[str, str]:
+    """(validation Dice, training budget) of a network, in words, from its checkpoint's record."""
+    return _record_summary(getattr(model, "record", None))
+
+
+def _read_record(name: str, folder: Path) -> dict[str, Any] | None:
+    """The record beside checkpoint ``name`` (``<folder>/<name>.json``, or ``weights/<name>.json`` for
+    the two shipped networks), or None when missing or unreadable."""
+    for path in (folder / f"{name}.json", folder.parent / f"{name}.json"):
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                log.warning("unreadable record %s: %s", path, err)
+                return None
+    return None
+
+
+def ablation_context(key: str, folder: str | Path = ABLATIONS_DIR) -> str:
+    """Markdown: one line per model (the ablation ``key`` and the equal-budget bidirectional reference)
+    with its training budget and validation Dice from the record beside its checkpoint, then the
+    caveat that one slice is one sample and the benchmark figure is the one to trust.
+
+    key: ``"ablation:<variant>"`` or ``"<variant>"``. Reads only the JSON records (no network), so it
+    can run when the variant is chosen, before ``compare``.
+    """
+    folder = Path(folder)
+    name = key[len(PREFIX) :] if key.startswith(PREFIX) else key
+    ref = PAPER_KEY[len(PREFIX) :]
+    lines = []
+    for n in (name, ref) if name != ref else (name,):
+        what = ABLATIONS.get(n, ("", "the app's model" if n == "seqpatch" else ""))[1]
+        rec = _read_record(n, folder)
+        if rec is None:
+            lines.append(f"- **{n}**{f' — {what}' if what else ''}: no training record beside its weights.")
+            continue
+        val, budget = _record_summary(rec)
+        lines.append(
+            f"- **{n}**{f' — {what}' if what else ''}: trained {budget}; validation Dice (synthetic, best "
+            f"during its training) {val}."
+        )
+    return "\n".join(lines) + "\n\n" + ABLATION_CAVEAT
 
 
 # ----------------------------------------------------------------------------- 4. feature maps

@@ -40,14 +40,21 @@ _MODELS: dict[str, nn.Module] = {}
 
 
 def on_zero_gpu() -> bool:
-    """Whether this process runs on a ZeroGPU Space (the ``spaces`` package reads the same variable)."""
-    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes")
+    """Whether this process runs on a ZeroGPU Space.
+
+    The same test as ``spaces.config`` (0.51.3): ``SPACES_ZERO_GPU`` is "1", "t" or "true", any case.
+    Both must agree: where ``spaces`` thinks it is off, its ``GPU`` returns the function unchanged and
+    the networks would run in the main process, which has no GPU on ZeroGPU."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
 
 
 def gpu(duration: int | Callable[..., int]) -> Callable[[Callable], Callable]:
     """``spaces.GPU(duration=duration)`` on a ZeroGPU Space, else a decorator that changes nothing.
 
-    ``duration``: seconds, or a function of the decorated function's arguments giving them.
+    ``duration``: seconds, or a function of the decorated function's arguments giving them. The
+    function itself goes to ``spaces.GPU``, which wraps a generator function as a generator (it tests
+    ``inspect.isgeneratorfunction``), so a generator stays one on ZeroGPU as it does elsewhere.
+    Never fails for want of ``spaces``: without it the function is returned unchanged (logged).
     """
     if not on_zero_gpu():
         return lambda fn: fn
@@ -88,7 +95,9 @@ def setup(models: dict[str, nn.Module]) -> Runner | None:
     """On a ZeroGPU Space: keeps ``models`` by name for the GPU worker and returns the runner to give
     the :class:`~seqpatch_core.predictor.Predictor`; elsewhere None (the predictor runs them itself)."""
     global _gpu_run, _gpu_readouts, _gpu_features
-    if not on_zero_gpu():
+    if not on_zero_gpu():  # nothing runs through a GPU function (and nothing left from an earlier setup)
+        _MODELS.clear()
+        _gpu_run = _gpu_readouts = _gpu_features = None
         return None
     _MODELS.clear()
     _MODELS.update(models)
