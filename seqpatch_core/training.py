@@ -68,6 +68,10 @@ class TrainConfig:
     init: str | None = None
     rays_per_slice: int = 0
     loss: str = "bce"
+    #: Share of training slices that are real atlas structures (``atlas_bank``, prepared by
+    #: ``prepare-atlases``; seqpatch_core.atlases) instead of synthetic lesions; 0: none.
+    atlas_ratio: float = 0.0
+    atlas_bank: str | None = None
 
 
 #: Training losses: the paper's binary cross-entropy, or that plus a soft Dice term.
@@ -86,18 +90,25 @@ def _augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
-def make_batch(rng: np.random.Generator, n: int, bank, pairs=None, rays_per_slice: int = 0) -> dict:
+def make_batch(
+    rng: np.random.Generator, n: int, bank, pairs=None, rays_per_slice: int = 0, atlases=None,
+    atlas_ratio: float = 0.0,
+) -> dict:
     """One training batch of ``n`` slices sharing a preset: images, labels (n, H, W) float32, clicks (n, 2).
 
     ``rays_per_slice`` > 0 also draws that many distinct ray indices per slice (``"rays"``, (n, R)
-    int64) for the sequential net to train on; 0 keeps all of them.
+    int64) for the sequential net to train on; 0 keeps all of them. With an ``atlases`` bank
+    (:class:`seqpatch_core.atlases.AtlasBank`) a slice is a real atlas object (train split, the
+    batch's spacing) with probability ``atlas_ratio``, else as before.
     """
     names = list(TRAIN_PRESETS)
     preset = names[rng.choice(len(names), p=list(TRAIN_PRESETS.values()))]
     spacing = float(rng.uniform(*SPACING_RANGE))
     imgs, labs, clicks = [], [], []
     for _ in range(n):
-        if pairs is not None and rng.random() < 0.5:
+        if atlases is not None and atlas_ratio > 0 and rng.random() < atlas_ratio:
+            s = atlases.sample(rng, SLICE_SIZE, "train", spacing_mm=spacing)
+        elif pairs is not None and rng.random() < 0.5:
             s = pairs.sample(rng, SLICE_SIZE)
         else:
             s = synth.make_slice(rng, size=SLICE_SIZE, spacing_mm=spacing, backgrounds=bank)
@@ -131,10 +142,12 @@ class SliceStream(torch.utils.data.IterableDataset):
     """Endless batches; each DataLoader worker has its own seed stream (SeedSequence([seed, 0, worker, round]))."""
 
     def __init__(
-        self, seed: int, n: int, bank_path: str | None, round_: int, data: str | None = None, rays_per_slice: int = 0
+        self, seed: int, n: int, bank_path: str | None, round_: int, data: str | None = None, rays_per_slice: int = 0,
+        *, atlas_bank: str | None = None, atlas_ratio: float = 0.0,
     ):
         self.seed, self.n, self.bank_path, self.round, self.data = seed, n, bank_path, round_, data
         self.rays_per_slice = rays_per_slice
+        self.atlas_bank, self.atlas_ratio = atlas_bank, atlas_ratio
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -147,8 +160,13 @@ class SliceStream(torch.utils.data.IterableDataset):
             from seqpatch_core.datasets import LabelledPairs
 
             pairs = LabelledPairs(self.data)
+        atlases = load_atlases(self.atlas_bank) if self.atlas_ratio > 0 else None
+
+        def draw(rng, n, *args):  # make_batch with this stream's atlas mix
+            return make_batch(rng, n, *args, atlases=atlases, atlas_ratio=self.atlas_ratio)
+
         while True:
-            yield make_batch(rng, self.n, bank, pairs, self.rays_per_slice)
+            yield draw(rng, self.n, bank, pairs, self.rays_per_slice)
 
 
 def load_bank(path: str | None, split: str):
@@ -159,6 +177,13 @@ def load_bank(path: str | None, split: str):
     if p.suffix == ".npz":
         return synth.BackgroundBank.load(p, split=split)
     return synth.BackgroundBank.from_dir(p).with_split(split)
+
+
+def load_atlases(path: str | None):
+    """An AtlasBank from ``prepare-atlases`` output (default folder when no path)."""
+    from seqpatch_core.atlases import DEFAULT_DIR, AtlasBank
+
+    return AtlasBank(path or DEFAULT_DIR)
 
 
 def targets_for(arch: str, batch: dict, cfg: rays.RayConfig, device: torch.device):
@@ -290,7 +315,10 @@ def train(tc: TrainConfig) -> dict:
     amp_dtype = torch.bfloat16 if tc.amp else None
     val = validation_set(tc.val_slices, tc.val_seed, tc.backgrounds)
     rps = tc.rays_per_slice if arch == "seqpatch" else 0
-    stream = SliceStream(tc.seed, tc.slices_per_batch, tc.backgrounds, state["round"], tc.data, rps)
+    stream = SliceStream(
+        tc.seed, tc.slices_per_batch, tc.backgrounds, state["round"], tc.data, rps,
+        atlas_bank=tc.atlas_bank, atlas_ratio=tc.atlas_ratio,
+    )
     loader = torch.utils.data.DataLoader(
         stream,
         batch_size=None,
@@ -386,10 +414,22 @@ def _record(tc: TrainConfig, state: dict, elapsed: float, arch: str) -> dict:
             "loss": {"bce": "binary cross-entropy", "bce+dice": "binary cross-entropy + soft Dice"}[tc.loss],
             "optimizer": "Adam(beta1=0.95, beta2=0.99)",
             "data": "seqpatch_core.synth (synthetic lesions in procedural phantoms and real background anatomy)"
-            + (f" + labelled pairs from {tc.data}" if tc.data else ""),
+            + (f" + labelled pairs from {tc.data}" if tc.data else "")
+            + (f" + real atlas structures ({tc.atlas_ratio:.0%} of slices)" if tc.atlas_ratio > 0 else ""),
+            "atlas": _atlas_record(tc),
         },
         "validation": {"synthetic_val_dice_best": round(state["best"], 4), "curve": state["history"]},
     }
+
+
+def _atlas_record(tc: TrainConfig) -> dict | None:
+    """The atlas mix of a run: ratio, bank and its sources (None without atlases)."""
+    if tc.atlas_ratio <= 0:
+        return None
+    from seqpatch_core.atlases import DEFAULT_DIR, bank_sources
+
+    bank = tc.atlas_bank or str(DEFAULT_DIR)
+    return {"ratio": tc.atlas_ratio, "bank": bank, "sources": bank_sources(bank), "split": "train (left/midline)"}
 
 
 def plot_curves(records: dict[str, list[str | Path]], out_png: str | Path) -> None:
