@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -146,8 +147,12 @@ def cmd_train(args) -> int:
         loss=args.loss,
         atlas_ratio=args.atlas_ratio,
         atlas_bank=args.atlas_bank,
+        max_steps=args.max_steps,
+        model_config=args.model_config,
     )
     rec = train(tc)
+    if rec["training"].get("world_size", 1) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun rank 0 alone reports
     v = rec["validation"]
     log.info(
         "done: best synthetic val Dice %.4f after %s min",
@@ -238,6 +243,17 @@ def _method_list(text: str) -> list[str]:
         name = (bad or [text])[0]
         raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {', '.join(MODELS)}")
     return list(dict.fromkeys(names))  # keep the order, drop repeats
+
+
+def _model_config(text: str) -> dict:
+    """``train --model-config``: a JSON object of architecture overrides."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("give a JSON object, e.g. '{\"widths\": [8, 16, 32]}'")
+    return value
 
 
 def _model_name(text: str) -> str:
@@ -504,7 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the validation slices (default 1000; the same for every run, whatever --seed)",
     )
     tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--batch", type=int, default=8, help="slices per batch")
+    tr.add_argument(
+        "--batch", type=int, default=8,
+        help="slices per step, in all: under torchrun each of N processes takes batch/N of them",
+    )
     tr.add_argument("--workers", type=int, default=1)
     tr.add_argument("--eval-every", type=float, default=120.0, help="seconds between validations")
     tr.add_argument("--val-slices", type=int, default=48)
@@ -523,6 +542,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--device", default="auto")
     tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")
+    tr.add_argument(
+        "--max-steps", type=int, default=0,
+        help="stop after this many steps in all (a resumed run counts the earlier ones; default 0: no limit)",
+    )
+    tr.add_argument(
+        "--model-config", type=_model_config, default=None, metavar="JSON",
+        help='architecture overrides, e.g. \'{"widths": [8, 16, 32]}\' (a narrow sequential net for tests)',
+    )
     tr.add_argument(
         "--atlas-ratio", type=float, default=0.0,
         help="share of slices that are real atlas structures (prepare-atlases; default 0: none)",

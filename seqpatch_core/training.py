@@ -3,8 +3,9 @@
 Both model families see the same stream of synthetic slices (``seqpatch_core.synth``), the same clicks
 (mass centre plus jitter up to 30 % of the object's radius), the same augmentations and the same loss
 (binary cross-entropy, as in the paper; ``--loss bce+dice`` adds a soft Dice term), with Adam
-(beta1 0.95, beta2 0.99) and weight decay. Each batch draws one ray preset (``ct``, ``mr`` or
-``promise12``) and one working spacing, so one model serves CT and MR. The sequential net learns from
+(beta1 0.95, beta2 0.99) and weight decay. Each step draws one ray preset (``ct``, ``mr`` or
+``promise12``) for all its slices and each slice its own working spacing, so one model serves CT and
+MR. The sequential net learns from
 the 16 ray sequences of each slice; the U-net from the square field of view around the click that the
 same preset covers.
 
@@ -15,6 +16,33 @@ run started from ``init`` weights validates them first, so its curve begins at i
 its output is never worse than that. The best checkpoint by validation Dice is the output;
 ``<out>.resume.pt`` (tensors only, loaded with ``weights_only=True``) lets ``--resume`` continue, and
 ``<out stem>.json`` holds the record and the validation curve. The real cases are never used here.
+
+**Seed streams.** The data do not depend on how many processes or loader workers make them: step s
+draws its preset from ``SeedSequence([seed, 2, s])`` and slice i of its batch (i < ``--batch``, the
+global batch) is a one-slice ``make_batch`` on ``SeedSequence([seed, 3, s, i])``. A resumed run goes
+on from its step count, so it sees new slices, the ones an uninterrupted run would have seen.
+
+**Several processes, GPUs or machines** (``torch.nn.parallel.DistributedDataParallel``)::
+
+    torchrun --standalone --nproc-per-node 4 -m seqpatch_core train --model seqpatch_gn --batch 32 ...
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 --rdzv-id RUN \
+        -m seqpatch_core train --batch 64 ...          # the same command on each machine
+
+With WORLD_SIZE > 1 in the environment (torchrun sets it, with RANK, LOCAL_RANK and the rendezvous
+address) ``train`` starts a process group: NCCL on CUDA, each process on ``cuda:LOCAL_RANK``; gloo on
+the CPU. Without torchrun nothing changes: one process, no process group. ``--batch`` stays the global
+batch: each of W processes takes batch/W slices of every step (``--batch`` must divide by W), rank r
+the slices r·batch/W .. (r+1)·batch/W − 1, so rank r's stream is the single-process stream offset by
+r·batch/W slices. Each rank's loss is the mean over its share and DDP averages the gradients, so a
+step is the step one process takes on the whole batch: one and two processes take the same first
+step (``tests/test_distributed.py``; to float rounding, and with ``--no-amp`` to 1e-4 in the loss).
+Learning rate, stop and validation follow rank 0's clock and decisions (broadcast each step), so all
+ranks stop at the same step. Rank 0 alone validates, logs and writes the checkpoint, ``<out>.resume.pt``
+and the JSON record, which holds ``world_size``, ``global_batch`` and ``batch_per_process``; the others
+wait for it. ``--resume`` works with any number of processes: every rank loads the weights, the
+optimiser state and the step from ``<out>.resume.pt`` (on several machines ``--out`` must be on a
+filesystem all of them see). Validation and checkpoints do not change with W, nor does ``--minutes``:
+W processes get through up to W times the slices in the same wall-clock.
 """
 
 from __future__ import annotations
@@ -22,8 +50,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +98,10 @@ class TrainConfig:
     init: str | None = None
     rays_per_slice: int = 0
     loss: str = "bce"
+    #: Stop after this many optimisation steps in all (a resumed run counts the earlier ones); 0: none.
+    max_steps: int = 0
+    #: Architecture overrides for ``build_model`` (e.g. ``{"widths": [8, 16, 32]}``, a narrow test net).
+    model_config: dict | None = None
     #: Share of training slices that are real atlas structures (``atlas_bank``, prepared by
     #: ``prepare-atlases``; seqpatch_core.atlases) instead of synthetic lesions; 0: none.
     atlas_ratio: float = 0.0
@@ -138,22 +172,57 @@ def make_batch(
     return batch
 
 
+#: Tags of the training seed streams: a step's preset is drawn from SeedSequence([seed, STEP_STREAM,
+#: step]), slice i of the step's global batch from SeedSequence([seed, SLICE_STREAM, step, i]).
+STEP_STREAM, SLICE_STREAM = 2, 3
+
+
+def step_batch(seed: int, step: int, slices: range, make_one) -> dict:
+    """Slices ``slices`` (indices into the global batch) of training step ``step``, as one batch.
+
+    The step's ray preset comes from its own stream and is the same for every slice (and on every
+    process); each slice is ``make_one(rng)`` (a one-slice ``make_batch``) on its own stream, so a
+    slice's content depends only on (seed, step, i), never on how the global batch is split.
+    """
+    header = np.random.default_rng(np.random.SeedSequence([seed, STEP_STREAM, step]))
+    names = list(TRAIN_PRESETS)
+    preset = names[header.choice(len(names), p=list(TRAIN_PRESETS.values()))]
+    parts = [make_one(np.random.default_rng(np.random.SeedSequence([seed, SLICE_STREAM, step, i]))) for i in slices]
+    batch = {}
+    for key, first in parts[0].items():
+        if isinstance(first, torch.Tensor):
+            batch[key] = torch.cat([part[key] for part in parts])
+        elif isinstance(first, list):
+            batch[key] = [v for part in parts for v in part[key]]
+        else:
+            batch[key] = first
+    batch["preset"] = preset  # the slice's own draw of a preset is not used
+    if "rays" in batch and int(batch["rays"].max()) >= rays.get_preset(preset).n_rays:
+        raise ValueError("the ray presets differ in their number of rays: draw the ray subset per step")
+    return batch
+
+
 class SliceStream(torch.utils.data.IterableDataset):
-    """Endless batches; each DataLoader worker has its own seed stream (SeedSequence([seed, 0, worker, round]))."""
+    """Endless batches, one per step from ``start_step``: slices ``first_slice`` .. ``first_slice + n - 1``
+    of each step's global batch (:func:`step_batch`). DataLoader worker w of W makes steps
+    start_step + w, start_step + w + W, ... (the loader hands them out in step order), so the stream
+    depends neither on the number of workers nor on the number of processes.
+    """
 
     def __init__(
         self, seed: int, n: int, bank_path: str | None, round_: int, data: str | None = None, rays_per_slice: int = 0,
-        *, atlas_bank: str | None = None, atlas_ratio: float = 0.0,
+        *, start_step: int = 0, first_slice: int = 0,
+        atlas_bank: str | None = None, atlas_ratio: float = 0.0,
     ):
         self.seed, self.n, self.bank_path, self.round, self.data = seed, n, bank_path, round_, data
         self.rays_per_slice = rays_per_slice
         self.atlas_bank, self.atlas_ratio = atlas_bank, atlas_ratio
+        self.start_step, self.first_slice = start_step, first_slice
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
-        wid = info.id if info is not None else 0
+        wid, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         torch.set_num_threads(1)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0, wid, self.round]))
         bank = load_bank(self.bank_path, "train")
         pairs = None
         if self.data:
@@ -165,8 +234,11 @@ class SliceStream(torch.utils.data.IterableDataset):
         def draw(rng, n, *args):  # make_batch with this stream's atlas mix
             return make_batch(rng, n, *args, atlases=atlases, atlas_ratio=self.atlas_ratio)
 
+        slices = range(self.first_slice, self.first_slice + self.n)
+        step = self.start_step + wid
         while True:
-            yield draw(rng, self.n, bank, pairs, self.rays_per_slice)
+            yield step_batch(self.seed, step, slices, lambda rng: draw(rng, 1, bank, pairs, self.rays_per_slice))
+            step += n_workers
 
 
 def load_bank(path: str | None, split: str):
@@ -276,8 +348,41 @@ def validate(model, val: list[tuple], device: torch.device, amp_dtype=None) -> f
 # ----------------------------------------------------------------------------- loop
 
 
+def _start_distributed(device: torch.device) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, this process's device, whether this call started the process group).
+
+    A process group that the caller started is used as it is. Otherwise WORLD_SIZE > 1 in the
+    environment (torchrun) starts one from RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT: NCCL on
+    CUDA (device cuda:LOCAL_RANK), gloo on the CPU. Without either, one process: (0, 1, device, False).
+    """
+    import torch.distributed as dist
+
+    started = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if started else int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device, False
+    if not dist.is_available():
+        raise RuntimeError("several processes were asked for, but this PyTorch has no torch.distributed")
+    if device.type not in ("cuda", "cpu"):
+        raise ValueError(f"training in several processes needs CUDA or the CPU, not {device.type}")
+    rank = dist.get_rank() if started else int(os.environ["RANK"])
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", rank % torch.cuda.device_count()))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not started:
+        # the other ranks wait while rank 0 validates: on a CPU that can take minutes
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=1))
+    return rank, world, device, not started
+
+
 def train(tc: TrainConfig) -> dict:
-    """Train ``tc.model`` for at most ``tc.minutes`` (or to a plateau); returns the final record."""
+    """Train ``tc.model`` for at most ``tc.minutes`` (or to a plateau, or ``tc.max_steps``); returns the final record.
+
+    Under torchrun every process runs this (the module docstring says how the work is shared).
+    """
+    import torch.distributed as dist
+
     from seqpatch_core.predictor import pick_device
 
     if tc.model not in MODELS:
@@ -286,38 +391,78 @@ def train(tc: TrainConfig) -> dict:
         raise ValueError(f"unknown loss {tc.loss!r}; choose from {', '.join(LOSSES)}")
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
+    rank, world, device, owns_group = _start_distributed(pick_device(tc.device))
+    try:
+        if tc.slices_per_batch % world:
+            from seqpatch_core.errors import InputError
+
+            raise InputError(
+                f"the batch ({tc.slices_per_batch} slices) is the global batch and must divide by the number of "
+                f"processes ({world}): give --batch a multiple of {world}"
+            )
+        return _train(tc, rank, world, device)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict:
+    import torch.distributed as dist
+
+    def agree(value: float) -> float:
+        """Rank 0's value on every rank: decisions on time (the ranks' clocks differ) and on validation."""
+        if world == 1:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        dist.broadcast(t, 0)
+        return float(t.item())
+
     torch.manual_seed(tc.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # few distinct shapes (one per preset): autotune each
     out = Path(tc.out)
     resume_path = out.with_suffix(".resume.pt")
     curve_path = out.with_suffix(".json")
-    model = build_model(tc.model).to(device)
-    if tc.init and not (tc.resume and resume_path.is_file()):
+    resuming = tc.resume and bool(agree(resume_path.is_file()))
+    if resuming and not resume_path.is_file():
+        raise FileNotFoundError(
+            f"process {rank} cannot see {resume_path}: with several machines, --out must be on a filesystem "
+            "that all of them see"
+        )
+    model = build_model(tc.model, **(tc.model_config or {})).to(device)
+    if tc.init and not resuming:
         # continue from an earlier run's best weights (fresh optimiser); recorded in the checkpoint
         start_from = build_model(tc.model, checkpoint=tc.init)
         model.load_state_dict(start_from.state_dict())
-        log.info("initialised from %s", tc.init)
+        if rank == 0:
+            log.info("initialised from %s", tc.init)
     arch = model_arch(model)
     if device.type == "cpu" and tc.amp:
         # oneDNN's bfloat16 convolutions are fastest on NHWC tensors (about 25 % per step here)
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, tc.lr, tc.weight_decay)
     state = {"step": 0, "samples": 0, "elapsed_s": 0.0, "best": -1.0, "history": [], "round": 0, "stale": 0}
-    if tc.resume and resume_path.is_file():
+    if resuming:
+        # every rank loads all of it (weights, optimiser, step): the world size may differ from the last run's
         saved = torch.load(resume_path, map_location=device, weights_only=True)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optim"])
         state.update(json.loads(saved["state_json"]))
         state["round"] += 1
-        log.info("resumed %s at step %d (%.1f min)", tc.model, state["step"], state["elapsed_s"] / 60)
+        if rank == 0:
+            log.info("resumed %s at step %d (%.1f min)", tc.model, state["step"], state["elapsed_s"] / 60)
+    net = model  # what the training step runs: the model itself, or its DDP wrapper
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp_dtype = torch.bfloat16 if tc.amp else None
-    val = validation_set(tc.val_slices, tc.val_seed, tc.backgrounds)
+    val = validation_set(tc.val_slices, tc.val_seed, tc.backgrounds) if rank == 0 else []
     rps = tc.rays_per_slice if arch == "seqpatch" else 0
+    share = tc.slices_per_batch // world
     stream = SliceStream(
-        tc.seed, tc.slices_per_batch, tc.backgrounds, state["round"], tc.data, rps,
-        atlas_bank=tc.atlas_bank, atlas_ratio=tc.atlas_ratio,
+        tc.seed, share, tc.backgrounds, state["round"], tc.data, rps,
+        atlas_bank=tc.atlas_bank, atlas_ratio=tc.atlas_ratio, start_step=state["step"], first_slice=rank * share
     )
     loader = torch.utils.data.DataLoader(
         stream,
@@ -336,29 +481,46 @@ def train(tc: TrainConfig) -> dict:
         warm = min(1.0, (state["step"] + 1) / 200)
         return tc.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
+    def mean_loss() -> float | None:
+        """Mean training loss since the last evaluation, over all ranks (a collective: every rank calls it)."""
+        if world == 1:
+            return float(np.mean(losses)) if losses else None
+        t = torch.tensor([sum(losses), len(losses)], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t[0] / t[1]) if t[1] > 0 else None
+
+    def record(elapsed: float) -> dict:
+        rec = _record(tc, state, elapsed, arch)
+        rec["training"].update(world_size=world, global_batch=tc.slices_per_batch, batch_per_process=share)
+        return rec
+
     def evaluate_and_save(final: bool = False) -> None:
+        # every rank calls this; rank 0 alone validates, logs and writes
         elapsed = time.perf_counter() - start
+        train_loss = mean_loss()
+        losses.clear()
+        if rank != 0:
+            return
         vd = validate(model, val, device, amp_dtype)
         model.train()
         entry = {
             "step": state["step"],
             "samples": state["samples"],
             "minutes": round(elapsed / 60, 2),
-            "train_loss": round(float(np.mean(losses)), 4) if losses else None,
+            "train_loss": round(train_loss, 4) if train_loss is not None else None,
             "val_dice": round(vd, 4),
         }
-        losses.clear()
         state["history"].append(entry)
         improved = vd > state["best"] + 0.003
         if vd > state["best"]:
             state["best"] = vd
-            save_checkpoint(model, out, **_record(tc, state, elapsed, arch))
+            save_checkpoint(model, out, **record(elapsed))
         state["stale"] = 0 if improved else state["stale"] + 1
         state["elapsed_s"] = elapsed
         torch.save(
             {"model": model.state_dict(), "optim": opt.state_dict(), "state_json": json.dumps(state)}, resume_path
         )
-        curve_path.write_text(json.dumps({**_record(tc, state, elapsed, arch), "final": final}, indent=1))
+        curve_path.write_text(json.dumps({**record(elapsed), "final": final}, indent=1))
         log.info(
             "%s step %d samples %d %.1f min loss %s val Dice %.4f (best %.4f)",
             tc.model,
@@ -374,26 +536,35 @@ def train(tc: TrainConfig) -> dict:
         # the starting point on this run's validation slices: the run's output is never worse than it
         evaluate_and_save()
         last_eval = time.perf_counter()
-    model.train()
+    net.train()
     for batch in loader:
-        elapsed = time.perf_counter() - start
+        elapsed = agree(time.perf_counter() - start)
         if elapsed >= budget:
             break
         cfg = rays.get_preset(batch["preset"])
         x, y = targets_for(arch, batch, cfg, device)
         for g in opt.param_groups:
             g["lr"] = lr_at(elapsed / budget)
-        losses.append(train_step(model, opt, x, y, tc.amp, tc.loss))
+        # each rank's loss is the mean over its share of the batch and DDP averages the gradients over
+        # the ranks: the step is that of one process on the whole batch
+        losses.append(train_step(net, opt, x, y, tc.amp, tc.loss))
         state["step"] += 1
-        state["samples"] += int(batch["images"].shape[0])
-        if time.perf_counter() - last_eval >= tc.eval_every_s:
+        state["samples"] += int(batch["images"].shape[0]) * world
+        if tc.max_steps and state["step"] >= tc.max_steps:
+            break
+        if agree(time.perf_counter() - last_eval >= tc.eval_every_s):
             evaluate_and_save()
             last_eval = time.perf_counter()
-            if state["stale"] >= tc.patience and elapsed > 0.4 * budget:
-                log.info("validation Dice has plateaued (%d evaluations without +0.003): stopping", tc.patience)
+            if agree(state["stale"] >= tc.patience and elapsed > 0.4 * budget):
+                if rank == 0:
+                    log.info("validation Dice has plateaued (%d evaluations without +0.003): stopping", tc.patience)
                 break
     evaluate_and_save(final=True)
-    return json.loads(curve_path.read_text())
+    if world == 1:
+        return json.loads(curve_path.read_text())
+    rec = [json.loads(curve_path.read_text()) if rank == 0 else None]
+    dist.broadcast_object_list(rec, src=0)  # the record, on machines that do not share rank 0's filesystem
+    return rec[0]
 
 
 def _record(tc: TrainConfig, state: dict, elapsed: float, arch: str) -> dict:
