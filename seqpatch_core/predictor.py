@@ -332,11 +332,15 @@ class Predictor:
         cache_slices: int = 8,
         coarsen: bool = True,
         runner: Runner | None = None,
+        engine: str = "torch",
     ):
         """``coarsen``: apply each model's :class:`Coarsen` rule (False: always one pass at the
         preset working spacing, as ``--single-pass`` asks). ``runner``: what runs a network on a
         batch of clicks (default :func:`run_network`); a host that must run networks elsewhere (a
-        Hugging Face ZeroGPU Space: :mod:`app.zerogpu`) passes its own, called with the model's name."""
+        Hugging Face ZeroGPU Space: :mod:`app.zerogpu`) passes its own, called with the model's name.
+        ``engine``: "torch" (the reference), "auto" (the fastest path on this CPU whose masks agree
+        with float32 PyTorch: :func:`seqpatch_core.engines.choose`), "openvino" or "onnxruntime".
+        Compiled engines apply on the CPU only; the choice is in :attr:`engines`."""
         self.coarsen = coarsen
         self.runner = runner
         self.device = device if isinstance(device, torch.device) else pick_device(device)
@@ -346,6 +350,17 @@ class Predictor:
             # measured (bench --variants): oneDNN's bfloat16 convolutions run fastest on NHWC tensors
             for m in self.models.values():
                 m.to(memory_format=torch.channels_last)
+        #: name -> what runs that network's clicks (the model, or a compiled copy of it)
+        self.nets: dict[str, object] = dict(self.models)
+        #: name -> the path it runs on ("torch-float32", "openvino-bfloat16", ...) and what was tried
+        self.engines: dict[str, dict] = {}
+        if engine != "torch" and self.device.type == "cpu" and runner is None:
+            from seqpatch_core import engines
+
+            for name, m in self.models.items():
+                choice = engines.choose(m, engine, self.dtype)
+                self.nets[name] = choice.net
+                self.engines[name] = {"path": choice.label, "tried": choice.tried}
         self.volume: Volume | None = None
         self.window_spec = "auto"
         self._cache: OrderedDict = OrderedDict()
@@ -355,7 +370,9 @@ class Predictor:
 
     def session(self) -> Predictor:
         """A new predictor for another session that shares this one's models."""
-        return Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen, self.runner)
+        other = Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen, self.runner)
+        other.nets, other.engines = self.nets, self.engines  # compiled once per process
+        return other
 
     def set_volume(self, volume: Volume | None, window: str | Window = "auto") -> None:
         """Hold ``volume`` for the coming clicks (None: let go of it and of the cached slices);
@@ -483,7 +500,9 @@ class Predictor:
         if self.runner is not None:
             outs = self.runner(method, img_w, clicks_w, cfg, self.device, self.dtype)
         else:
-            outs = run_network(model, img_w, clicks_w, cfg, self.device, self.dtype)
+            net = self.nets.get(method, model)
+            dtype = self.dtype if net is model else None  # a compiled net has its own precision
+            outs = run_network(net, img_w, clicks_w, cfg, self.device, dtype)
         results = []
         for (_, y, x), wr in zip(pts, outs, strict=True):
             t2 = time.perf_counter()
