@@ -323,13 +323,27 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
 # ----------------------------------------------------------------------------- validation
 
 
-def validation_set(n: int, seed: int, bank_path: str | None) -> list[tuple]:
-    """Held-out slices: (slice, preset). Half at 1.0 mm with ``ct``, half at 0.625 mm with ``promise12``."""
+def validation_set(
+    n: int, seed: int, bank_path: str | None, atlas_ratio: float = 0.0, atlas_bank: str | None = None
+) -> list[tuple]:
+    """Held-out slices: (slice, preset). Half at 1.0 mm with ``ct``, half at 0.625 mm with ``promise12``.
+
+    With ``atlas_ratio`` > 0, that share of the ``n`` slices (rounded) are atlas objects of the
+    bank's validation split (the other hemisphere from training's), at 0.625 mm with ``promise12``,
+    drawn from their own seed stream: the checkpoint is chosen on both kinds of object.
+    """
     bank = load_bank(bank_path, "val")
-    half = n // 2
+    n_atlas = round(n * atlas_ratio) if atlas_ratio > 0 else 0
+    n_synth = n - n_atlas
+    half = n_synth // 2
     a = synth.benchmark_set(half, seed, bank, spacing_mm=1.0, size=SLICE_SIZE)
-    b = synth.benchmark_set(n - half, seed + 1, bank, spacing_mm=0.625, size=SLICE_SIZE)
-    return [(s, "ct") for s in a] + [(s, "promise12") for s in b]
+    b = synth.benchmark_set(n_synth - half, seed + 1, bank, spacing_mm=0.625, size=SLICE_SIZE)
+    out = [(s, "ct") for s in a] + [(s, "promise12") for s in b]
+    if n_atlas:
+        atlases = load_atlases(atlas_bank)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+        out += [(atlases.sample(rng, SLICE_SIZE, "val", 0.625), "promise12") for _ in range(n_atlas)]
+    return out
 
 
 def validate(model, val: list[tuple], device: torch.device, amp_dtype=None) -> float:
@@ -457,7 +471,9 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp_dtype = torch.bfloat16 if tc.amp else None
-    val = validation_set(tc.val_slices, tc.val_seed, tc.backgrounds) if rank == 0 else []
+    val = (
+        validation_set(tc.val_slices, tc.val_seed, tc.backgrounds, tc.atlas_ratio, tc.atlas_bank) if rank == 0 else []
+    )
     rps = tc.rays_per_slice if arch == "seqpatch" else 0
     share = tc.slices_per_batch // world
     stream = SliceStream(
