@@ -206,6 +206,17 @@ def cmd_bench(args) -> int:
         torch.set_num_threads(args.threads)
     dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
     models = load_models(["seqpatch", "unet"], {"seqpatch": args.weights_seqpatch, "unet": args.weights_unet})
+    if args.engines:
+        from seqpatch_core.bench import compare_paths, paths_markdown
+
+        image, label = (None, None) if args.synthetic else (args.image, args.label)
+        result = compare_paths(
+            models, image, label, clicks=args.clicks, preset=args.preset, agreement_slices=args.agreement_slices
+        )
+        print(paths_markdown(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return 0
     # one pass per click, so the stages add up and runs compare whatever the object's size (a click
     # redone on the coarser grid costs a second pass of the same size: about twice the time)
     pred = Predictor(models, device=args.device, dtype=dtypes[args.dtype], coarsen=False)
@@ -652,6 +663,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time one training step per method (bfloat16 with --dtype bfloat16)",
     )
     be.add_argument("--no-load", action="store_true", help="skip the 512x512x100 loading test")
+    be.add_argument(
+        "--engines",
+        action="store_true",
+        help="instead: every inference path side by side (PyTorch float32 / bfloat16, OpenVINO, ONNX Runtime): "
+        "click stages, grid, 3D object and the masks' agreement with float32 PyTorch",
+    )
+    be.add_argument("--agreement-slices", type=int, default=32, help="generated slices of the --engines check")
     be.add_argument("--json", default=None)
     be.set_defaults(func=cmd_bench)
 

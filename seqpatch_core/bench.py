@@ -456,7 +456,7 @@ def compare_paths(
         t = time.perf_counter()
         prop = propagate(pred, (z, cy, cx), "seqpatch", preset) if "seqpatch" in models else None
         entry["object_3d_seqpatch_s"] = round(time.perf_counter() - t, 2)
-        entry["object_3d_slices"] = int(prop.mask.any(axis=(1, 2)).sum()) if prop is not None else 0
+        entry["object_3d_slices"] = len(prop.per_slice) if prop is not None else 0
         out["paths"][path] = entry
     ref = out["paths"].get("torch-float32", {}).get("seqpatch", {}).get("p50_ms")
     for entry in out["paths"].values():

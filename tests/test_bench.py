@@ -1,5 +1,6 @@
 """The bench command's measurements and table, on a generated CT slice with small networks."""
 
+import pytest
 import torch
 
 from seqpatch_core.bench import markdown, network_flops, run_bench
@@ -7,6 +8,7 @@ from seqpatch_core.predictor import Predictor
 from seqpatch_core.rays import get_preset
 
 
+@pytest.mark.slow
 def test_bench_reports_every_figure(small_models, one_thread):
     pred = Predictor(dict(small_models), device="cpu")
     b = run_bench(pred, None, clicks=2, warmup=1, with_load=False, variants=True, train_step=True)
@@ -33,9 +35,35 @@ def test_bench_reports_every_figure(small_models, one_thread):
     assert "training step" in table
 
 
+@pytest.mark.slow
 def test_flops_of_the_full_network_match_the_paper_layout():
     from seqpatch_core.models import build_model
 
     # 240 patches of 32 x 32 through the 1.37 M-parameter network: about 110.9 GFLOP per click
     flops = network_flops(build_model("seqpatch"), get_preset("ct"))
     assert 100e9 < flops < 120e9
+
+
+@pytest.mark.slow
+def test_bench_engines_compares_every_path_with_its_agreement(small_models, one_thread, tmp_path, monkeypatch):
+    """bench --engines: each path's click times, grid, 3D object and Dice against float32 PyTorch."""
+    from seqpatch_core import engines
+    from seqpatch_core.bench import compare_paths, paths_markdown
+
+    if not engines.installed("onnxruntime"):
+        pytest.skip("onnxruntime is not installed")
+    monkeypatch.setenv("SEQPATCH_CACHE", str(tmp_path))
+    paths = ["torch-float32", "onnxruntime-float32"]
+    b = compare_paths(dict(small_models), None, clicks=1, warmup=1, agreement_slices=2, paths=paths)
+    assert list(b["paths"]) == paths and b["reference"] == "torch-float32"
+    for path in paths:
+        e = b["paths"][path]
+        for m in ("seqpatch", "unet"):
+            assert 0 < e[m]["p50_ms"] <= e[m]["p95_ms"] and "network_ms" in e[m]["stages"]
+            assert 0.99 <= e[m]["min_dice"] <= e[m]["mean_dice"] <= 1.0
+        assert e["robustness_grid_5x5_s"] > 0 and e["object_3d_seqpatch_s"] > 0
+    assert b["paths"]["torch-float32"]["ratio"] == 1.0
+    assert b["paths"]["torch-float32"]["seqpatch"]["mean_dice"] == 1.0
+    assert b["fastest_agreeing"] in paths and b["floor_ms"]["float32"]["seqpatch"] > 0
+    table = paths_markdown(b)
+    assert "| onnxruntime-float32 |" in table and "Compute floor" in table
