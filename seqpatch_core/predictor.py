@@ -202,6 +202,32 @@ def run_network(
     return out
 
 
+def segment_slice(
+    net: nn.Module,
+    image: np.ndarray,
+    clicks_yx: np.ndarray,
+    cfg: rays.RayConfig | str,
+    spacing_mm: float,
+    device: torch.device,
+    threshold: float = 0.5,
+    dtype: torch.dtype | None = None,
+    working_spacing: float | None = None,
+    coarsen: bool | Coarsen = False,
+) -> list[Result]:
+    """The app's pipeline (:meth:`Predictor.predict_many`) on one windowed slice, for N clicks.
+
+    image: (H, W) float in [0, 1] with square pixels of ``spacing_mm``; clicks_yx: (N, 2) (y, x) in
+    its pixels. ``working_spacing`` None segments on the slice's own grid; a spacing resamples it
+    there and maps the answer back. ``coarsen``: False (one pass), True (the model's
+    :class:`Coarsen` rule) or a rule. Returns N :class:`Result` on the slice grid. Training's
+    validation, the evaluation command and the calibration use this, so they measure what a click
+    in the app gives.
+    """
+    pred = Predictor({"net": net}, device, dtype, cache_slices=2)
+    pred.set_slice(image, spacing_mm, working_spacing)
+    return pred.predict_many(0, np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2), "net", cfg, threshold, coarsen)
+
+
 def segment_working(
     model: nn.Module,
     image_w: np.ndarray,
@@ -211,17 +237,12 @@ def segment_working(
     threshold: float = 0.5,
     dtype: torch.dtype | None = None,
 ) -> list[np.ndarray]:
-    """Masks for N clicks on one windowed working-grid slice, in one network batch.
+    """Masks for N clicks on one windowed slice that is its own working grid, in one pass.
 
-    image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) working px. The whole pipeline
-    (fusion, threshold, component holding the click, hole filling) as in the app, without the
-    resampling to a slice grid. Returns N (Hw, Ww) bool masks.
-    Shared by training's validation and the evaluation command.
+    image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) px. Returns N (Hw, Ww) bool masks
+    (:func:`segment_slice`, which the grid's spacing does not change).
     """
-    clicks_w = np.asarray(clicks_w, dtype=np.float64).reshape(-1, 2)
-    outs = run_network(model, image_w, clicks_w, cfg, device, dtype)
-    pairs = zip(outs, clicks_w, strict=True)
-    return [rays.postprocess(wr.fused, wr.coverage, c, threshold) for wr, c in pairs]
+    return [r.mask for r in segment_slice(model, image_w, clicks_w, cfg, 1.0, device, threshold, dtype)]
 
 
 def segment_resampled(
@@ -235,21 +256,10 @@ def segment_resampled(
     threshold: float = 0.5,
     dtype: torch.dtype | None = None,
 ) -> list[np.ndarray]:
-    """Masks for N clicks on ``image`` segmented on a working grid of another spacing.
-
-    image: (H, W) float in [0, 1] with square pixels of ``spacing_mm``; clicks_yx: (N, 2) in its
-    pixels. The same path as :meth:`Predictor.predict_many`: the slice is resampled onto the
-    ``working_spacing`` grid (anti-aliased when shrinking), the fused likelihood and coverage are
-    mapped back, and the post-processing runs on the slice grid. Returns N (H, W) bool masks.
-    """
-    grid = rays.SliceGrid(tuple(image.shape), (spacing_mm, spacing_mm), working_spacing)
-    clicks_yx = np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2)
-    outs = run_network(net, rays.resample_to_working(image, grid), grid.to_working(clicks_yx), cfg, device, dtype)
-    back = rays.resample_to_slice
-    return [
-        rays.postprocess(back(wr.fused, grid), back(wr.coverage, grid), c, threshold)
-        for wr, c in zip(outs, clicks_yx, strict=True)
-    ]
+    """Masks for N clicks on ``image`` (square pixels of ``spacing_mm``) segmented on a working grid
+    of ``working_spacing`` mm and mapped back: N (H, W) bool masks (:func:`segment_slice`)."""
+    res = segment_slice(net, image, clicks_yx, cfg, spacing_mm, device, threshold, dtype, working_spacing)
+    return [r.mask for r in res]
 
 
 def segment_adaptive(
@@ -263,28 +273,33 @@ def segment_adaptive(
     dtype: torch.dtype | None = None,
     rule: Coarsen | None = None,
 ) -> tuple[list[np.ndarray], list[bool]]:
-    """Masks for N clicks on a windowed working-grid slice, with the model's :class:`Coarsen` rule.
-
-    image: (H, W) float in [0, 1] whose square pixels of ``spacing_mm`` are the working grid;
-    clicks_yx: (N, 2). First :func:`segment_working`; clicks whose mask is larger than the rule allows
-    are segmented again by :func:`segment_resampled` at ``rule.spacing_mm`` (as
-    :meth:`Predictor.predict_many` does). ``rule`` None: the model's own rule (none: one pass).
-    Returns the N (H, W) bool masks and, per click, whether it was redone.
-    """
-    rule = rule or Coarsen.of(net)
-    clicks_yx = np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2)
-    masks = segment_working(net, image, clicks_yx, cfg, device, threshold, dtype)
-    redo = [i for i, m in enumerate(masks) if rule is not None and rule.wants(m, (spacing_mm,) * 2, spacing_mm)]
-    if redo:
-        again = segment_resampled(
-            net, image, clicks_yx[redo], cfg, spacing_mm, rule.spacing_mm, device, threshold, dtype
-        )
-        for i, m in zip(redo, again, strict=True):
-            masks[i] = m
-    return masks, [i in redo for i in range(len(masks))]
+    """Masks for N clicks on a windowed slice that is its own working grid, with the second pass
+    of ``rule`` (None: the model's own :class:`Coarsen` rule; none: one pass), as in the app.
+    Returns the N (H, W) bool masks and, per click, whether it was redone (:func:`segment_slice`)."""
+    res = segment_slice(net, image, clicks_yx, cfg, spacing_mm, device, threshold, dtype, None, rule or True)
+    return [r.mask for r in res], [r.coarsened for r in res]
 
 
 # ----------------------------------------------------------------------------- per-session predictor
+
+#: The window of a slice that is already windowed to [0, 1] (:meth:`Predictor.set_slice`).
+WINDOWED = Window(0.0, 1.0, "windowed")
+
+
+@dataclass
+class _SliceVolume:
+    """What :meth:`Predictor.set_slice` holds: the fields of a Volume that inference reads.
+
+    array: (1, H, W) float32 in [0, 1]; spacing: (z, y, x) mm.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    modality: str = "unknown"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
 
 
 @dataclass
@@ -307,7 +322,7 @@ class Result:
     ray_likelihoods: np.ndarray
     centres: np.ndarray
     window: Window
-    preset: str
+    preset: str | rays.RayConfig
     working_spacing: float
     threshold: float
     timings: dict[str, float]
@@ -361,8 +376,10 @@ class Predictor:
                 choice = engines.choose(m, engine, self.dtype)
                 self.nets[name] = choice.net
                 self.engines[name] = {"path": choice.label, "tried": choice.tried}
-        self.volume: Volume | None = None
-        self.window_spec = "auto"
+        self.volume: Volume | _SliceVolume | None = None
+        self.window_spec: str | Window = "auto"
+        #: the working grid's spacing when :meth:`set_slice` fixed it (None: the modality's)
+        self.working_spacing: float | None = None
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_slices
         # one session's clicks may run at once (a second click while the first one runs)
@@ -379,6 +396,20 @@ class Predictor:
         ``window`` is a Window or a spec for ``resolve_window``."""
         self.volume = volume
         self.window_spec = window
+        self.working_spacing = None
+        self._cache.clear()
+
+    def set_slice(self, image: np.ndarray, spacing_mm: float, working_spacing: float | None = None) -> None:
+        """Hold one windowed slice instead of a volume (a generated or validation slice).
+
+        image: (H, W) float in [0, 1] (already windowed: the window is the identity), square pixels of
+        ``spacing_mm``; clicks are then ``predict_many(0, ...)``. It is segmented on a working grid of
+        ``working_spacing`` mm (None: its own grid, no resampling).
+        """
+        arr = np.asarray(image, dtype=np.float32)[None]
+        self.volume = _SliceVolume(arr, (1.0, float(spacing_mm), float(spacing_mm)))
+        self.window_spec = WINDOWED
+        self.working_spacing = float(working_spacing or spacing_mm)
         self._cache.clear()
 
     def resolve_window(self, point_zyx, window: str | Window | None = None) -> Window:
@@ -453,9 +484,9 @@ class Predictor:
         z: int,
         points_yx,
         method: str = "seqpatch",
-        preset: str | None = None,
+        preset: str | rays.RayConfig | None = None,
         threshold: float = 0.5,
-        coarsen: bool | None = None,
+        coarsen: bool | Coarsen | None = None,
         window: str | Window | None = None,
     ) -> list[Result]:
         """Segment slice ``z`` at several clicks (y, x) in one batch (the robustness grid).
@@ -463,10 +494,12 @@ class Predictor:
         ``window``: a :class:`Window` or a spec ("auto", "lung", "W,L", ...); None: ``window_spec``.
         "auto" is resolved once, at the first click, for the whole batch.
 
-        With ``coarsen`` (None: the predictor's setting) and a :class:`Coarsen` rule in the model's
-        record, clicks whose first mask is large are segmented again on the coarser grid, in one more
-        batch, and their results (mask, likelihoods, patches, centres, ``working_spacing``) are those
-        of that pass, marked ``coarsened``.
+        With ``coarsen`` (None: the predictor's setting; a :class:`Coarsen`: that rule instead of the
+        model's) and a :class:`Coarsen` rule in the model's record, clicks whose first mask is large
+        are segmented again on the coarser grid, in one more batch, and their results (mask,
+        likelihoods, patches, centres, ``working_spacing``) are those of that pass, marked
+        ``coarsened``. This is the one place the second-pass rule is applied. ``preset``: a name or a
+        :class:`~seqpatch_core.rays.RayConfig`.
         """
         t0 = time.perf_counter()
         pts = [self.check_point((z, *p)) for p in points_yx]
@@ -474,9 +507,10 @@ class Predictor:
         model = self.model(method)
         preset = preset or self.default_preset()
         window = self.resolve_window(pts[0], window)
-        spacing_mm = rays.WORKING_SPACING_MM.get(self.volume.modality, 1.0)
+        spacing_mm = self.working_spacing or rays.WORKING_SPACING_MM.get(self.volume.modality, 1.0)
         results = self._pass(z, pts, method, preset, window, spacing_mm, threshold, t0)
-        rule = Coarsen.of(model) if (self.coarsen if coarsen is None else coarsen) else None
+        coarsen = self.coarsen if coarsen is None else coarsen
+        rule = coarsen if isinstance(coarsen, Coarsen) else (Coarsen.of(model) if coarsen else None)
         if rule is not None:
             pixel_mm = tuple(self.volume.spacing[1:])
             redo = [i for i, r in enumerate(results) if rule.wants(r.mask, pixel_mm, spacing_mm)]
@@ -493,7 +527,7 @@ class Predictor:
     def _pass(self, z, pts, method, preset, window, spacing_mm, threshold, t0) -> list[Result]:
         """One batch of clicks ``pts`` ((z, y, x) checked) on the ``spacing_mm`` working grid."""
         model = self.model(method)
-        cfg = rays.get_preset(preset)
+        cfg = preset if isinstance(preset, rays.RayConfig) else rays.get_preset(preset)
         img_w, grid = self.working_slice(z, window, spacing_mm)
         clicks_w = grid.to_working(np.array([p[1:] for p in pts]))
         t1 = time.perf_counter()

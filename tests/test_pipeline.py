@@ -1,0 +1,79 @@
+"""One inference pipeline: a click in the app (Predictor on a volume) and the slice entry used by
+training's validation, the evaluation command and the calibration (segment_slice and its wrappers)
+give the same masks, and the second-pass rule is applied in one place."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seqpatch_core.intensity import Window, apply_window
+from seqpatch_core.io import volume_from_array
+from seqpatch_core.predictor import (
+    Coarsen,
+    Predictor,
+    segment_adaptive,
+    segment_resampled,
+    segment_slice,
+    segment_working,
+)
+
+CPU = torch.device("cpu")
+WINDOW = Window(-200.0, 300.0, "test")
+
+
+def _volume(pixel_mm: float, modality: str):
+    """A 3-slice volume with a bright ellipse in the middle slice, and its windowed middle slice."""
+    yy, xx = np.mgrid[:120, :110]
+    arr = np.random.default_rng(0).normal(0, 30, (3, 120, 110)).astype(np.float32)
+    arr[1][((yy - 58) / 24) ** 2 + ((xx - 50) / 17) ** 2 < 1] += 250
+    vol = volume_from_array(arr, spacing=(3.0, pixel_mm, pixel_mm), modality=modality)
+    return vol, apply_window(arr[1], WINDOW)
+
+
+@pytest.mark.parametrize("method", ["seqpatch", "unet"])
+@pytest.mark.parametrize("preset", ["ct", "promise12"])
+def test_a_click_in_the_app_equals_the_slice_entry_on_the_working_grid(small_models, method, preset, one_thread):
+    """CT at 1.0 mm pixels: the working grid is the slice grid, so segment_working sees what the app sees."""
+    vol, windowed = _volume(1.0, "CT")
+    pred = Predictor(dict(small_models), CPU, coarsen=False)
+    pred.set_volume(vol, window=WINDOW)
+    clicks = [(58.0, 50.0), (60.5, 44.2)]
+    app = pred.predict_many(1, clicks, method, preset)
+    entry = segment_working(small_models[method], windowed, np.array(clicks), preset, CPU)
+    for r, m in zip(app, entry, strict=True):
+        np.testing.assert_array_equal(r.mask, m)
+        assert r.mask.any()
+
+
+@pytest.mark.parametrize("method", ["seqpatch", "unet"])
+def test_a_resampled_click_equals_the_slice_entry_at_that_spacing(small_models, method, one_thread):
+    """MR at 0.8 mm pixels is segmented on the 0.625-mm working grid and mapped back, both ways alike."""
+    vol, windowed = _volume(0.8, "MR")
+    pred = Predictor(dict(small_models), CPU, coarsen=False)
+    pred.set_volume(vol, window=WINDOW)
+    app = pred.predict((1, 58.0, 50.0), method, "promise12")
+    (entry,) = segment_resampled(small_models[method], windowed, np.array([[58.0, 50.0]]), "promise12", 0.8, 0.625, CPU)
+    np.testing.assert_array_equal(app.mask, entry)
+    assert app.working_spacing == 0.625 and app.mask.shape == (120, 110)
+
+
+@pytest.mark.parametrize("radius_px,redone", [(0.5, True), (500.0, False)])
+def test_the_second_pass_is_the_predictors(small_models, radius_px, redone, one_thread):
+    """segment_adaptive is predict_many's rule: redone clicks equal a pass on the coarser grid."""
+    _, windowed = _volume(0.625, "MR")
+    net = small_models["seqpatch"]
+    rule = Coarsen(radius_px, 1.0)
+    click = np.array([[58.0, 50.0]])
+    masks, flags = segment_adaptive(net, windowed, click, "promise12", 0.625, CPU, rule=rule)
+    assert masks[0].any(), "the small net finds the bright ellipse"
+    assert flags == [redone]
+    expected = (
+        segment_resampled(net, windowed, click, "promise12", 0.625, 1.0, CPU)
+        if redone
+        else segment_working(net, windowed, click, "promise12", CPU)
+    )
+    np.testing.assert_array_equal(masks[0], expected[0])
+    (res,) = segment_slice(net, windowed, click, "promise12", 0.625, CPU, coarsen=rule)
+    assert res.coarsened == redone and res.working_spacing == (1.0 if redone else 0.625)
