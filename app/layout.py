@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -12,10 +10,14 @@ from typing import Any
 import gradio as gr
 
 from app import handlers, memory, render, teaching
+from app.binding import bind, bind_steps, clearing
 from app.handlers import OUTPUTS, WINDOWS
+from app.panels import image, teaching_panels, wire_teaching
 from seqpatch_core.predictor import Predictor
 
 log = logging.getLogger(__name__)
+
+_bind = bind  # the adapter's former name here (tests bind handlers through it)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = PROJECT_ROOT / "examples"
@@ -63,79 +65,6 @@ def _example_label(path: str) -> str:
     stem = Path(path).name.split(".")[0]
     words = stem.replace("_", " ").replace(" ct", " CT").replace(" mr", " MR")
     return words
-
-
-def _from_api(request: gr.Request | None) -> bool:
-    """Whether the event comes from an API client (gradio_client says so in a header), not the page."""
-    headers = getattr(request, "headers", None) or {}
-    return str(headers.get("x-gradio-user", "")).lower() == "api"
-
-
-def _with_request(run: Callable, fn: Callable) -> Callable:
-    """Gives ``run`` (which takes ``*args``) the signature of ``fn`` plus a last ``request`` parameter,
-    which Gradio fills with the gr.Request: Gradio injects special arguments by signature."""
-    sig = inspect.signature(fn)
-    req = inspect.Parameter(
-        "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request
-    )
-    run.__signature__ = sig.replace(parameters=[*sig.parameters.values(), req])
-    run.__annotations__ = {**getattr(fn, "__annotations__", {}), "request": gr.Request}
-    return run
-
-
-def _notice(exc: handlers.UserNotice, request: gr.Request | None) -> None:
-    """A user's mistake: a notification on the page (the outputs stay as they were); an error for an
-    API client, which has no page to show a notification on and must learn that nothing was done."""
-    if _from_api(request):
-        raise gr.Error(exc.message, print_exception=False) from None
-    gr.Warning(exc.message)
-
-
-def _bind(fn: Callable[..., dict[str, Any]], names: Sequence[str] = OUTPUTS) -> Callable[..., tuple]:
-    """Adapts a handler returning ``{output name: value}`` to Gradio's tuple of ``names``.
-
-    A :class:`~app.handlers.UserNotice` becomes a notification (``gr.Warning``) and leaves every output
-    as it was: a user's mistake never blanks the page or leaves it unclickable.
-    """
-
-    @functools.wraps(fn)  # Gradio injects gr.SelectData / gr.Progress by the signature
-    def run(*args):
-        *args, request = args
-        try:
-            out = fn(*args)
-        except handlers.UserNotice as exc:
-            _notice(exc, request)
-            out = exc.outputs
-        return tuple(out[name] if name in out else gr.skip() for name in names)
-
-    return _with_request(run, fn)
-
-
-def _bind_steps(fn: Callable[..., Iterator[dict[str, Any]]], names: Sequence[str] = OUTPUTS) -> Callable:
-    """:func:`_bind` for a handler that yields several views (Gradio streams each one to the page)."""
-
-    @functools.wraps(fn)
-    def run(*args):
-        *args, request = args
-        try:
-            for out in fn(*args):
-                yield tuple(out[name] if name in out else gr.skip() for name in names)
-        except handlers.UserNotice as exc:
-            _notice(exc, request)
-            yield tuple(exc.outputs[name] if name in exc.outputs else gr.skip() for name in names)
-
-    return _with_request(run, fn)
-
-
-def _clearing(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    """``fn`` whose successful answer also empties the teaching panels (they showed an older click)."""
-
-    @functools.wraps(fn)
-    def run(*args):
-        out = fn(*args)
-        return {**teaching.cleared(), **out} if "overlay" in out else out
-
-    return run
 
 
 def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = None) -> gr.Blocks:
@@ -216,15 +145,12 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                         px = gr.Number(0, label="x (column)", minimum=0)
                     point_btn = gr.Button("Segment here", size="sm")
             with gr.Column(scale=5, min_width=360):
-                overlay = gr.Image(
-                    render.placeholder("Load an image, then click on the object", (360, 480)),
-                    label="Slice: click on the object",
+                overlay = image(
+                    "Load an image, then click on the object",
+                    "overlay",
+                    "Slice: click on the object",
                     height=500,
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    buttons=["download", "fullscreen"],
-                    elem_id="overlay",
+                    size=(360, 480),
                 )
                 slice_slider = gr.Slider(
                     0, 1, value=0, step=1, label="Axial slice (z)", interactive=False, elem_id="slice"
@@ -243,12 +169,12 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             with gr.Column(scale=5, min_width=360):
                 metrics = gr.Markdown("", elem_id="metrics")
                 with gr.Row():
-                    lik_seqpatch = _image("SeqPatch likelihood", "lik-seqpatch", "SeqPatch likelihood", height=260)
-                    lik_unet = _image("U-net likelihood", "lik-unet", "U-net likelihood", height=260)
+                    lik_seqpatch = image("SeqPatch likelihood", "lik-seqpatch", "SeqPatch likelihood", height=260)
+                    lik_unet = image("U-net likelihood", "lik-unet", "U-net likelihood", height=260)
                 with gr.Row():
                     # rows are slices (z); the yellow line is the slice shown
-                    coronal = _image("Coronal plane", "coronal", "Coronal (line: this slice)", size=(120, 420))
-                    sagittal = _image("Sagittal plane", "sagittal", "Sagittal (line: this slice)", size=(120, 420))
+                    coronal = image("Coronal plane", "coronal", "Coronal (line: this slice)", size=(120, 420))
+                    sagittal = image("Sagittal plane", "sagittal", "Sagittal (line: this slice)", size=(120, 420))
         with gr.Accordion("Per-ray view (SeqPatch): one ray large, and all 16 rays × K patches", open=True):
             with gr.Row():
                 with gr.Column(scale=3):
@@ -260,11 +186,11 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                         label="Ray shown large (its colour matches the rays on the slice)",
                         elem_id="ray",
                     )
-                    ray_detail = _image("One ray, large", "ray-detail")
+                    ray_detail = image("One ray, large", "ray-detail")
                 with gr.Column(scale=2, min_width=260):
                     gr.Markdown(teaching.EXPLAIN, elem_id="explain")
-            rays_img = _image("Per-ray view", "rays")
-        teach = _teaching_panels(predictor)
+            rays_img = image("Per-ray view", "rays")
+        teach = teaching_panels(predictor)
 
         comps = {
             "state": state,
@@ -311,29 +237,29 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                 yield {**out, **teaching.cleared()} if i == 0 else out
 
         image_file.change(
-            _bind(_clearing(load), load_names),
+            bind(clearing(load), load_names),
             [state, image_file, label_file, window, threshold, opacity, show_rays, second_pass],
             load_outputs,
             api_name="load",
         )
         label_file.change(
-            _bind(handlers.load_label, OUTPUTS + ("label_file",)),
+            bind(handlers.load_label, OUTPUTS + ("label_file",)),
             [state, image_file, label_file],
             outputs + [label_file],
             api_name="load_label",
         )
         slice_slider.input(
-            _bind(handlers.change_slice), [state, slice_slider], outputs, trigger_mode="always_last", **quiet
+            bind(handlers.change_slice), [state, slice_slider], outputs, trigger_mode="always_last", **quiet
         )
-        window.input(_bind(handlers.change_window), [state, window, width, level], outputs, **quiet)
-        width.release(_bind(handlers.change_wl), [state, width, level], outputs, **quiet)
-        level.release(_bind(handlers.change_wl), [state, width, level], outputs, **quiet)
-        opacity.release(_bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
-        show_rays.input(_bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
-        second_pass.input(_bind(handlers.set_second_pass), [state, second_pass], outputs, **quiet)
-        ray.input(_bind(handlers.change_ray), [state, ray], outputs, trigger_mode="always_last", **quiet)
+        window.input(bind(handlers.change_window), [state, window, width, level], outputs, **quiet)
+        width.release(bind(handlers.change_wl), [state, width, level], outputs, **quiet)
+        level.release(bind(handlers.change_wl), [state, width, level], outputs, **quiet)
+        opacity.release(bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
+        show_rays.input(bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
+        second_pass.input(bind(handlers.set_second_pass), [state, second_pass], outputs, **quiet)
+        ray.input(bind(handlers.change_ray), [state, ray], outputs, trigger_mode="always_last", **quiet)
         threshold.release(
-            _bind(handlers.set_threshold),
+            bind(handlers.set_threshold),
             [state, threshold],
             outputs,
             api_name="threshold",
@@ -344,7 +270,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         # newer click replaced). Gradio's default, "once", drops that click, and "always_last" replays
         # the first click's position. The progress shows on the status line, not over the slice.
         overlay.select(
-            _bind_steps(on_select, OUTPUTS + stale),
+            bind_steps(on_select, OUTPUTS + stale),
             [state, slice_slider],
             outputs + stale_outputs,
             api_visibility="private",
@@ -354,7 +280,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         with_stale = OUTPUTS + stale
         # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
         point_btn.click(
-            _bind_steps(on_select_point(), with_stale),
+            bind_steps(on_select_point(), with_stale),
             [state, pz, py, px],
             outputs + stale_outputs,
             api_name="segment",
@@ -362,13 +288,13 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             show_progress_on=[status],
         )
         undo_btn.click(
-            _bind(_clearing(handlers.undo), with_stale), [state], outputs + stale_outputs, api_name="undo"
+            bind(clearing(handlers.undo), with_stale), [state], outputs + stale_outputs, api_name="undo"
         )
         reset_btn.click(
-            _bind(_clearing(handlers.reset), with_stale), [state], outputs + stale_outputs, api_name="reset"
+            bind(clearing(handlers.reset), with_stale), [state], outputs + stale_outputs, api_name="reset"
         )
-        export_btn.click(_bind(handlers.export), [state], outputs, api_name="export")
-        _wire_teaching(teach, state, files, {n: comps[n] for n in ("overlay", "status", "coronal", "sagittal")})
+        export_btn.click(bind(handlers.export), [state], outputs, api_name="export")
+        wire_teaching(teach, state, files, {n: comps[n] for n in ("overlay", "status", "coronal", "sagittal")})
 
     demo.queue(default_concurrency_limit=2)
     return demo
@@ -382,147 +308,3 @@ def on_select_point() -> Callable[..., Iterator[dict[str, Any]]]:
             yield {**out, **teaching.cleared()} if i == 0 else out
 
     return segment
-
-
-# ----------------------------------------------------------------------------- teaching panels
-
-
-def _image(
-    text: str,
-    elem_id: str,
-    label: str | None = None,
-    *,
-    height: int | None = None,
-    size: tuple[int, int] = (240, 420),
-) -> gr.Image:
-    """A read-only picture output, showing a placeholder with ``text`` until it is drawn."""
-    return gr.Image(
-        render.placeholder(text, size),
-        label=label,
-        show_label=label is not None,
-        height=height,
-        type="numpy",
-        format="png",
-        interactive=False,
-        buttons=["download", "fullscreen"],
-        elem_id=elem_id,
-    )
-
-
-def _teaching_panels(predictor: Predictor) -> dict[str, Any]:
-    """Tabs below the main view: robustness, 3D object, ablations, feature maps (components by name)."""
-    c: dict[str, Any] = {}
-    gr.Markdown("### Teaching and robustness (each tab works on the current click)")
-    with gr.Tabs():
-        with gr.Tab("Click robustness", elem_id="tab-robustness"):
-            gr.Markdown(
-                "How much does the result change when the click moves? Both networks segment a grid of "
-                "moved clicks around the current one; each cell is a Dice."
-            )
-            with gr.Row():
-                c["rob_grid"] = gr.Slider(
-                    3,
-                    9,
-                    value=5,
-                    step=2,
-                    label="Grid size (clicks per side)",
-                    info="grid² clicks per network: on a CPU each click takes seconds",
-                )
-                c["rob_step"] = gr.Slider(0.5, 10.0, value=3.0, step=0.5, label="Step between clicks (mm)")
-            c["rob_btn"] = gr.Button("Run the robustness grid", size="sm", elem_id="rob-btn")
-            c["rob_note"] = gr.Markdown("", elem_id="rob-note")
-            c["rob_plot"] = gr.Plot(label="Dice heat maps", format="png", elem_id="rob-plot")
-        with gr.Tab("Whole object in 3D", elem_id="tab-3d"):
-            gr.Markdown(
-                "Follows the clicked object slice by slice (the next click is the mask's centre on the "
-                "previous slice) until it vanishes, its area jumps, or the volume ends."
-            )
-            with gr.Row():
-                c["obj_method"] = gr.Radio(
-                    [(render.NAMES[m], m) for m in handlers.METHODS],
-                    value="seqpatch",
-                    label="Method",
-                    elem_id="obj-method",
-                )
-                c["obj_btn"] = gr.Button("Segment the whole object", size="sm", elem_id="obj-btn")
-            c["obj_note"] = gr.Markdown("", elem_id="obj-note")
-            c["obj_view"] = _image(teaching.PLACEHOLDERS["obj_view"], "obj-view")
-        with gr.Tab("Ablations side by side", elem_id="tab-ablations"):
-            choices = teaching.ablation_choices(predictor)
-            if not choices:
-                gr.Markdown("_No ablation weights found in weights/ablations._")
-            with gr.Row():
-                c["cmp_variant"] = gr.Dropdown(
-                    choices,
-                    value=choices[0][1] if choices else None,
-                    label="Ablation variant (paper, Table 2)",
-                    interactive=bool(choices),
-                    elem_id="cmp-variant",
-                )
-                c["cmp_btn"] = gr.Button("Compare", size="sm", interactive=bool(choices), elem_id="cmp-btn")
-            c["cmp_note"] = gr.Markdown("", elem_id="cmp-note")
-            with gr.Row():
-                c["cmp_ref"] = _image(teaching.PLACEHOLDERS["cmp_ref"], "cmp-ref")
-                c["cmp_var"] = _image(teaching.PLACEHOLDERS["cmp_var"], "cmp-var")
-        with gr.Tab("Inside the network: one ray", elem_id="tab-features"):
-            gr.Markdown(
-                "The feature maps of one ray at the bottom, middle and top levels (paper, Fig. 6): "
-                "before and after the bidirectional recurrent unit, one small picture per time step."
-            )
-            with gr.Row():
-                c["feat_ray"] = gr.Slider(0, 15, value=0, step=1, label="Ray", elem_id="feat-ray")
-                c["feat_btn"] = gr.Button("Show feature maps", size="sm", elem_id="feat-btn")
-            c["feat_note"] = gr.Markdown("", elem_id="feat-note")
-            c["feat_img"] = _image(teaching.PLACEHOLDERS["feat_img"], "feat-img")
-    return c
-
-
-def _wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File, main: dict[str, Any]) -> None:
-    """Events of the teaching panels; ``main``: the main view's components by output name."""
-    comps = {**c, "state": state, "files": files, **main}
-
-    def out(*names: str) -> list:
-        return [comps[n] for n in names]
-
-    rob_out = ("state", "rob_plot", "rob_note")
-    # the 3D object is drawn on the slice and in both planes, and named in the status line
-    obj_out = ("state", "obj_note", "obj_view", "files", "overlay", "status", "coronal", "sagittal")
-    cmp_out = ("state", "cmp_ref", "cmp_var", "cmp_note")
-    feat_out = ("feat_img", "feat_note")
-
-    def run_robustness(session, grid, step, progress=gr.Progress()):  # noqa: B008 - Gradio's documented pattern
-        return teaching.robustness(session, grid, step, progress=lambda f, t: progress(f, desc=t))
-
-    def run_object(session, method, progress=gr.Progress()):  # noqa: B008 - Gradio's documented pattern
-        return teaching.segment_object(session, method, progress=lambda f, t: progress(f, desc=t))
-
-    c["rob_btn"].click(
-        _bind(run_robustness, rob_out),
-        [state, c["rob_grid"], c["rob_step"]],
-        out(*rob_out),
-        api_name="robustness",
-        concurrency_limit=1,
-    )
-    c["obj_btn"].click(
-        _bind(run_object, obj_out),
-        [state, c["obj_method"]],
-        out(*obj_out),
-        api_name="segment_3d",
-        concurrency_limit=1,
-    )
-    # the variant's training budget and validation Dice, from its record, as soon as it is chosen
-    c["cmp_variant"].change(
-        lambda key: teaching.ablation_context(key) if key else "",
-        [c["cmp_variant"]],
-        [c["cmp_note"]],
-        api_visibility="private",
-        show_progress="hidden",
-    )
-    c["cmp_btn"].click(
-        _bind(teaching.compare, cmp_out), [state, c["cmp_variant"]], out(*cmp_out), api_name="compare"
-    )
-    feats = _bind(teaching.ray_features_view, feat_out)
-    c["feat_btn"].click(feats, [state, c["feat_ray"]], out(*feat_out), api_name="ray_features")
-    c["feat_ray"].release(
-        feats, [state, c["feat_ray"]], out(*feat_out), show_progress="hidden", api_visibility="undocumented"
-    )

@@ -7,24 +7,39 @@ readable and contours stay crisp; :func:`display_to_slice` maps a click on the s
 
 from __future__ import annotations
 
-import colorsys
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from app.drawing import (
+    COLOURS,
+    NAMES,
+    _colourbar,
+    _font,
+    _lut,
+    _text,
+    colourbar_labels,
+    fit_font,
+    font_len,
+    ray_colour,
+)
+from app.render_rays import render_ray_detail, render_ray_grid
 
 __all__ = [
     "COLOURS",
+    "NAMES",
     "Contour",
+    "colourbar_labels",
     "display_factor",
     "display_to_slice",
     "grey_rgb",
+    "overlay_layout",
     "placeholder",
+    "ray_colour",
     "render_likelihood",
     "render_overlay",
     "render_plane",
@@ -33,55 +48,8 @@ __all__ = [
     "slice_to_display",
 ]
 
-#: Contour colours (Okabe–Ito inspired, told apart with the common colour-vision deficiencies;
-#: the ground truth is also dashed).
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "seqpatch": (255, 128, 0),
-    "unet": (86, 180, 233),
-    "truth": (0, 220, 150),
-    "marker": (255, 240, 60),
-}
-#: Display names.
-NAMES = {"seqpatch": "SeqPatch", "unet": "U-net", "truth": "ground truth"}
-
 _TARGET_PX = 512  # slices are enlarged until their longer side reaches about this
 _MAX_FACTOR = 4
-
-
-@lru_cache(maxsize=1)
-def _font_file() -> str | None:
-    """DejaVu Sans, which matplotlib ships: it has the ×, →, …, °, ≥ and − that labels use (Pillow's
-    built-in font draws them as boxes)."""
-    try:
-        import matplotlib
-
-        path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-        return str(path) if path.is_file() else None
-    except Exception:  # noqa: BLE001 - any failure: Pillow's own font
-        return None
-
-
-@lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.ImageFont:
-    size = max(6, int(size))
-    path = _font_file()
-    if path is not None:
-        try:
-            return ImageFont.truetype(path, size)
-        except OSError:
-            pass
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow built without FreeType
-        return ImageFont.load_default()
-
-
-@lru_cache(maxsize=4)
-def _lut(name: str) -> np.ndarray:
-    """(256, 3) uint8 colour table of a matplotlib colour map."""
-    from matplotlib import colormaps
-
-    return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
 def display_factor(shape_yx: Sequence[int]) -> int:
@@ -167,10 +135,6 @@ def _edge(mask_up: np.ndarray, width: int) -> np.ndarray:
     return mask_up & ~inner
 
 
-def _text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, fill=(255, 255, 255)) -> None:
-    draw.text(xy, text, font=_font(size), fill=fill, stroke_width=2, stroke_fill=(0, 0, 0))
-
-
 def legend_size(entries: Sequence[tuple[str, tuple[int, int, int], str]], picture_width: int) -> tuple[int, int, int]:
     """(width, height, font size) of the legend box on a picture ``picture_width`` px wide: the font
     shrinks on narrow pictures so the box never spans more than about half of the width."""
@@ -183,27 +147,101 @@ def legend_size(entries: Sequence[tuple[str, tuple[int, int, int], str]], pictur
         size -= 1
 
 
-def _legend(
-    img: Image.Image,
-    entries: list[tuple[str, tuple[int, int, int], str]],
+def legend_box(
+    entries: Sequence[tuple[str, tuple[int, int, int], str]],
+    picture_wh: Sequence[int],
     avoid_yx: Sequence[float] | None = None,
-) -> tuple[int, int, int, int] | None:
-    """A legend box, (name, colour, style) per line, in the picture corner farthest from ``avoid_yx``
-    (the click marker, in picture px), so it never hides the click. Returns its box (x0, y0, x1, y1)."""
-    if not entries:
-        return None
-    width, height, size = legend_size(entries, img.width)
-    line = size + 6
-    swatch = 3 * size // 2
-    font = _font(size)
-    corners = [(6, 6), (img.width - width - 6, 6)]
+) -> tuple[tuple[int, int, int, int], int]:
+    """The legend's box (x0, y0, x1, y1) and font size: the top corner farthest from ``avoid_yx`` (the
+    click marker, in picture px), so it never hides the click."""
+    width, height, size = legend_size(entries, int(picture_wh[0]))
+    corners = [(6, 6), (int(picture_wh[0]) - width - 6, 6)]
     x, y = corners[0]
     if avoid_yx is not None:
         ay, ax = float(avoid_yx[0]), float(avoid_yx[1])
         x, y = max(corners, key=lambda c: math.hypot(c[0] + width / 2 - ax, c[1] + height / 2 - ay))
     x = max(0, x)
-    box = Image.new("RGBA", (width, height), (0, 0, 0, 170))
-    img.paste(box, (x, y), box)
+    return (x, y, x + width, y + height), size
+
+
+def _near(box: Sequence[float], yx: Sequence[float] | None, reach: float) -> bool:
+    """Whether the point ``yx`` (picture px) lies in ``box`` (x0, y0, x1, y1) grown by ``reach``."""
+    if yx is None:
+        return False
+    y, x = float(yx[0]), float(yx[1])
+    return box[0] - reach <= x <= box[2] + reach and box[1] - reach <= y <= box[3] + reach
+
+
+def _overlap(a: Sequence[float], b: Sequence[float] | None) -> bool:
+    return b is not None and not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def caption_box(
+    caption: str,
+    picture_wh: Sequence[int],
+    scale: float = 1.0,
+    avoid_yx: Sequence[float] | None = None,
+    reach: float = 0.0,
+    taken: Sequence[float] | None = None,
+) -> tuple[tuple[int, int, int, int], int]:
+    """The caption line's box (x0, y0, x1, y1) and font size on a picture ``picture_wh`` (w, h) px.
+
+    The font shrinks (to 8 px) until the line fits the width. The box goes bottom-left unless the click
+    ``avoid_yx`` (picture px, with the marker's ``reach``) or the legend box ``taken`` is there; then
+    bottom-right, top-left, top-right or under the legend, whichever is first free of both; failing
+    that, the first clear of the click; failing that, the one farthest from it.
+    """
+    pw, ph = int(picture_wh[0]), int(picture_wh[1])
+    size = fit_font(caption, int(12 * scale), pw - 16, smallest=8)
+    w, h = int(font_len(caption, size)) + 12, size + 10
+    xs = (2, max(2, pw - w - 2))
+    spots = [(xs[0], ph - h - 2), (xs[1], ph - h - 2), (xs[0], 2), (xs[1], 2)]
+    if taken is not None and taken[3] + 4 + h <= ph:
+        spots += [(xs[0], int(taken[3]) + 4), (xs[1], int(taken[3]) + 4)]
+    boxes = [(x, y, x + w, y + h) for x, y in spots]
+    clear = [b for b in boxes if not _near(b, avoid_yx, reach)]
+    free = [b for b in clear if not _overlap(b, taken)]
+    if clear:
+        return (free or clear)[0], size
+    ay, ax = float(avoid_yx[0]), float(avoid_yx[1])  # every spot is near the click (a tiny picture)
+    return max(boxes, key=lambda b: math.hypot((b[0] + b[2]) / 2 - ax, (b[1] + b[3]) / 2 - ay)), size
+
+
+def overlay_layout(
+    picture_wh: Sequence[int],
+    factor: int,
+    contours: Sequence[Contour] = (),
+    point_yx: Sequence[float] | None = None,
+    caption: str | None = None,
+) -> dict:
+    """Where :func:`render_overlay` puts its marker, legend and caption on a picture ``picture_wh`` (w, h):
+    ``{"scale", "marker": (y, x) picture px or None, "marker_r", "legend": (box, font size) or None,
+    "caption": (box, font size) or None}``; boxes are (x0, y0, x1, y1). The legend takes the top corner
+    away from the click; the caption a corner free of both (:func:`caption_box`)."""
+    scale = max(1.0, int(picture_wh[0]) / 560)
+    marker = None if point_yx is None else slice_to_display(np.asarray(point_yx, dtype=np.float64), factor)
+    r = 5 * scale
+    entries = [(c.name, COLOURS[c.key], c.style) for c in contours]
+    legend = legend_box(entries, picture_wh, marker) if entries else None
+    cap = None
+    if caption:
+        cap = caption_box(caption, picture_wh, scale, marker, 2 * r + 3, legend[0] if legend else None)
+    return {"scale": scale, "marker": marker, "marker_r": r, "legend": legend, "caption": cap}
+
+
+def _legend(
+    img: Image.Image,
+    entries: list[tuple[str, tuple[int, int, int], str]],
+    box: Sequence[int],
+    size: int,
+) -> None:
+    """A legend box at ``box`` (:func:`legend_box`), (name, colour, style) per line."""
+    x, y, x1, y1 = box
+    line = size + 6
+    swatch = 3 * size // 2
+    font = _font(size)
+    shade = Image.new("RGBA", (x1 - x, y1 - y), (0, 0, 0, 170))
+    img.paste(shade, (x, y), shade)
     draw = ImageDraw.Draw(img)
     for i, (name, colour, style) in enumerate(entries):
         yy = y + 4 + i * line + line // 2
@@ -216,7 +254,6 @@ def _legend(
         else:
             draw.line([(x0, yy), (x0 + swatch, yy)], fill=colour, width=3)
         draw.text((x0 + swatch + 6, yy - size // 2 - 1), name, font=font, fill=(255, 255, 255))
-    return x, y, x + width, y + height
 
 
 def _marker(draw: ImageDraw.ImageDraw, yx_display: Sequence[float], r: float) -> None:
@@ -228,12 +265,6 @@ def _marker(draw: ImageDraw.ImageDraw, yx_display: Sequence[float], r: float) ->
         draw.line([(x + r * 0.5, y), (x + 2 * r, y)], fill=colour, width=width)
         draw.line([(x, y - 2 * r), (x, y - r * 0.5)], fill=colour, width=width)
         draw.line([(x, y + r * 0.5), (x, y + 2 * r)], fill=colour, width=width)
-
-
-def ray_colour(i: int, n: int) -> tuple[int, int, int]:
-    """A distinct hue per ray, shared by the slice overlay and the per-ray grid."""
-    r, g, b = colorsys.hsv_to_rgb((i / max(n, 1)) % 1.0, 0.75, 1.0)
-    return int(r * 255), int(g * 255), int(b * 255)
 
 
 def render_overlay(
@@ -265,7 +296,8 @@ def render_overlay(
             out[up] = out[up] * (1.0 - opacity) + colour * opacity
         edges.append((_broken(_edge(up, width), c.style, width), colour))
     img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).convert("RGBA")
-    scale = max(1.0, img.width / 560)
+    lay = overlay_layout(img.size, factor, contours, point_yx, caption)
+    scale = lay["scale"]
     labels = []
     layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
@@ -300,18 +332,15 @@ def render_overlay(
     draw = ImageDraw.Draw(img)
     for xy, text, col in labels:
         _text(draw, xy, text, int(11 * scale), fill=col)
-    marker = None
-    if point_yx is not None:
-        marker = slice_to_display(np.asarray(point_yx, dtype=np.float64), factor)
-        _marker(draw, marker, 5 * scale)
-    entries = [(c.name, COLOURS[c.key], c.style) for c in contours]
-    _legend(img, entries, avoid_yx=marker)
-    if caption:
-        size = int(12 * scale)
-        box = Image.new("RGBA", (int(font_len(caption, size)) + 12, size + 10), (0, 0, 0, 170))
-        img.paste(box, (2, img.height - size - 12), box)
-        draw = ImageDraw.Draw(img)
-        _text(draw, (8, img.height - size - 8), caption, size)
+    if lay["marker"] is not None:
+        _marker(draw, lay["marker"], lay["marker_r"])
+    if lay["legend"] is not None:
+        _legend(img, [(c.name, COLOURS[c.key], c.style) for c in contours], *lay["legend"])
+    if lay["caption"] is not None:
+        (x0, y0, x1, y1), size = lay["caption"]
+        shade = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 170))
+        img.paste(shade, (x0, y0), shade)
+        _text(ImageDraw.Draw(img), (x0 + 6, y0 + 4), caption, size)
     return np.asarray(img)
 
 
@@ -330,47 +359,6 @@ def _dashed_line(draw: ImageDraw.ImageDraw, a, b, colour, width: int, dash: floa
             fill=colour,
             width=width,
         )
-
-
-def colourbar_labels(picture_width: int, scale: float) -> list[tuple[str, tuple[float, float, float, float], int]]:
-    """The colour bar's labels on a picture ``picture_width`` px wide: (text, box (x0, y0, x1, y1)
-    relative to the bar's top-left corner, font size). The word "likelihood" is left out, then the
-    font shrinks, until no two boxes overlap."""
-    w = colourbar_width(picture_width, scale)
-    h = int(10 * scale)
-    for with_word in (True, False):
-        for size in range(int(11 * scale), 6, -1):
-            texts = [("0", 0.0), ("1", 1.0)] + ([("likelihood", 0.5)] if with_word else [])
-            boxes = []
-            for text, at in texts:
-                tw = font_len(text, size)
-                x0 = min(max(-2.0, at * w - tw / 2), w + 2 - tw) if at != 0.5 else (w - tw) / 2
-                boxes.append((text, (x0, h + 2.0, x0 + tw, h + 2.0 + size), size))
-            ordered = sorted(b[1] for b in boxes)
-            if all(a[2] + 2 <= b[0] for a, b in zip(ordered, ordered[1:], strict=False)):
-                return boxes
-    return boxes[:2]
-
-
-def colourbar_width(picture_width: int, scale: float) -> int:
-    return max(20, min(picture_width // 3, int(140 * scale)))
-
-
-def _colourbar(img: Image.Image, lut: np.ndarray, scale: float) -> None:
-    h = int(10 * scale)
-    w = colourbar_width(img.width, scale)
-    x0 = img.width - w - 10
-    y0 = img.height - h - 10 - int(14 * scale)
-    bar = lut[np.linspace(0, 255, w).astype(int)][None].repeat(h, axis=0)
-    img.paste(Image.fromarray(bar), (x0, y0))
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([x0 - 1, y0 - 1, x0 + w, y0 + h], outline=(255, 255, 255))
-    for text, (bx, by, _, _), size in colourbar_labels(img.width, scale):
-        _text(draw, (x0 + bx, y0 + by), text, size)
-
-
-def font_len(text: str, size: int) -> float:
-    return float(_font(size).getlength(text))
 
 
 def render_likelihood(
@@ -405,162 +393,6 @@ def render_likelihood(
     if title:
         _text(draw, (8, 6), title, int(14 * scale), fill=COLOURS[key])
     _colourbar(img, lut, scale)
-    return np.asarray(img)
-
-
-def render_ray_grid(
-    patches: np.ndarray,
-    likelihoods: np.ndarray,
-    *,
-    inside: np.ndarray | None = None,
-    cmap: str = "magma",
-    cell: int | None = None,
-    width: int | None = None,
-) -> np.ndarray:
-    """The per-ray view: one row per ray, K cells inside → outside; each cell shows the input patch
-    (grey, left) beside its likelihood (colour, right).
-
-    patches, likelihoods: (n_rays, K, P, P) in [0, 1]. inside: (n_rays, K) bool, patch centre inside
-    the final mask (that cell gets a SeqPatch-coloured frame; the others a dark one). ``width``: draw
-    for a picture of about that many px (cells and text sized to be read there, not shrunk by the
-    browser); else ``cell`` (px per patch pixel) or 64-px patches.
-    """
-    n, k, p, _ = patches.shape
-    gap, pad = 2, 6
-    if width is not None:
-        left = 56
-        ps = max(8, int((width - left - pad - k * (gap + pad)) // (2 * k)))
-        font, small = 12, 11
-    else:
-        left = 84
-        ps = p * (cell or max(1, 64 // p))
-        font, small = 14, 12
-    top = font + 16
-    cw = 2 * ps + gap
-    total_w = left + k * (cw + pad) + pad
-    height = top + n * (ps + pad) + pad + small + 8
-    canvas = np.full((height, total_w, 3), 24, dtype=np.uint8)
-    lut = _lut(cmap)
-    g = (np.clip(patches, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-    lk = lut[(np.clip(np.nan_to_num(likelihoods), 0, 1) * 255.0 + 0.5).astype(np.uint8)]
-    for i in range(n):
-        y0 = top + i * (ps + pad)
-        for j in range(k):
-            x0 = left + j * (cw + pad)
-            frame = COLOURS["seqpatch"] if inside is not None and inside[i, j] else (70, 70, 70)
-            canvas[y0 - 2 : y0 + ps + 2, x0 - 2 : x0 + cw + 2] = frame
-            canvas[y0 : y0 + ps, x0 : x0 + ps] = _resize(g[i, j], ps)[..., None]
-            canvas[y0 : y0 + ps, x0 + ps : x0 + ps + gap] = 0
-            canvas[y0 : y0 + ps, x0 + ps + gap : x0 + cw] = _resize(lk[i, j], ps)
-    img = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(img)
-    _text(
-        draw,
-        (left, 6),
-        f"{n} rays × K = {k}, inside → outside: input | likelihood; orange: centre inside the mask"
-        if width is not None
-        else f"{n} rays × K = {k} patches, inside → outside; in each cell the input patch (left) and its "
-        "likelihood (right); orange frame: patch centre inside the mask",
-        font,
-    )
-    for i in range(n):
-        y0 = top + i * (ps + pad)
-        label = f"ray {i}" if ps >= 2 * font + 4 else str(i)
-        _text(draw, (6, y0 + ps // 2 - font), label, font, fill=ray_colour(i, n))
-        if ps >= 2 * font + 4:
-            _text(draw, (6, y0 + ps // 2 + 1), f"{360.0 * i / n:.1f}°", small, fill=(200, 200, 200))
-    for j in range(k):
-        x0 = left + j * (cw + pad)
-        _text(draw, (x0 + cw // 2 - 4, height - small - 6), str(j), small, fill=(200, 200, 200))
-    return np.asarray(img)
-
-
-def _resize(a: np.ndarray, size: int) -> np.ndarray:
-    """A (P, P) or (P, P, 3) uint8 patch to (size, size) by nearest neighbour (crisp pixels)."""
-    p = a.shape[0]
-    idx = np.minimum((np.arange(size) + 0.5) * p / size, p - 1).astype(np.intp)
-    return a[np.ix_(idx, idx)]
-
-
-def _centre_mean(maps: np.ndarray) -> np.ndarray:
-    """(K, P, P) -> (K,): the mean of each map's central quarter (around the patch centre)."""
-    p = maps.shape[-1]
-    q = max(1, p // 4)
-    c = p // 2
-    return maps[:, c - q : c + q, c - q : c + q].mean(axis=(1, 2))
-
-
-def render_ray_detail(
-    patches: np.ndarray,
-    likelihoods: np.ndarray,
-    *,
-    ray: int,
-    n_rays: int,
-    inside: np.ndarray | None = None,
-    forward: np.ndarray | None = None,
-    backward: np.ndarray | None = None,
-    width: int = 900,
-    cmap: str = "magma",
-) -> np.ndarray:
-    """One ray, large enough to read: a row per kind of picture, a column per time step k = 0 … K-1
-    (inside → outside), and below them the likelihood at the patch centres along the ray.
-
-    patches, likelihoods: (K, P, P) in [0, 1], the input patches and the fused likelihoods; forward,
-    backward: (K, P, P) likelihoods of the same network with only its forward or only its backward
-    memory (rows left out when None); inside: (K,) bool, patch centre inside the final mask (orange
-    frame). Returns an RGB uint8 picture exactly ``width`` px wide.
-    """
-    k = patches.shape[0]
-    rows = [("input patch", np.clip(patches, 0, 1), True), ("fused (both memories)", likelihoods, False)]
-    if forward is not None:
-        rows.append(("forward memory only", forward, False))
-    if backward is not None:
-        rows.append(("backward memory only", backward, False))
-    left, pad, font = 150, 4, 13
-    ps = max(8, int((width - left - 8 - k * pad) // k))
-    top = font + 18
-    plot_h = 110
-    height = top + len(rows) * (ps + pad) + font + 10 + plot_h + 10
-    canvas = np.full((height, width, 3), 24, dtype=np.uint8)
-    lut = _lut(cmap)
-    for r, (_, maps, grey) in enumerate(rows):
-        y0 = top + r * (ps + pad)
-        u8 = (np.clip(np.nan_to_num(maps), 0, 1) * 255.0 + 0.5).astype(np.uint8)
-        for j in range(k):
-            x0 = left + j * (ps + pad)
-            if r == 0 and inside is not None and inside[j]:
-                canvas[y0 - 2 : y0 + ps + 2, x0 - 2 : x0 + ps + 2] = COLOURS["seqpatch"]
-            cell = _resize(u8[j], ps)
-            canvas[y0 : y0 + ps, x0 : x0 + ps] = cell[..., None] if grey else lut[cell]
-    img = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(img)
-    colour = ray_colour(ray, n_rays)
-    _text(draw, (8, 4), f"ray {ray} of {n_rays} ({360.0 * ray / max(n_rays, 1):.1f}°), inside → outside", font + 1,
-          fill=colour)  # fmt: skip
-    for r, (name, _, _) in enumerate(rows):
-        _text(draw, (8, top + r * (ps + pad) + ps // 2 - font // 2), name, font)
-    ky = top + len(rows) * (ps + pad) + 2
-    for j in range(k):
-        _text(draw, (left + j * (ps + pad) + ps // 2 - 4, ky), str(j), font - 2, fill=(200, 200, 200))
-    # the likelihood at the patch centres along the ray: where the memories disagree is the crossing
-    py0 = ky + font + 8
-    x_of = [left + j * (ps + pad) + ps / 2 for j in range(k)]
-    draw.rectangle([left - 2, py0, x_of[-1] + ps / 2, py0 + plot_h], outline=(90, 90, 90))
-    draw.line([(left - 2, py0 + plot_h / 2), (x_of[-1] + ps / 2, py0 + plot_h / 2)], fill=(60, 60, 60))
-    curves = [("fused", likelihoods, COLOURS["seqpatch"]), ("forward only", forward, (120, 200, 255)),
-              ("backward only", backward, (230, 120, 230))]  # fmt: skip
-    ly = py0 + 4
-    for name, maps, col in curves:
-        if maps is None:
-            continue
-        v = np.clip(_centre_mean(np.asarray(maps, dtype=np.float32)), 0, 1)
-        pts = [(x, py0 + plot_h - 4 - float(t) * (plot_h - 8)) for x, t in zip(x_of, v, strict=True)]
-        draw.line(pts, fill=col, width=2)
-        for x, y in pts:
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=col)
-        _text(draw, (8, ly), name, font - 1, fill=col)
-        ly += font + 3
-    _text(draw, (8, py0 + plot_h - font - 2), "likelihood at the centre", font - 2, fill=(200, 200, 200))
     return np.asarray(img)
 
 

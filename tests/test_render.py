@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app import render
+from app import render, render_rays
 
 
 def _glyph(text: str) -> np.ndarray:
@@ -83,3 +83,60 @@ def test_dotted_contours_differ_from_solid_and_dashed():
         img = render.render_overlay(base, 4, [c])
         counts[style] = int(np.all(img == colour, axis=-1).sum())
     assert counts["solid"] > counts["dashed"] > counts["dotted"] > 0
+
+
+@pytest.mark.parametrize("width", [120, 200, 333, 720, 1400])
+@pytest.mark.parametrize("k", [1, 2, 15, 30, 40])
+def test_one_ray_large_fits_any_width_and_k(width, k):
+    rng = np.random.default_rng(k)
+    p = rng.random((k, 16, 16)).astype(np.float32)
+    img = render.render_ray_detail(p, p, ray=15, n_rays=16, inside=np.arange(k) < 3, forward=p, backward=p,
+                                   width=width)  # fmt: skip
+    assert img.shape[1] == width and img.dtype == np.uint8 and img.shape[0] < 800
+    assert np.all(img == render.COLOURS["seqpatch"], axis=-1).any()  # the frames of the inside patches
+    names = ["input patch", "fused (both memories)", "forward memory only", "backward memory only"]
+    lay = render_rays.detail_layout(width, k, names)
+    assert lay.ps >= 1 and lay.left >= 0 and lay.x(k - 1) + lay.ps <= width  # every tile on the picture
+    assert (lay.ps + lay.pad) * lay.tick_every >= render.font_len(str(k - 1), max(6, lay.font - 2))  # ticks apart
+
+
+def test_one_ray_large_is_drawn_at_least_its_minimum_width():
+    p = np.zeros((15, 16, 16), np.float32)
+    assert render.render_ray_detail(p, p, ray=0, n_rays=16, width=60).shape[1] == render_rays.MIN_DETAIL_WIDTH
+
+
+_CORNERS = {"top-left": (0.0, 0.0), "top-right": (0.0, 1.0), "bottom-left": (1.0, 0.0), "bottom-right": (1.0, 1.0)}
+
+
+@pytest.mark.parametrize("shape", [(64, 200), (200, 64)], ids=["wide", "tall"])
+@pytest.mark.parametrize("corner", list(_CORNERS), ids=list(_CORNERS))
+def test_the_caption_never_hides_the_click(shape, corner):
+    f = render.display_factor(shape)
+    cy, cx = _CORNERS[corner]
+    click = (cy * (shape[0] - 1), cx * (shape[1] - 1))
+    mask = np.zeros(shape, bool)
+    mask[20:40, 20:40] = True
+    contours = [render.Contour("seqpatch", mask), render.Contour("truth", mask, dashed=True, fill=False)]
+    caption = "slice 12/40  W 400 L 40 (auto)"
+    size_wh = (shape[1] * f, shape[0] * f)
+    lay = render.overlay_layout(size_wh, f, contours, click, caption)
+    (x0, y0, x1, y1), _ = lay["caption"]
+    y, x = lay["marker"]
+    reach = 2 * lay["marker_r"]  # the marker's cross reaches twice its radius
+    assert not (x0 - reach <= x <= x1 + reach and y0 - reach <= y <= y1 + reach), (lay["caption"], (y, x))
+    assert 0 <= x0 and x1 <= size_wh[0] and 0 <= y0 and y1 <= size_wh[1]
+    lx0, ly0, lx1, ly1 = lay["legend"][0]
+    assert x1 <= lx0 or lx1 <= x0 or y1 <= ly0 or ly1 <= y0  # nor the legend
+    base = render.grey_rgb(np.full(shape, 0.5, np.float32), f)
+    img = render.render_overlay(base, f, contours, point_yx=click, caption=caption)
+    r = 12
+    near = img[max(0, int(y) - r) : int(y) + r, max(0, int(x) - r) : int(x) + r]
+    assert np.all(near == render.COLOURS["marker"], axis=-1).any()  # the marker is drawn, not covered
+    box = img[y0:y1, x0:x1]
+    assert (box.max(axis=-1) > 200).any() and box.mean() < base.mean()  # the shaded caption is there
+
+
+def test_the_caption_stays_bottom_left_when_the_click_is_elsewhere():
+    lay = render.overlay_layout((600, 192), 3, [], (30.0, 100.0), "slice 1/2")
+    (x0, _, _, y1), _ = lay["caption"]
+    assert x0 == 2 and y1 == 192 - 2
