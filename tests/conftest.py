@@ -2,10 +2,14 @@
 
 The tests check plumbing (shapes, geometry, sessions, errors), not accuracy, so the networks are
 narrow versions of the shipped ones: seconds on a 2-core CPU instead of minutes.
+
+Shared constants and helpers (project root, bundled examples, free ports, the shipped-weights skip)
+are in ``helpers.py``. Quick check: ``pytest -m "not slow"``; every ``browser`` test is also ``slow``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,8 +17,19 @@ import torch
 
 from seqpatch_core.models import build_model, save_checkpoint
 
+# Before any test module imports gradio (conftest is imported first): no usage analytics from test servers.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
 #: Narrow configs of the two compared networks.
 SMALL = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A browser test is always a slow one, so that ``-m "not slow"`` never starts Chromium."""
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 from torch import nn
 
+from seqpatch_core.__main__ import DEFAULT_WEIGHTS
 from seqpatch_core.io import volume_from_array
 from seqpatch_core.models import build_model, save_checkpoint
 from seqpatch_core.predictor import Predictor
+
+#: The project root and its bundled examples.
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+#: Skips a test when the shipped weights (weights/seqpatch.safetensors, weights/unet.safetensors) are absent.
+needs_shipped_weights = pytest.mark.skipif(
+    not all(DEFAULT_WEIGHTS[m].is_file() for m in ("seqpatch", "unet")), reason="shipped weights absent"
+)
+
+
+def example(name: str) -> tuple[Path, Path]:
+    """(image, label) paths of a bundled example, e.g. ``example("lung2_ct_crop")``."""
+    return EXAMPLES / f"{name}.nii.gz", EXAMPLES / f"{name}_label.nii.gz"
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for a test server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_dicom_series(folder: Path, arr: np.ndarray, uid: str, modality: str = "CT") -> None:

@@ -7,22 +7,19 @@ seconds on a CPU and check the plumbing (shapes, geometry, undo, exports, errors
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from helpers import free_port
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, render  # noqa: E402
-from seqpatch_core import predictor as predictor_module  # noqa: E402
-from seqpatch_core import rays  # noqa: E402
-from seqpatch_core.io import read_volume  # noqa: E402
-from seqpatch_core.predictor import Predictor  # noqa: E402
+from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, render
+from seqpatch_core import predictor as predictor_module
+from seqpatch_core import rays
+from seqpatch_core.io import read_volume
+from seqpatch_core.predictor import Predictor
 
 SHAPE = (4, 64, 72)  # (z, y, x)
 SPACING_XYZ = (0.9, 0.8, 3.0)
@@ -428,17 +425,12 @@ def test_find_examples_skips_missing(tmp_path):
     assert find_examples(tmp_path / "none") == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow
 def test_gradio_client_load_and_click(predictor, volume_files, tmp_path):
     from gradio_client import Client, handle_file
 
     demo = build_demo(predictor, examples=[list(volume_files)])
-    port = _free_port()
+    port = free_port()
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS
     )

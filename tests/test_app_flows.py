@@ -9,19 +9,16 @@ pipeline in milliseconds with a predictable answer.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+import numpy as np
+import pytest
+from helpers import BrightNet, write_case
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from helpers import BrightNet, write_case  # noqa: E402
-
-from app import handlers, layout, render, teaching  # noqa: E402
-from seqpatch_core.io import volume_from_array  # noqa: E402
-from seqpatch_core.predictor import Predictor  # noqa: E402
+from app import handlers, layout, render, teaching
+from seqpatch_core.io import volume_from_array
+from seqpatch_core.predictor import Predictor
 
 CENTRE = (6, 32.0, 30.0)  # (z, y, x) of the sphere in helpers.sphere_arrays
 
@@ -118,6 +115,7 @@ def test_robustness_names_the_click_it_started_from(session):
     assert session.robustness["point_yx"] == [y, x]
 
 
+@pytest.mark.slow
 def test_the_3d_object_names_its_click(session):
     z, y, x = CENTRE
     handlers.segment(session, z, y, x)
@@ -135,6 +133,7 @@ def test_the_3d_object_names_its_click(session):
 # ----------------------------------------------------------------------------- 4, 6. the 3D object
 
 
+@pytest.mark.slow
 def test_the_3d_object_is_drawn_everywhere_and_undo_takes_it_back(session):
     z, y, x = CENTRE
     handlers.segment(session, z, y, x)
@@ -221,6 +220,7 @@ def test_metric_cells_never_invent_numbers():
 # ----------------------------------------------------------------------------- teaching
 
 
+@pytest.mark.slow
 def test_the_ray_shown_large_has_both_directions(small_models, case):
     from app.features import direction_readouts
 
@@ -235,6 +235,7 @@ def test_the_ray_shown_large_has_both_directions(small_models, case):
     assert wide.shape[1] == handlers.RAY_DETAIL_PX and not np.array_equal(wide, out["ray_detail"])
 
 
+@pytest.mark.slow
 def test_the_ablation_note_gives_budget_and_validation(small_models, case):
     from seqpatch_core.models import build_model
 
@@ -262,6 +263,7 @@ def test_a_refused_label_empties_its_box(session, tmp_path):
     assert session.label is label_before and session.volume is not None
 
 
+@pytest.mark.slow
 def test_readouts_do_not_touch_another_threads_click(small_models):
     """The networks are shared by every session: the readouts' hooks must leave a click that runs
     through the same network at the same time, in another thread, unchanged."""

@@ -7,22 +7,20 @@ references, exports), not accuracy.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from helpers import free_port
+from matplotlib.figure import Figure
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from app import build_demo, features, handlers, teaching  # noqa: E402
-from seqpatch_core.metrics import dice  # noqa: E402
-from seqpatch_core.models import build_model, save_checkpoint  # noqa: E402
-from seqpatch_core.predictor import Predictor  # noqa: E402
+from app import build_demo, features, handlers, teaching
+from seqpatch_core.metrics import dice
+from seqpatch_core.models import build_model, save_checkpoint
+from seqpatch_core.predictor import Predictor
 
 SHAPE = (9, 48, 52)  # (z, y, x)
 SPACING_XYZ = (0.9, 0.8, 2.5)
@@ -104,6 +102,7 @@ def test_panels_need_a_click_on_the_shown_slice(predictor, sphere_files):
             call()
 
 
+@pytest.mark.slow
 def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
     calls = []
     out = teaching.robustness(clicked, 3, 2.0, progress=lambda f, t: calls.append((f, t)))
@@ -135,6 +134,7 @@ def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
         teaching.robustness(s, 0, 2.0)
 
 
+@pytest.mark.slow
 def test_whole_object_3d_and_export_geometry(clicked, sphere_files):
     ticks = []
     out = teaching.segment_object(clicked, "seqpatch", progress=lambda f, t: ticks.append(f))
@@ -213,17 +213,14 @@ def test_demo_builds_with_ablations(predictor):
     assert {"robustness", "segment_3d", "compare", "ray_features"} <= names
 
 
+@pytest.mark.slow
 def test_teaching_endpoints_through_gradio_client(predictor, sphere_files, tmp_path):
     """The wiring: gr.Progress injected, outputs in place, errors one line."""
-    import socket
-
     from gradio_client import Client, handle_file
 
     from app import LAUNCH_KWARGS
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     demo = build_demo(predictor, examples=[])
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS

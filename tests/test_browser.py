@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from helpers import free_port
+from scipy import ndimage
 
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -32,17 +29,12 @@ CHROMIUM_ARGS = [
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _synthetic_example(folder: Path) -> list[str]:
@@ -98,7 +90,7 @@ def test_pick_example_click_and_see_contours(tmp_path, one_thread):
     factor = render.display_factor(shape_yx)
 
     demo = build_demo(_predictor(), examples=examples)
-    port = _free_port()
+    port = free_port()
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS
     )

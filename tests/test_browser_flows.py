@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port, _inner_point, _predictor  # noqa: E402
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from helpers import free_port
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _inner_point, _predictor
 
 pytestmark = [
     pytest.mark.browser,
@@ -53,7 +52,7 @@ def server(tmp_path_factory):
 
     net.forward = slowed  # an instance attribute: nn.Module.__call__ takes it
     demo = build_demo(predictor, examples=examples)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS)
     yield f"http://127.0.0.1:{port}/", examples
     demo.close()

@@ -132,6 +132,7 @@ def test_evaluate_synthetic_applies_the_rule_unless_told_not_to():
     assert one["summary"]["seqpatch"]["coarsened"] == 0 and "one pass" in one["source"]
 
 
+@pytest.mark.slow
 def test_sweep_chooses_the_best_radius_and_never_equals_one_pass():
     models = {"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}
     cpu = pick_device("cpu")
@@ -156,6 +157,7 @@ def test_sweep_chooses_the_best_radius_and_never_equals_one_pass():
     json.dumps(sweep, allow_nan=True)
 
 
+@pytest.mark.slow
 def test_calibrate_writes_the_rule_into_the_weights(tmp_path, capsys):
     ckpt = write_checkpoints(tmp_path)
     ckpt["seqpatch"].with_suffix(".json").write_text(json.dumps({"name": "seqpatch", "training": {"seed": 1}}))

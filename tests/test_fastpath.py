@@ -7,20 +7,17 @@
   on the bundled examples.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import example, needs_shipped_weights
 
-from seqpatch_core.__main__ import DEFAULT_WEIGHTS, load_models
+from seqpatch_core.__main__ import load_models
 from seqpatch_core.io import read_label, read_volume
 from seqpatch_core.metrics import dice
 from seqpatch_core.models.convrnn import ConvRNN
 from seqpatch_core.predictor import Predictor
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _direction_weights(conv, d, idx):
@@ -75,10 +72,11 @@ def test_fast_convrnn_equals_plain_equations(bidirectional, gate_kernel, b, k, g
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not all(DEFAULT_WEIGHTS[m].is_file() for m in ("seqpatch", "unet")), reason="no weights")
+@needs_shipped_weights
 def test_bfloat16_masks_agree_with_float32():
-    vol = read_volume(ROOT / "examples" / "lung2_ct_crop.nii.gz")
-    lab = read_label(ROOT / "examples" / "lung2_ct_crop_label.nii.gz", vol)
+    image, label = example("lung2_ct_crop")
+    vol = read_volume(image)
+    lab = read_label(label, vol)
     z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
     ys, xs = np.nonzero(lab[z])
     point = (z, ys.mean(), xs.mean())

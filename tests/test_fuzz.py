@@ -54,7 +54,7 @@ def clicks(draw, h: int, w: int, inside: bool | None = None):
     return (draw(st.floats(-2.0 * h, 3.0 * h)), draw(st.floats(-2.0 * w, 3.0 * w)))
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @FAST

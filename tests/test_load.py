@@ -13,25 +13,22 @@ Run with ``pytest -s`` to see the measured throughput (clicks per second) and me
 from __future__ import annotations
 
 import gc
-import os
-import socket
 import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+import numpy as np
+import psutil
+import pytest
+import SimpleITK as sitk
+from helpers import free_port
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import pytest  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from app import LAUNCH_KWARGS, build_demo, handlers  # noqa: E402
-from seqpatch_core.io import read_volume  # noqa: E402
-from seqpatch_core.predictor import Predictor  # noqa: E402
+from app import LAUNCH_KWARGS, build_demo, handlers
+from seqpatch_core.io import read_volume
+from seqpatch_core.predictor import Predictor
 
 SHAPE = (3, 48, 48)  # (z, y, x); 1 mm in-plane, so the CT working grid is the slice grid
 METHODS = ("seqpatch", "unet")
@@ -50,7 +47,7 @@ def _out(values, name: str):
     return values[API_OUTPUTS.index(name)]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +106,6 @@ def _expected(predictor: Predictor, case: dict) -> dict[int, dict[str, np.ndarra
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _states(demo: gr.Blocks) -> list[gr.State]:
     return [b for b in demo.blocks.values() if isinstance(b, gr.State)]
 
@@ -151,7 +142,7 @@ def server(predictor):
             _real(value)
 
         st.delete_callback = counted
-    port = _free_port()
+    port = free_port()
     demo.launch(
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS
     )

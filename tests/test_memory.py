@@ -8,21 +8,15 @@ export. The server's resident memory after 100 sessions must stay within 300 MB 
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import dataclass, field
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import numpy as np
+import pytest
+from helpers import example, free_port
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+from app import handlers, memory
 
-from app import handlers, memory  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE = (
-    os.path.join(ROOT, "examples", "lung2_ct_crop.nii.gz"),
-    os.path.join(ROOT, "examples", "lung2_ct_crop_label.nii.gz"),
-)
+EXAMPLE = tuple(str(p) for p in example("lung2_ct_crop"))
 
 
 @dataclass
@@ -74,6 +68,7 @@ def test_a_file_opened_twice_is_one_read_only_array():
     assert "mine" not in b.warnings
 
 
+@pytest.mark.slow
 def test_a_released_session_says_so_in_one_line(small_models):
     from seqpatch_core.predictor import Predictor
 
@@ -92,13 +87,12 @@ def test_memory_is_bounded_over_100_sessions(small_models, one_thread):
     """Fails without the pool: each session keeps its image, label, results and caches for 2 h."""
     import psutil
     from gradio_client import Client, handle_file
-    from test_browser import _free_port
 
     from app import LAUNCH_KWARGS, build_demo
     from seqpatch_core.predictor import Predictor
 
     demo = build_demo(Predictor(dict(small_models), device="cpu"), examples=[])
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS)
     proc = psutil.Process()
     rss = {}

@@ -28,6 +28,7 @@ def test_seqpatch_shapes(b, k):
         assert m(torch.rand(b, k, 1, 32, 32)).shape == (b, k, 1, 32, 32)
 
 
+@pytest.mark.slow
 def test_full_size_shapes():
     m = build_model("seqpatch")
     with torch.inference_mode():

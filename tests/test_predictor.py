@@ -3,20 +3,18 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from helpers import ROOT, example, needs_shipped_weights
 
-from seqpatch_core.__main__ import DEFAULT_WEIGHTS, load_models, main
+from seqpatch_core.__main__ import load_models, main
 from seqpatch_core.errors import InputError
 from seqpatch_core.io import read_label, read_volume, volume_from_array
 from seqpatch_core.metrics import dice
 from seqpatch_core.models import build_model
 from seqpatch_core.predictor import Predictor
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +59,7 @@ def test_predictor_rejects_points_outside(small_weights, disc_volume):
         pred.predict((0, 1, 1), method="seqpatch")
 
 
+@pytest.mark.slow
 def test_predict_many_equals_single_clicks(small_weights, disc_volume):
     pred = Predictor({"seqpatch": build_model("seqpatch", checkpoint=small_weights["seqpatch"])}, device="cpu")
     pred.set_volume(disc_volume)
@@ -79,6 +78,7 @@ def _write(vol, path):
 
 
 @pytest.mark.parametrize("method", ["seqpatch", "unet"])
+@pytest.mark.slow
 def test_cli_predict_keeps_geometry(tmp_path, small_weights, disc_volume, method, capsys):
     src = tmp_path / "vol.nii.gz"
     _write(disc_volume, src)
@@ -125,6 +125,7 @@ def test_cli_predict_keeps_geometry(tmp_path, small_weights, disc_volume, method
         (["predict", "{vol}", "--point", "0", "1"], "error"),
     ],
 )
+@pytest.mark.slow
 def test_cli_errors_exit_2_with_one_line(tmp_path, small_weights, disc_volume, args, needle):
     (tmp_path / "x.nii.gz").write_text("not an image")
     _write(disc_volume, tmp_path / "vol.nii.gz")
@@ -141,6 +142,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path, small_weights, disc_volume, a
     assert len(err) == 1 and needle in err[0].lower() and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_cli_missing_weights_exit_2(tmp_path, disc_volume):
     _write(disc_volume, tmp_path / "vol.nii.gz")
     p = subprocess.run(
@@ -175,13 +177,15 @@ GOLDEN = [
 ]
 
 
-@pytest.mark.skipif(not all(p.is_file() for p in DEFAULT_WEIGHTS.values()), reason="shipped weights absent")
+@needs_shipped_weights
 @pytest.mark.parametrize(("case", "modality", "expected"), GOLDEN)
+@pytest.mark.slow
 def test_golden_end_to_end_on_the_bundled_real_crops(case, modality, expected):
     """The shipped weights on a bundled real crop. The tolerance (0.05) guards against regressions in
     reading, windowing, presets, sampling, fusion, the second pass and post-processing."""
-    vol = read_volume(ROOT / "examples" / f"{case}.nii.gz")
-    lab = read_label(ROOT / "examples" / f"{case}_label.nii.gz", vol)
+    image, label = example(case)
+    vol = read_volume(image)
+    lab = read_label(label, vol)
     assert vol.modality == modality
     z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
     ys, xs = np.nonzero(lab[z])

@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import pickle
-import socket
 import struct
 import subprocess
 import sys
@@ -27,24 +26,21 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from helpers import ROOT, free_port, write_dicom_series
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-import torch  # noqa: E402
-from helpers import write_dicom_series
+from app import LAUNCH_KWARGS, build_demo, handlers, memory
+from seqpatch_core import io as sp_io
+from seqpatch_core.__main__ import load_models, main
+from seqpatch_core.errors import InputError, WeightsError
+from seqpatch_core.io import read_label, read_volume
+from seqpatch_core.models import build_model
+from seqpatch_core.predictor import Predictor
 
-from app import LAUNCH_KWARGS, build_demo, handlers, memory  # noqa: E402
-from seqpatch_core import io as sp_io  # noqa: E402
-from seqpatch_core.__main__ import load_models, main  # noqa: E402
-from seqpatch_core.errors import InputError, WeightsError  # noqa: E402
-from seqpatch_core.io import read_label, read_volume  # noqa: E402
-from seqpatch_core.models import build_model  # noqa: E402
-from seqpatch_core.predictor import Predictor  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (3, 40, 44)  # (z, y, x)
 SPACING_XYZ = (0.9, 0.8, 2.5)
 ORIGIN = (-20.5, 11.25, 7.0)
@@ -377,6 +373,7 @@ def test_cli_output_folders_are_made_and_unwritable_outputs_refused(good_file, w
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "blocker" in err[0], err
 
 
+@pytest.mark.slow
 def test_cli_in_a_real_process(bad_files, weights, tmp_path):
     """The installed entry point, as a user runs it: status 2, exactly one stderr line, no traceback."""
     proc = subprocess.run(
@@ -580,18 +577,13 @@ def test_server_binds_loopback_by_default(monkeypatch):
     assert "server_name" not in LAUNCH_KWARGS and not LAUNCH_KWARGS.get("share")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow
 def test_http_errors_have_no_traceback_or_internal_paths(predictor, bad_files, good_file, tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
     demo = build_demo(predictor, examples=[])
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False, analytics_enabled=False)

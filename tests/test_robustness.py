@@ -77,6 +77,7 @@ def test_figure_and_table():
     assert "**seqpatch**" in table and "n/a" in table
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, capsys):
     image, label = write_case(tmp_path, shape=(3, 40, 40), centre=(1.0, 20.0, 20.0), radius_mm=8.0)
     w = write_checkpoints(tmp_path)
@@ -97,6 +98,7 @@ def test_cli(tmp_path, capsys):
     assert main(["robustness", str(image), "--slice", "7", "--point", "5", "5", *weights]) == 2
 
 
+@pytest.mark.slow
 def test_chunked_batches_give_the_same_result_and_advance_the_progress(spy):
     pred = bright_predictor()
     _, label = sphere_arrays()

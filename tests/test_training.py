@@ -20,6 +20,7 @@ from seqpatch_core.training import (
 )
 
 
+@pytest.mark.slow
 def test_train_then_resume_writes_a_loadable_checkpoint(tmp_path, one_thread):
     out = tmp_path / "unet_w16.safetensors"
     cfg = dict(
@@ -52,6 +53,7 @@ def test_train_then_resume_writes_a_loadable_checkpoint(tmp_path, one_thread):
     json.loads(out.with_suffix(".json").read_text())
 
 
+@pytest.mark.slow
 def test_continued_runs_with_other_seeds_validate_on_the_same_slices_from_their_start(tmp_path, one_thread):
     base = dict(
         model="unet_w16", backgrounds=None, workers=0, slices_per_batch=2, eval_every_s=1e6,
@@ -100,6 +102,7 @@ def test_soft_dice_loss_is_zero_for_a_perfect_answer_and_near_one_for_its_opposi
 
 
 @pytest.mark.parametrize("loss", ["bce", "bce+dice"])
+@pytest.mark.slow
 def test_train_step_with_each_loss_lowers_it_on_a_fixed_batch(loss, one_thread):
     torch.manual_seed(0)
     model = build_model("unet_w16")
