@@ -12,20 +12,16 @@ import numpy as np
 
 from app import render
 from app.session import Session, _require
-from seqpatch_core.intensity import apply_window
+from seqpatch_core.intensity import apply_window, is_ct
 from seqpatch_core.io import Volume
 from seqpatch_core.metrics import evaluate_masks
 from seqpatch_core.predictor import METHODS, Result
 
 log = logging.getLogger(__name__)
 
-def _is_ct(volume: Volume) -> bool:
-    return volume.modality == "CT" or float(volume.array.min()) <= -500.0
-
-
 def wl_ranges(volume: Volume) -> dict[str, dict[str, float]]:
     """Slider ranges for window width and level in the image's units."""
-    if _is_ct(volume):
+    if is_ct(volume):
         return {
             "width": {"minimum": 1, "maximum": 4000, "step": 1},
             "level": {"minimum": -1500, "maximum": 3000, "step": 1},

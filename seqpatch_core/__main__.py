@@ -21,17 +21,8 @@ from seqpatch_core.errors import SeqPatchError
 
 log = logging.getLogger("seqpatch_core")
 
-#: The shipped checkpoints, relative to the project root.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WEIGHTS = {
-    "seqpatch": PROJECT_ROOT / "weights" / "seqpatch.safetensors",
-    "unet": PROJECT_ROOT / "weights" / "unet.safetensors",
-    # the ablations of the paper's Table 2 (reduced training budget; see weights/README.md)
-    **{
-        name: PROJECT_ROOT / "weights" / "ablations" / f"{name}.safetensors"
-        for name in ("seqfcn", "bottom", "bottom_middle", "forward", "convlstm", "convgru")
-    },
-}
+# the loaders live with the networks; named here too for callers of the command module
+from seqpatch_core.models import DEFAULT_WEIGHTS, PROJECT_ROOT, load_models  # noqa: E402,F401
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,30 +31,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
-
-
-def load_models(names, weights: dict[str, str | None] | None = None, strict: bool = True) -> dict:
-    """Load the named models from their checkpoints (default: the shipped ones).
-
-    With ``strict`` a missing/corrupt checkpoint raises WeightsError; otherwise the model is left out
-    and a warning is logged (the app starts and says what is wrong).
-    """
-    from seqpatch_core.errors import WeightsError
-    from seqpatch_core.models import build_model
-
-    weights = weights or {}
-    models = {}
-    for name in names:
-        path = weights.get(name) or DEFAULT_WEIGHTS.get(name)
-        try:
-            if path is None:
-                raise WeightsError(f"no default weights for {name!r}: pass --weights")
-            models[name] = build_model(name, checkpoint=path)
-        except WeightsError as exc:
-            if strict:
-                raise
-            log.warning("%s", exc)
-    return models
 
 
 def cmd_predict(args) -> int:
@@ -277,22 +244,11 @@ def _model_name(text: str) -> str:
 
 
 def _checked_models(args) -> dict:
-    """The models of ``args.methods`` on ``args.device``, from --weights-<method> or the shipped files.
-
-    A missing checkpoint is reported with its full path (WeightsError: exit 2, one line).
-    """
-    from seqpatch_core.errors import WeightsError
+    """The networks of ``args.methods`` on ``args.device``, from --weights-<method> or the shipped files."""
     from seqpatch_core.predictor import pick_device
 
-    device = pick_device(args.device)
-    weights = {}
-    for name in args.methods:
-        path = getattr(args, f"weights_{name}", None) or DEFAULT_WEIGHTS.get(name)
-        if path is not None and not Path(path).is_file():
-            raise WeightsError(f"weights file for {name!r} not found: {path}")
-        weights[name] = path
-    # the networks must sit where the inputs are sent (run_network moves only the data)
-    return {k: m.to(device) for k, m in load_models(args.methods, weights).items()}
+    weights = {name: getattr(args, f"weights_{name}", None) for name in args.methods}
+    return load_models(args.methods, weights, device=pick_device(args.device))
 
 
 def _write_json(data: dict, path: str | None) -> None:
@@ -378,7 +334,7 @@ def cmd_evaluate(args) -> int:
 def cmd_calibrate(args) -> int:
     from seqpatch_core import evaluation
     from seqpatch_core.errors import InputError
-    from seqpatch_core.models import save_checkpoint
+    from seqpatch_core.models import write_record_fields
     from seqpatch_core.predictor import pick_device
 
     try:
@@ -408,14 +364,8 @@ def cmd_calibrate(args) -> int:
                     "val_dice_one_pass": round(table[math.inf], 4),
                     "val_dice": round(table[chosen], 4),
                 }
-            save_checkpoint(model.cpu(), path, coarsen=rule)
-            log.info("wrote %s: coarsen %s", path, rule)
-            readable = Path(path).with_suffix(".json")  # the record in readable form, where there is one
-            if readable.is_file():
-                record = json.loads(readable.read_text())
-                record["coarsen"] = rule
-                readable.write_text(json.dumps(record, indent=1))
-                log.info("wrote %s", readable)
+            write_record_fields(model, path, coarsen=rule)
+            log.info("wrote %s and its record: coarsen %s", path, rule)
     return 0
 
 

@@ -19,11 +19,12 @@ from scipy import ndimage
 from seqpatch_core import rays
 from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import apply_window, auto_window
+from seqpatch_core.io import VOLUME_SUFFIXES
 from seqpatch_core.synth import SynthSlice
 
 log = logging.getLogger(__name__)
 
-_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+_EXTS = VOLUME_SUFFIXES
 
 
 def _stem(path: Path) -> str:

@@ -39,7 +39,8 @@ CT_PRESETS: dict[str, tuple[float, float]] = {
 WINDOW_CHOICES = ("auto", *CT_PRESETS, "mr", "W,L")
 
 # A minimum at or below this is air in HU, so the image is CT whatever its tag says.
-_CT_AIR_HU = -500.0
+#: Intensities at or below this are air in Hounsfield units: an image reaching it is CT.
+CT_AIR_HU = -500.0
 # auto_window's CT rule (see its docstring).
 _AUTO_RADIUS_MM = 30.0
 _AUTO_AIR_HU = -400.0
@@ -115,8 +116,15 @@ def preset_window(name: str, array: np.ndarray | None = None) -> Window:
     raise InputError(f"unknown window {name!r}; choose one of {', '.join(WINDOW_CHOICES)}")
 
 
-def _is_ct(volume: Volume) -> bool:
-    return volume.modality == "CT" or float(volume.array.min()) <= _CT_AIR_HU
+def looks_like_ct(minimum: float) -> bool:
+    """Whether an image whose smallest intensity is ``minimum`` is CT (it reaches air in HU). The one
+    place this rule is written: the readers, the background bank and the window choice use it."""
+    return float(minimum) <= CT_AIR_HU
+
+
+def is_ct(volume: Volume) -> bool:
+    """CT by its tag, or by :func:`looks_like_ct` when the tag says nothing."""
+    return volume.modality == "CT" or looks_like_ct(volume.array.min())
 
 
 def auto_window(volume: Volume, point_zyx: Sequence[float] | None = None, z: int | None = None) -> Window:
@@ -134,7 +142,7 @@ def auto_window(volume: Volume, point_zyx: Sequence[float] | None = None, z: int
             its window this way once per volume, on the slice it opens at, so that nearby clicks on
             one object never get different windows.
     """
-    if not _is_ct(volume):
+    if not is_ct(volume):
         return mr_window(volume.array)
     nz, ny, nx = volume.shape
     if point_zyx is None:

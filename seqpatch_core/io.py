@@ -73,7 +73,9 @@ _PICTURE_FORMATS = {
     ".tiff": "TIFF",
     ".bmp": "BMP",
 }
-_MASK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+#: Suffixes of the single-file volume formats (read and written; DICOM comes as a folder or zip).
+VOLUME_SUFFIXES = tuple(k for k in _VOLUME_FORMATS if k != ".dcm")
+_MASK_EXTENSIONS = VOLUME_SUFFIXES
 _SUPPORTED = (
     "NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd), NRRD (.nrrd, .nhdr), DICOM (folder, .zip, .dcm), "
     "PNG, JPEG, TIFF, BMP"
@@ -236,8 +238,10 @@ def _guess_modality(arr: np.ndarray, tag: str | None, *, picture: bool) -> str:
     if tag:
         tag = tag.strip().upper()
         return tag if tag in ("CT", "MR") else "unknown"
+    from seqpatch_core.intensity import looks_like_ct
+
     lo = float(arr.min())
-    if lo <= -500.0:
+    if looks_like_ct(lo):
         return "CT"
     if not picture and lo >= 0.0:  # a medical format without CT's negative HU: MR (single slices too)
         return "MR"

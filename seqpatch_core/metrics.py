@@ -260,3 +260,19 @@ def evaluate_masks(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) 
         "size_pred": float(np.count_nonzero(p) * pixel_size),
         "size_ref": float(np.count_nonzero(r) * pixel_size),
     }
+
+
+def mask_click(mask: np.ndarray) -> tuple[float, float]:
+    """The click for a 2D object: its mass centre, or the nearest mask pixel if the centre is outside.
+
+    mask: (H, W) bool or non-zero = foreground, not empty. Returns (y, x) float slice pixels.
+    """
+    m = np.asarray(mask) != 0
+    if not m.any():
+        raise InputError("cannot place a click on an empty mask")
+    cy, cx = (float(v) for v in ndimage.center_of_mass(m))
+    if m[int(round(cy)), int(round(cx))]:
+        return cy, cx
+    ys, xs = np.nonzero(m)
+    k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    return float(ys[k]), float(xs[k])

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import Window
+from seqpatch_core.metrics import mask_click  # noqa: F401 (the click rule; imported from here too)
 from seqpatch_core.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -56,22 +56,6 @@ class Propagation:
     volume_ml: float
     per_slice: list[dict] = field(default_factory=list)
     stops: dict[str, str] = field(default_factory=dict)
-
-
-def mask_click(mask: np.ndarray) -> tuple[float, float]:
-    """The click for a 2D object: its mass centre, or the nearest mask pixel if the centre is outside.
-
-    mask: (H, W) bool or non-zero = foreground, not empty. Returns (y, x) float slice pixels.
-    """
-    m = np.asarray(mask) != 0
-    if not m.any():
-        raise InputError("cannot place a click on an empty mask")
-    cy, cx = (float(v) for v in ndimage.center_of_mass(m))
-    if m[int(round(cy)), int(round(cx))]:
-        return cy, cx
-    ys, xs = np.nonzero(m)
-    k = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
-    return float(ys[k]), float(xs[k])
 
 
 def propagate(

@@ -38,7 +38,8 @@ import scipy.fft as sfft
 from scipy import ndimage as ndi
 
 from seqpatch_core.errors import InputError
-from seqpatch_core.intensity import CT_PRESETS
+from seqpatch_core.intensity import CT_PRESETS, Window, apply_window, looks_like_ct
+from seqpatch_core.metrics import mask_click
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,8 @@ def training_rng(seed: int, worker_id: int = 0) -> np.random.Generator:
 # Small numeric helpers
 # --------------------------------------------------------------------------------------------------
 def _window01(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """clip((a - lo) / (hi - lo), 0, 1) as float32 (local copy to stay independent of intensity.py)."""
-    scale = 1.0 / max(hi - lo, 1e-6)
-    out = (np.asarray(a, dtype=_F32) - _F32(lo)) * _F32(scale)
-    return np.clip(out, 0.0, 1.0, out=out)
+    """clip((a - lo) / (hi - lo), 0, 1) as float32 (:func:`~seqpatch_core.intensity.apply_window`)."""
+    return apply_window(a, Window(float(lo), max(float(hi), float(lo) + 1e-6), "bank"))
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -497,7 +496,7 @@ class BackgroundBank:
                 continue
             mod = vol.modality
             if mod not in ("CT", "MR"):
-                mod = "CT" if float(arr.min()) <= -500 else "MR"
+                mod = "CT" if looks_like_ct(arr.min()) else "MR"
             thr = _content_threshold(arr, mod)
             nz = arr.shape[0]
             keep = [z for z in range(0, nz, every) if float(np.mean(arr[z] > thr)) >= min_content]
@@ -740,15 +739,10 @@ def make_slice(
 
 
 def _click_of(label: np.ndarray, sl: tuple[slice, slice]) -> tuple[float, float]:
-    """Mass centre of ``label`` (searched within crop ``sl``); nearest inside pixel if it falls outside."""
-    ys, xs = np.nonzero(label[sl])
-    ys = ys + sl[0].start
-    xs = xs + sl[1].start
-    my, mx = float(ys.mean()), float(xs.mean())
-    if label[int(round(my)), int(round(mx))]:
-        return my, mx
-    k = int(np.argmin((ys - my) ** 2 + (xs - mx) ** 2))
-    return float(ys[k]), float(xs[k])
+    """Mass centre of ``label`` (searched within crop ``sl``); nearest inside pixel if it falls outside
+    (:func:`~seqpatch_core.metrics.mask_click`, in the full label's pixels)."""
+    cy, cx = mask_click(label[sl])
+    return cy + sl[0].start, cx + sl[1].start
 
 
 def _add_leak_organ(

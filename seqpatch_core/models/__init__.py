@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from torch import nn
 from seqpatch_core.errors import WeightsError
 from seqpatch_core.models.seqpatch_net import SeqPatchNet
 from seqpatch_core.models.unet import UNet
+
+log = logging.getLogger(__name__)
 
 #: name -> (architecture, default config). Ablation names follow the paper's Table 2.
 MODELS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -163,6 +166,58 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+#: The project root, and the shipped checkpoints in it.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_WEIGHTS: dict[str, Path] = {
+    "seqpatch": PROJECT_ROOT / "weights" / "seqpatch.safetensors",
+    "unet": PROJECT_ROOT / "weights" / "unet.safetensors",
+    # the ablations of the paper's Table 2 (reduced training budget; see weights/README.md)
+    **{
+        name: PROJECT_ROOT / "weights" / "ablations" / f"{name}.safetensors"
+        for name in ("seqfcn", "bottom", "bottom_middle", "forward", "convlstm", "convgru")
+    },
+}
+
+
+def load_models(
+    names, weights: dict[str, str | Path | None] | None = None, strict: bool = True, device: Any = None
+) -> dict[str, nn.Module]:
+    """The named networks from their checkpoints: ``weights[name]`` or the shipped file.
+
+    With ``strict`` a missing or unusable checkpoint raises :class:`WeightsError` (naming its path);
+    otherwise that network is left out and a warning is logged (the app starts and says what is
+    wrong). ``device``: where to put them (the inputs are sent there).
+    """
+    weights = weights or {}
+    models = {}
+    for name in names:
+        path = weights.get(name) or DEFAULT_WEIGHTS.get(name)
+        try:
+            if path is None:
+                raise WeightsError(f"no default weights for {name!r}: pass --weights")
+            if not Path(path).is_file():
+                raise WeightsError(f"weights file for {name!r} not found: {path}")
+            models[name] = build_model(name, checkpoint=path)
+            if device is not None:
+                models[name].to(device)
+        except WeightsError as exc:
+            if strict:
+                raise
+            log.warning("%s", exc)
+    return models
+
+
+def write_record_fields(model: nn.Module, path: str | Path, **fields: Any) -> None:
+    """Rewrite checkpoint ``path`` with ``fields`` added to ``model``'s record, and its readable copy
+    (``<stem>.json`` beside it, where one exists) from that same record, so the two never drift."""
+    save_checkpoint(model.cpu(), path, **fields)
+    readable = Path(path).with_suffix(".json")
+    if readable.is_file():
+        record = json.loads(readable.read_text())
+        record.update(fields)
+        readable.write_text(json.dumps(record, indent=1))
+
+
 def model_size(model: nn.Module) -> dict[str, float]:
     """Parameter count and float32 size in MB."""
     n = sum(p.numel() for p in model.parameters())
@@ -171,7 +226,10 @@ def model_size(model: nn.Module) -> dict[str, float]:
 
 __all__ = [
     "MODELS",
+    "DEFAULT_WEIGHTS",
     "build_model",
+    "load_models",
+    "write_record_fields",
     "save_checkpoint",
     "load_checkpoint",
     "file_sha256",
