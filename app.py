@@ -67,9 +67,9 @@ def main(argv=None) -> None:
     import torch
 
     from app import LAUNCH_KWARGS, build_demo
-    from seqpatch_core.__main__ import load_models
     from seqpatch_core.engines import usable_threads
     from seqpatch_core.errors import SeqPatchError
+    from seqpatch_core.models import load_models
     from seqpatch_core.predictor import Predictor, pick_device
 
     # the cores this process may use (a container's share), not the host's count

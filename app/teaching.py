@@ -98,7 +98,7 @@ def load_ablations(folder: str | Path = ABLATIONS_DIR) -> dict[str, Any]:
 
     A missing or unreadable checkpoint is skipped (logged), so the app always starts.
     """
-    from seqpatch_core.__main__ import load_models
+    from seqpatch_core.models import load_models
 
     folder = Path(folder)
     models = {}
