@@ -11,9 +11,8 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from seqpatch_core.__main__ import DEFAULT_WEIGHTS
 from seqpatch_core.io import volume_from_array
-from seqpatch_core.models import build_model, save_checkpoint
+from seqpatch_core.models import DEFAULT_WEIGHTS, build_model, save_checkpoint
 from seqpatch_core.predictor import Predictor
 
 #: The project root and its bundled examples.
