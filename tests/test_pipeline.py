@@ -77,3 +77,20 @@ def test_the_second_pass_is_the_predictors(small_models, radius_px, redone, one_
     np.testing.assert_array_equal(masks[0], expected[0])
     (res,) = segment_slice(net, windowed, click, "promise12", 0.625, CPU, coarsen=rule)
     assert res.coarsened == redone and res.working_spacing == (1.0 if redone else 0.625)
+
+
+@pytest.mark.parametrize("preset", ["ct", "promise12"])
+def test_batched_fusion_on_the_device_equals_the_numpy_fusion(preset):
+    """The scatter-add fusion that runs on an accelerator gives the CPU's bincount fusion, click by click
+    (checked here on the CPU's torch), including patches that fall off the grid."""
+    from seqpatch_core import rays
+
+    cfg = rays.get_preset(preset)
+    clicks = np.array([[60.3, 70.8], [8.0, 140.5], [120.0, 3.2]])
+    grid = rays.patch_grid(clicks, cfg)
+    lik = np.random.default_rng(1).random(grid.shape[:-1]).astype(np.float32)
+    fused, cov = rays.fuse_patches_batch(torch.from_numpy(lik), torch.from_numpy(grid), (130, 150))
+    for i in range(len(clicks)):
+        f0, c0 = rays.fuse_patches(lik[i], grid[i], (130, 150))
+        np.testing.assert_allclose(fused[i].numpy(), f0, atol=1e-6)
+        np.testing.assert_allclose(cov[i].numpy(), c0, atol=1e-5)
