@@ -360,11 +360,14 @@ class Predictor:
         self.runner = runner
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.models = {name: m.to(self.device) for name, m in models.items()}
+        # a network is a module, or anything called like one that carries its ``record`` (a compiled
+        # copy, :mod:`seqpatch_core.engines`), which stays as it is
+        self.models = {name: m.to(self.device) if isinstance(m, nn.Module) else m for name, m in models.items()}
         if self.device.type == "cpu" and self.dtype == torch.bfloat16:
             # measured (bench --variants): oneDNN's bfloat16 convolutions run fastest on NHWC tensors
             for m in self.models.values():
-                m.to(memory_format=torch.channels_last)
+                if isinstance(m, nn.Module):
+                    m.to(memory_format=torch.channels_last)
         #: name -> what runs that network's clicks (the model, or a compiled copy of it)
         self.nets: dict[str, object] = dict(self.models)
         #: name -> the path it runs on ("torch-float32", "openvino-bfloat16", ...) and what was tried
