@@ -360,7 +360,7 @@ def evaluate_atlas(models: dict, n: int, seed: int, bank_path: str | Path, devic
     structure as :func:`seqpatch_core.evaluation.evaluate_synthetic`."""
     from seqpatch_core import evaluation as ev
     from seqpatch_core.predictor import segment_adaptive, segment_working
-    from seqpatch_core.training import SLICE_SIZE
+    from seqpatch_core.training_data import SLICE_SIZE
 
     if n < 1:
         raise InputError(f"--atlas needs at least 1 object, got {n}")

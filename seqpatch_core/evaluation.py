@@ -5,7 +5,7 @@ Two sources of cases:
 * a real volume with its label (:func:`evaluate_volume`): every slice z that holds the label is
   clicked, at the label's mass centre on that slice (the nearest label pixel when the centre falls
   outside it), through the same :class:`~seqpatch_core.predictor.Predictor` path the app uses;
-* held-out synthetic slices (:func:`evaluate_synthetic`): ``training.validation_set`` (half at
+* held-out synthetic slices (:func:`evaluate_synthetic`): ``training_data.validation_set`` (half at
   1.0 mm with preset ``ct``, half at 0.625 mm with ``promise12``; the background bank's ``"val"``
   split), segmented on their working grid exactly like training's validation
   (:func:`segment_working`).
@@ -219,7 +219,7 @@ def evaluate_synthetic(
 ) -> dict:
     """Evaluate ``models`` (name -> network) on ``n`` held-out synthetic slices.
 
-    The slices are ``training.validation_set(n, seed, backgrounds)``; each is already a windowed
+    The slices are ``training_data.validation_set(n, seed, backgrounds)``; each is already a windowed
     working-grid image, so it is segmented by :func:`segment_working` with the slice's preset.
     ``working_spacing`` (mm) segments each slice resampled to that spacing instead
     (:func:`segment_resampled`), scored against the label on the slice's own grid: how the result
@@ -228,7 +228,7 @@ def evaluate_synthetic(
     Returns the same structure as :func:`evaluate_volume`
     (``case`` is the slice index), plus ``"by_preset"``: ``{preset: {"summary", "by_size"}}``.
     """
-    from seqpatch_core.training import validation_set
+    from seqpatch_core.training_data import validation_set
 
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
@@ -453,7 +453,7 @@ def coarsen_sweep(
 ) -> dict:
     """Choose each model's :class:`~seqpatch_core.predictor.Coarsen` radius on synthetic slices.
 
-    Every centre click of ``training.validation_set(n, seed, backgrounds)`` is segmented on its own
+    Every centre click of ``training_data.validation_set(n, seed, backgrounds)`` is segmented on its own
     working grid and, where that grid is finer than ``to_mm`` (the 0.625-mm half), once more on a
     ``to_mm`` grid (:func:`segment_resampled`); a radius R then takes the second mask wherever the
     first one's equivalent radius exceeds R working pixels. Per model: the mean Dice for each R of
@@ -462,7 +462,7 @@ def coarsen_sweep(
     never the benchmark's. Returns ``{"n", "seed", "to_mm", "radii", "methods": {name: {...}}}``.
     """
     from seqpatch_core.predictor import Coarsen, equivalent_radius_px
-    from seqpatch_core.training import validation_set
+    from seqpatch_core.training_data import validation_set
 
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
