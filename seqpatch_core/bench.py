@@ -478,7 +478,7 @@ class _AsPath:
         self.net, self.dtype, self.record = net, dtype, getattr(net, "record", {})
 
     def __call__(self, x):
-        from seqpatch_core.predictor import _autocast
+        from seqpatch_core.network_run import _autocast
 
         if isinstance(self.net, torch.nn.Module):
             with _autocast(torch.device("cpu"), self.dtype):

@@ -244,7 +244,7 @@ def agreement(reference: list[np.ndarray], net, slices: list, preset: str = "ct"
 def time_click(net, dtype: torch.dtype | None, preset: str = "ct", repeats: int = 2) -> float:
     """Median ms of one click's network pass (all rays, or one field of view) after a warm-up."""
     from seqpatch_core.bench import input_shape
-    from seqpatch_core.predictor import _autocast
+    from seqpatch_core.network_run import _autocast
 
     model = net.model if isinstance(net, CompiledNet) else net
     x = torch.rand(input_shape(model, rays.get_preset(preset)))
