@@ -285,7 +285,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from seqpatch_core import evaluation
+    from seqpatch_core import calibration
     from seqpatch_core.errors import InputError
     from seqpatch_core.models import write_record_fields
     from seqpatch_core.predictor import pick_device
@@ -298,10 +298,10 @@ def cmd_calibrate(args) -> int:
         raise InputError(f"--radii needs positive radii in working pixels, got {args.radii!r}")
     models = _checked_models(args)
     bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
-    res = evaluation.coarsen_sweep(
+    res = calibration.coarsen_sweep(
         models, args.synthetic, args.seed, bank, pick_device(args.device), radii, args.to_mm, args.threshold
     )
-    print(evaluation.markdown_sweep(res), flush=True)
+    print(calibration.markdown_sweep(res), flush=True)
     _write_json(res, args.json)
     if args.write:
         for name, model in models.items():
