@@ -4,6 +4,9 @@ Measured on the bundled lung2 example (``examples/lung2_ct_crop.nii.gz``) with t
 (16 rays x 15 patches of 32 x 32), after warm-up; CUDA timings synchronise. The "compute floor" is the
 network's floating-point operations per click divided by this machine's measured rate for a large
 matrix product in the same precision: the time the click would take if every layer ran at that rate.
+
+Every inference path side by side (``bench --engines``: :func:`compare_paths`, :func:`paths_markdown`)
+is in :mod:`seqpatch_core.bench_paths`, re-exported here.
 """
 
 from __future__ import annotations
@@ -19,11 +22,26 @@ import numpy as np
 import torch
 
 from seqpatch_core import rays
+from seqpatch_core.bench_paths import compare_paths, paths_markdown
 from seqpatch_core.io import read_label, read_volume
 from seqpatch_core.models import model_size
 from seqpatch_core.predictor import Predictor, model_arch
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "compare_paths",
+    "input_shape",
+    "load_benchmark",
+    "markdown",
+    "matmul_rate",
+    "network_flops",
+    "network_variants",
+    "paths_markdown",
+    "run_bench",
+    "synthetic_ct",
+    "training_step_benchmark",
+]
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -337,180 +355,4 @@ def markdown(b: dict) -> str:
             f"Loading a 512x512x100 CT (.nii.gz): {ld['seconds']} s, peak memory growth {ld['peak_growth_mb']} MB "
             f"(process peak {ld['peak_process_mb']} MB)."
         )
-    return "\n".join(rows)
-
-
-# ----------------------------------------------------------------------------- inference paths side by side
-
-
-def _path_predictor(models: dict, label: str) -> Predictor:
-    """A CPU predictor whose networks run on path ``label`` ("torch-float32", "openvino-bfloat16", ...)."""
-    from seqpatch_core.engines import CompiledNet, EngineSpec
-
-    engine, precision = label.split("-")
-    dtype = torch.bfloat16 if (engine == "torch" and precision == "bfloat16") else None
-    pred = Predictor(models, device="cpu", dtype=dtype, coarsen=False)
-    if engine != "torch":
-        for name, m in models.items():
-            pred.nets[name] = CompiledNet(m, EngineSpec(engine, precision)).prepare(
-                sorted({p.k for p in rays.PRESETS.values()})
-            )
-    pred.engines = {name: {"path": label} for name in models}
-    return pred
-
-
-def compare_paths(
-    models: dict,
-    image: str | Path | None,
-    label: str | Path | None = None,
-    clicks: int = 10,
-    warmup: int = 2,
-    preset: str = "ct",
-    agreement_slices: int = 32,
-    paths: list[str] | None = None,
-) -> dict:
-    """Every inference path on this CPU side by side: per method the click's p50/p95 and stages
-    (as :func:`run_bench`), the 5x5 robustness grid and the 3D object from the centre click (both
-    methods), and the masks' agreement with float32 PyTorch (mean and lowest Dice over
-    ``agreement_slices`` generated benchmark slices, clicked at their centres). The first path,
-    ``torch-float32``, is the reference; ``ratio`` is each path's SeqPatch p50 over the reference's.
-    The compute floor per precision is the network's FLOP per click over this machine's measured
-    matrix-product rate in that precision. ``paths``: labels to run (default: every available one).
-    """
-    from seqpatch_core import engines
-    from seqpatch_core.propagate import propagate
-
-    if paths is None:
-        paths = ["torch-float32"] + (["torch-bfloat16"] if engines.native_bfloat16() else [])
-        paths += [s.label for s in engines.candidates("auto")]
-    slices = engines.check_slices(agreement_slices)
-    reference = {name: engines.masks(m, slices, preset) for name, m in models.items()}
-    if image is None:
-        vol, lab = synthetic_ct()
-    else:
-        vol = read_volume(image)
-        lab = read_label(label, vol) if label is not None else None
-    z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1))) if lab is not None else vol.shape[0] // 2
-    if lab is not None:
-        ys, xs = np.nonzero(lab[z])
-        cy, cx = float(ys.mean()), float(xs.mean())
-    else:
-        cy, cx = vol.shape[1] / 2, vol.shape[2] / 2
-    offs = (np.arange(5) - 2) * 3.0 / np.array(vol.spacing[1:])[:, None]
-    grid_pts = [
-        (min(max(cy + dy, 0), vol.shape[1] - 1), min(max(cx + dx, 0), vol.shape[2] - 1))
-        for dy in offs[0]
-        for dx in offs[1]
-    ]
-    cfg = rays.get_preset(preset)
-    out: dict = {
-        "device": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "usable_cores": engines.usable_threads(),
-        "torch": torch.__version__,
-        "image": Path(image).name if image is not None else vol.source,
-        "preset": preset,
-        "clicks": clicks,
-        "agreement_slices": agreement_slices,
-        "reference": "torch-float32",
-        "floor_ms": {},
-        "paths": {},
-    }
-    for prec, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        if prec == "float32" or engines.native_bfloat16():
-            rate = matmul_rate(torch.device("cpu"), dt)
-            out["floor_ms"][prec] = {
-                m: round(network_flops(model, cfg) / rate * 1e3, 1) for m, model in models.items()
-            }
-    rng = np.random.default_rng(0)
-    for path in paths:
-        try:
-            pred = _path_predictor(models, path)
-        except Exception as exc:  # an engine that cannot take a network: reported, not fatal
-            out["paths"][path] = {"error": str(exc).splitlines()[0][:200]}
-            continue
-        pred.set_volume(vol, window="auto")
-        entry: dict = {}
-        for method in models:
-            totals, stages = [], {}
-            for i in range(warmup + clicks):
-                pt = (z, cy + rng.uniform(-2, 2), cx + rng.uniform(-2, 2))
-                t = time.perf_counter()
-                res = pred.predict(pt, method=method, preset=preset)
-                if i >= warmup:
-                    totals.append((time.perf_counter() - t) * 1e3)
-                    for k, v in res.timings.items():
-                        if k != "total_ms":
-                            stages.setdefault(k, []).append(v)
-            net = pred.nets[method]
-            agree = engines.agreement(reference[method], _AsPath(net, pred.dtype), slices, preset)
-            entry[method] = {
-                **_percentiles(totals),
-                "stages": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
-                **agree,
-            }
-        t = time.perf_counter()
-        for method in models:
-            pred.predict_many(z, grid_pts, method=method, preset=preset)
-        entry["robustness_grid_5x5_s"] = round(time.perf_counter() - t, 2)
-        t = time.perf_counter()
-        prop = propagate(pred, (z, cy, cx), "seqpatch", preset) if "seqpatch" in models else None
-        entry["object_3d_seqpatch_s"] = round(time.perf_counter() - t, 2)
-        entry["object_3d_slices"] = len(prop.per_slice) if prop is not None else 0
-        out["paths"][path] = entry
-    ref = out["paths"].get("torch-float32", {}).get("seqpatch", {}).get("p50_ms")
-    for entry in out["paths"].values():
-        if ref and "seqpatch" in entry:
-            entry["ratio"] = round(entry["seqpatch"]["p50_ms"] / ref, 3)
-    ok = {
-        p: e["seqpatch"]["p50_ms"]
-        for p, e in out["paths"].items()
-        if "seqpatch" in e and all(e[m]["mean_dice"] >= engines.AGREEMENT for m in models)
-    }
-    out["fastest_agreeing"] = min(ok, key=ok.get) if ok else None
-    return out
-
-
-class _AsPath:
-    """A predictor's net called as its path runs it (PyTorch under its autocast dtype)."""
-
-    def __init__(self, net, dtype):
-        self.net, self.dtype, self.record = net, dtype, getattr(net, "record", {})
-
-    def __call__(self, x):
-        from seqpatch_core.network_run import _autocast
-
-        if isinstance(self.net, torch.nn.Module):
-            with _autocast(torch.device("cpu"), self.dtype):
-                return self.net(x).float()
-        return self.net(x)
-
-
-def paths_markdown(b: dict) -> str:
-    """The speed table of docs/results.md for :func:`compare_paths`."""
-    rows = [
-        f"Machine: {b['device']}, {b['usable_cores']} usable cores, torch {b['torch']} ({b['threads']} threads); "
-        f"{b['image']}, preset {b['preset']}, {b['clicks']} clicks after warm-up; agreement with float32 PyTorch "
-        f"on {b['agreement_slices']} generated benchmark slices.",
-        "",
-        "| path | SeqPatch p50 ms | p95 | network | vs float32 PyTorch | U-net p50 ms | Dice agreement "
-        "(SeqPatch / U-net, mean, lowest) | 5x5 grid s | 3D object s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for path, e in b["paths"].items():
-        if "error" in e:
-            rows.append(f"| {path} | failed: {e['error']} | | | | | | | |")
-            continue
-        sp, un = e.get("seqpatch", {}), e.get("unet", {})
-        agree = " / ".join(f"{r.get('mean_dice', 0):.4f} ({r.get('min_dice', 0):.4f})" for r in (sp, un))
-        rows.append(
-            f"| {path} | {sp.get('p50_ms')} | {sp.get('p95_ms')} | {sp.get('stages', {}).get('network_ms', 0):.0f} | "
-            f"{e.get('ratio', '')}x | {un.get('p50_ms')} | {agree} | {e['robustness_grid_5x5_s']} | "
-            f"{e['object_3d_seqpatch_s']} ({e['object_3d_slices']} slices) |"
-        )
-    floors = "; ".join(
-        f"{prec}: " + ", ".join(f"{m} {ms} ms" for m, ms in f.items()) for prec, f in b["floor_ms"].items()
-    )
-    rows += ["", f"Compute floor per click (FLOP / measured matrix-product rate): {floors}."]
-    rows.append(f"Fastest path whose masks agree (mean Dice >= 0.995, both networks): {b['fastest_agreeing']}.")
     return "\n".join(rows)

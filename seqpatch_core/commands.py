@@ -160,7 +160,7 @@ def cmd_bench(args) -> int:
     dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
     models = load_models(["seqpatch", "unet"], {"seqpatch": args.weights_seqpatch, "unet": args.weights_unet})
     if args.engines:
-        from seqpatch_core.bench import compare_paths, paths_markdown
+        from seqpatch_core.bench_paths import compare_paths, paths_markdown
 
         image, label = (None, None) if args.synthetic else (args.image, args.label)
         result = compare_paths(
