@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from seqpatch_core import rays, synth
+from seqpatch_core.backgrounds import BackgroundBank
 
 #: Presets a batch draws from, with their probabilities, and the spacing range (mm) of generated slices.
 TRAIN_PRESETS = {"ct": 0.4, "promise12": 0.4, "mr": 0.2}
@@ -164,8 +165,8 @@ def load_bank(path: str | None, split: str):
         return None
     p = Path(path)
     if p.suffix == ".npz":
-        return synth.BackgroundBank.load(p, split=split)
-    return synth.BackgroundBank.from_dir(p).with_split(split)
+        return BackgroundBank.load(p, split=split)
+    return BackgroundBank.from_dir(p).with_split(split)
 
 
 def load_atlases(path: str | None):
