@@ -173,12 +173,19 @@ def run_network(
         torch.cuda.synchronize()
     t2 = time.perf_counter()
     timings["network_ms"] = (t2 - t1) * 1e3
+    shape = tuple(img.shape)
+    on_device = None
+    if arch == "seqpatch" and device.type != "cpu":
+        # an accelerator fuses all clicks at once by scatter-add; the CPU's bincount path needs no copy
+        grid64 = torch.as_tensor(grid_np, device=device)  # float64 positions, as the CPU fusion takes them
+        on_device = [t.cpu().numpy() for t in rays.fuse_patches_batch(lik, grid64, shape)]
     patches_np = patches.float().cpu().numpy()
     lik_np = lik.cpu().numpy()
     out = []
-    shape = tuple(img.shape)
     for i in range(len(clicks_w)):
-        if arch == "seqpatch":
+        if on_device is not None:
+            fused, cov = on_device[0][i], on_device[1][i]
+        elif arch == "seqpatch":
             fused, cov = rays.fuse_patches(lik_np[i], grid_np[i], shape)
         else:
             fused, cov = rays.paste_fov(lik_np[i], clicks_w[i], cfg, shape)

@@ -94,3 +94,4 @@ def test_batched_fusion_on_the_device_equals_the_numpy_fusion(preset):
         f0, c0 = rays.fuse_patches(lik[i], grid[i], (130, 150))
         np.testing.assert_allclose(fused[i].numpy(), f0, atol=1e-6)
         np.testing.assert_allclose(cov[i].numpy(), c0, atol=1e-5)
+
