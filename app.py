@@ -105,6 +105,7 @@ def main(argv=None) -> None:
         fast = Predictor(main_models, device=device, dtype=args.dtype, engine=args.engine)
         predictor.nets.update(fast.nets)
         predictor.engines.update(fast.engines)
+        predictor.net_dtypes.update(fast.net_dtypes)
     for name, e in predictor.engines.items():
         log.info("%s runs on %s (tried: %s)", name, e["path"], e["tried"])
     log.info("device: %s", predictor.device)

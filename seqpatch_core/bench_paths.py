@@ -24,9 +24,12 @@ __all__ = ["compare_paths", "paths_markdown"]
 
 
 def _path_predictor(models: dict, label: str) -> Predictor:
-    """A CPU predictor whose networks run on path ``label`` ("torch-float32", "openvino-bfloat16", ...)."""
+    """A CPU predictor whose networks run on path ``label`` ("torch-float32", "openvino-bfloat16", ...),
+    or, for ``"app"``, on what ``python app.py`` chooses for each network (``--engine auto``)."""
     from seqpatch_core.engines import CompiledNet, EngineSpec
 
+    if label == "app":
+        return Predictor(models, device="cpu", dtype="auto", coarsen=False, engine="auto")
     engine, precision = label.split("-")
     dtype = torch.bfloat16 if (engine == "torch" and precision == "bfloat16") else None
     pred = Predictor(models, device="cpu", dtype=dtype, coarsen=False)
@@ -63,7 +66,7 @@ def compare_paths(
 
     if paths is None:
         paths = ["torch-float32"] + (["torch-bfloat16"] if engines.native_bfloat16() else [])
-        paths += [s.label for s in engines.candidates("auto")]
+        paths += [s.label for s in engines.candidates("auto")] + ["app"]
     slices = engines.check_slices(agreement_slices)
     reference = {name: engines.masks(m, slices, preset) for name, m in models.items()}
     if image is None:
@@ -122,7 +125,8 @@ def compare_paths(
                         if k != "total_ms":
                             stages.setdefault(k, []).append(v)
             net = pred.nets[method]
-            agree = engines.agreement(reference[method], _AsPath(net, pred.dtype), slices, preset)
+            as_run = _AsPath(net, pred.net_dtypes.get(method, pred.dtype))
+            agree = engines.agreement(reference[method], as_run, slices, preset)
             entry[method] = {
                 **_percentiles(totals),
                 "stages": {k: round(float(np.median(v)), 2) for k, v in stages.items()},
@@ -141,12 +145,15 @@ def compare_paths(
     for entry in out["paths"].values():
         if ref and "seqpatch" in entry:
             entry["ratio"] = round(entry["seqpatch"]["p50_ms"] / ref, 3)
-    ok = {
-        p: e["seqpatch"]["p50_ms"]
-        for p, e in out["paths"].items()
-        if "seqpatch" in e and all(e[m]["mean_dice"] >= engines.AGREEMENT for m in models)
-    }
-    out["fastest_agreeing"] = min(ok, key=ok.get) if ok else None
+    # per network, as the app chooses (engines.choose): the fastest path whose masks agree
+    out["fastest_agreeing"] = {}
+    for m in models:
+        ok = {
+            p: e[m]["p50_ms"]
+            for p, e in out["paths"].items()
+            if m in e and e[m]["mean_dice"] >= engines.AGREEMENT
+        }
+        out["fastest_agreeing"][m] = min(ok, key=ok.get) if ok else None
     return out
 
 
@@ -191,5 +198,6 @@ def paths_markdown(b: dict) -> str:
         f"{prec}: " + ", ".join(f"{m} {ms} ms" for m, ms in f.items()) for prec, f in b["floor_ms"].items()
     )
     rows += ["", f"Compute floor per click (FLOP / measured matrix-product rate): {floors}."]
-    rows.append(f"Fastest path whose masks agree (mean Dice >= 0.995, both networks): {b['fastest_agreeing']}.")
+    best = ", ".join(f"{m} {p}" for m, p in b["fastest_agreeing"].items())
+    rows.append(f"Fastest path whose masks agree with float32 PyTorch (mean Dice >= 0.995), per network: {best}.")
     return "\n".join(rows)

@@ -224,12 +224,16 @@ class Predictor:
         self.nets: dict[str, object] = dict(self.models)
         #: name -> the path it runs on ("torch-float32", "openvino-bfloat16", ...) and what was tried
         self.engines: dict[str, dict] = {}
+        #: name -> the autocast dtype of its PyTorch pass (a network whose bfloat16 masks disagree with
+        #: float32 runs in float32 under ``engine="auto"``)
+        self.net_dtypes: dict[str, torch.dtype | None] = {name: self.dtype for name in self.models}
         if engine != "torch" and self.device.type == "cpu" and runner is None:
             from seqpatch_core import engines
 
             for name, m in self.models.items():
                 choice = engines.choose(m, engine, self.dtype)
                 self.nets[name] = choice.net
+                self.net_dtypes[name] = choice.dtype
                 self.engines[name] = {"path": choice.label, "tried": choice.tried}
         self.volume: Volume | _SliceVolume | None = None
         self.window_spec: str | Window = "auto"
@@ -243,7 +247,7 @@ class Predictor:
     def session(self) -> Predictor:
         """A new predictor for another session that shares this one's models."""
         other = Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen, self.runner)
-        other.nets, other.engines = self.nets, self.engines  # compiled once per process
+        other.nets, other.engines, other.net_dtypes = self.nets, self.engines, self.net_dtypes  # once per process
         return other
 
     def set_volume(self, volume: Volume | None, window: str | Window = "auto") -> None:
@@ -390,7 +394,8 @@ class Predictor:
             outs = self.runner(method, img_w, clicks_w, cfg, self.device, self.dtype)
         else:
             net = self.nets.get(method, model)
-            dtype = self.dtype if net is model else None  # a compiled net has its own precision
+            # a compiled net has its own precision; the model runs at its chosen autocast dtype
+            dtype = self.net_dtypes.get(method, self.dtype) if net is model else None
             outs = run_network(net, img_w, clicks_w, cfg, self.device, dtype)
         results = []
         for (_, y, x), wr in zip(pts, outs, strict=True):

@@ -126,3 +126,15 @@ def test_predictor_on_a_compiled_engine_matches_torch_and_shares_it(nets, monkey
         assert dice(a.mask, b.mask) >= 0.995 if b.mask.any() else not a.mask.any()
         np.testing.assert_array_equal(a.mask, c.mask)
         np.testing.assert_allclose(a.likelihood, b.likelihood, atol=1e-3)
+
+
+def test_a_network_whose_bfloat16_masks_disagree_runs_in_float32(nets, monkeypatch, one_thread):
+    """engine auto on a bfloat16 machine: a PyTorch net whose bfloat16 masks disagree falls back to float32."""
+    monkeypatch.setattr(engines, "candidates", lambda engine="auto": [])
+    monkeypatch.setattr(engines, "agreement", lambda ref, net, slices, preset="ct": {"mean_dice": 0.9, "min_dice": 0.8})
+    choice = engines.choose(nets["unet"], "auto", torch.bfloat16, slices=engines.check_slices(1), presets=("ct",))
+    assert choice.label == "torch-float32" and choice.dtype is None and choice.net is nets["unet"]
+    monkeypatch.setattr(engines, "choose", lambda m, e, d, **k: engines.Choice(m, "torch-float32", {}, None))
+    pred = Predictor(nets, "cpu", dtype=torch.bfloat16, engine="auto")
+    assert pred.net_dtypes == {"seqpatch": None, "unet": None}
+    assert pred.session().net_dtypes is pred.net_dtypes
