@@ -286,7 +286,8 @@ def segment_object(
 
     def tick(n: int) -> None:
         if progress is not None:
-            progress(min(n / max(nz, 1), 0.99), f"{render.NAMES[method]}: slice {n} of at most {nz}")
+            done = f"{n} slice{'s' if n > 1 else ''}"
+            progress(min(n / max(nz, 1), 0.99), f"{render.NAMES[method]}: {done} of at most {nz} done")
 
     window = _click_window(s)
     with s.using():

@@ -128,3 +128,24 @@ def test_mask_click_uses_nearest_pixel_for_a_ring():
     assert mask_click(_disc(3, cy=10, cx=30)) == pytest.approx((10.0, 30.0))
     with pytest.raises(InputError):
         mask_click(np.zeros((5, 5), bool))
+
+
+def test_iter_propagate_yields_each_slice_as_it_is_segmented():
+    """The generator behind propagate: the clicked slice, then +z, then -z; a rejected slice ends its
+    direction with its reason; the caller may stop early, and nothing more is segmented then."""
+    from seqpatch_core.propagate import iter_propagate
+
+    pred = bright_predictor()
+    steps = list(iter_propagate(pred, (6, 32, 30), method="seqpatch"))
+    assert [(s.z, s.direction) for s in steps[:2]] == [(6, "click"), (7, "+z")]
+    assert [s.z for s in steps if s.accepted] == [6, 7, 8, 9, 5, 4, 3]
+    assert [(s.z, s.stop) for s in steps if not s.accepted] == [(10, "area_jump"), (2, "area_jump")]
+    assert all(s.mask.shape == (64, 64) and s.area_px == int(s.mask.sum()) for s in steps)
+    prop = propagate(pred, (6, 32, 30), method="seqpatch")
+    np.testing.assert_array_equal(prop.mask3d[6], steps[0].mask)
+
+    calls = []
+    real = pred.predict
+    pred.predict = lambda *a, **k: calls.append(a) or real(*a, **k)
+    first = next(iter_propagate(pred, (6, 32, 30)))
+    assert len(calls) == 1 and first.z == 6
