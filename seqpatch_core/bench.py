@@ -26,6 +26,7 @@ from seqpatch_core.bench_paths import compare_paths, paths_markdown
 from seqpatch_core.io import read_label, read_volume
 from seqpatch_core.models import model_size
 from seqpatch_core.predictor import Predictor, model_arch
+from seqpatch_core.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -319,18 +320,19 @@ def markdown(b: dict) -> str:
         f"Machine: {b['device']} ({b['device_type']}, {b['threads']} threads, {b['dtype']}), torch {b['torch']}; "
         f"{b['image']}, preset {b['preset']}, {b['clicks']} clicks after warm-up.",
         "",
-        "| method | p50 ms | p95 ms | sampling | network | fusion | post-proc. | GFLOP/click | floor ms | params |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    head = ["method", "p50 ms", "p95 ms", "sampling", "network", "fusion", "post-proc.", "GFLOP/click", "floor ms",
+            "params"]  # fmt: skip
+    cells = []
     for m in ("seqpatch", "unet"):
         if m in b:
             r, s = b[m], b[m]["stages"]
-            rows.append(
-                f"| {m} | {r['p50_ms']} | {r['p95_ms']} | {s.get('sampling_ms', 0):.1f} | "
-                f"{s.get('network_ms', 0):.1f} | "
-                f"{s.get('fusion_ms', 0):.1f} | {s.get('postprocess_ms', 0) + s.get('prepare_ms', 0):.1f} | "
-                f"{r['gflops_per_click']} | {r['floor_ms']} | {r['parameters'] / 1e6:.2f} M |"
-            )
+            cells.append([
+                m, r["p50_ms"], r["p95_ms"], f"{s.get('sampling_ms', 0):.1f}", f"{s.get('network_ms', 0):.1f}",
+                f"{s.get('fusion_ms', 0):.1f}", f"{s.get('postprocess_ms', 0) + s.get('prepare_ms', 0):.1f}",
+                r["gflops_per_click"], r["floor_ms"], f"{r['parameters'] / 1e6:.2f} M",
+            ])  # fmt: skip
+    rows += markdown_table(head, cells).split("\n")
     for m in ("seqpatch", "unet"):
         if "network_variants_ms" in b.get(m, {}):
             v = b[m]["network_variants_ms"]

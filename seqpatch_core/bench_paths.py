@@ -19,6 +19,7 @@ import torch
 from seqpatch_core import rays
 from seqpatch_core.io import read_label, read_volume
 from seqpatch_core.predictor import Predictor
+from seqpatch_core.tables import markdown_table
 
 __all__ = ["compare_paths", "paths_markdown"]
 
@@ -179,21 +180,22 @@ def paths_markdown(b: dict) -> str:
         f"{b['image']}, preset {b['preset']}, {b['clicks']} clicks after warm-up; agreement with float32 PyTorch "
         f"on {b['agreement_slices']} generated benchmark slices.",
         "",
-        "| path | SeqPatch p50 ms | p95 | network | vs float32 PyTorch | U-net p50 ms | Dice agreement "
-        "(SeqPatch / U-net, mean, lowest) | 5x5 grid s | 3D object s |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    head = ["path", "SeqPatch p50 ms", "p95", "network", "vs float32 PyTorch", "U-net p50 ms",
+            "Dice agreement (SeqPatch / U-net, mean, lowest)", "5x5 grid s", "3D object s"]  # fmt: skip
+    cells = []
     for path, e in b["paths"].items():
         if "error" in e:
-            rows.append(f"| {path} | failed: {e['error']} | | | | | | | |")
+            cells.append([path, f"failed: {e['error']}"] + [""] * (len(head) - 2))
             continue
         sp, un = e.get("seqpatch", {}), e.get("unet", {})
         agree = " / ".join(f"{r.get('mean_dice', 0):.4f} ({r.get('min_dice', 0):.4f})" for r in (sp, un))
-        rows.append(
-            f"| {path} | {sp.get('p50_ms')} | {sp.get('p95_ms')} | {sp.get('stages', {}).get('network_ms', 0):.0f} | "
-            f"{e.get('ratio', '')}x | {un.get('p50_ms')} | {agree} | {e['robustness_grid_5x5_s']} | "
-            f"{e['object_3d_seqpatch_s']} ({e['object_3d_slices']} slices) |"
-        )
+        cells.append([
+            path, sp.get("p50_ms"), sp.get("p95_ms"), f"{sp.get('stages', {}).get('network_ms', 0):.0f}",
+            f"{e.get('ratio', '')}x", un.get("p50_ms"), agree, e["robustness_grid_5x5_s"],
+            f"{e['object_3d_seqpatch_s']} ({e['object_3d_slices']} slices)",
+        ])  # fmt: skip
+    rows += markdown_table(head, cells).split("\n")
     floors = "; ".join(
         f"{prec}: " + ", ".join(f"{m} {ms} ms" for m, ms in f.items()) for prec, f in b["floor_ms"].items()
     )

@@ -21,6 +21,7 @@ from seqpatch_core import rays
 from seqpatch_core.errors import InputError
 from seqpatch_core.metrics import evaluate_masks
 from seqpatch_core.predictor import segment_resampled, segment_working
+from seqpatch_core.tables import markdown_table
 
 if TYPE_CHECKING:
     from seqpatch_core.evaluation import Progress
@@ -98,12 +99,11 @@ def markdown_sweep(sweep: dict) -> str:
     for name, e in sweep["methods"].items():
         halves = [k for k in e["table"][0] if k.startswith("dice_")]
         head = ["coarsen above (working px)", "Dice", *(h[5:] for h in halves), "redone"]
-        lines = [f"{name} (second pass at {sweep['to_mm']:g} mm, {sweep['n']} slices, seed {sweep['seed']}):", "",
-                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+        cells = []
         for row in e["table"]:
             mark = " *" if row["radius_px"] == e["chosen"] else ""
             r = "never" if math.isinf(row["radius_px"]) else f"{row['radius_px']:g}"
-            cells = [r + mark, f"{row['dice']:.3f}", *(f"{row[h]:.3f}" for h in halves), str(row["redone"])]
-            lines.append("| " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
+            cells.append([r + mark, f"{row['dice']:.3f}", *(f"{row[h]:.3f}" for h in halves), row["redone"]])
+        title = f"{name} (second pass at {sweep['to_mm']:g} mm, {sweep['n']} slices, seed {sweep['seed']}):"
+        parts.append(title + "\n\n" + markdown_table(head, cells))
     return "\n\n".join(parts)

@@ -46,6 +46,7 @@ from seqpatch_core.errors import InputError
 from seqpatch_core.metrics import evaluate_masks
 from seqpatch_core.predictor import Predictor, segment_adaptive, segment_resampled, segment_working
 from seqpatch_core.propagate import mask_click
+from seqpatch_core.tables import markdown_table as _table
 
 log = logging.getLogger(__name__)
 
@@ -348,14 +349,14 @@ def size_breakdown(rows: list[dict], methods: Sequence[str], mode: str = "centro
 def markdown_size_table(breakdown: list[dict], methods: Sequence[str]) -> str:
     """Rows of size bins; per method the mean Dice and the median predicted/reference area."""
     head = ["object radius (mm)", "n"] + [f"{m} {h}" for m in methods for h in ("Dice", "area ratio")]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for e in breakdown:
         span = f"≥ {e['lo']:g}" if math.isinf(e["hi"]) else f"{e['lo']:g}–{e['hi']:g}"
-        cells = [span, str(e["n"])]
+        cells = [span, e["n"]]
         for m in methods:
             cells += [f"{e[m]['dice']:.3f}", f"{e[m]['area_ratio']:.2f}"] if m in e else ["", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return _table(head, rows)
 
 
 def _paired(diffs: np.ndarray, seed: int) -> dict:
@@ -434,11 +435,11 @@ def markdown_table(summary: dict) -> str:
     """One row per method: mean ± sd of each metric, n clicks and slices (and Dice lost in jitter mode)."""
     jitter = any("dice_lost" in e for e in summary.values())
     head = ["method", *METRICS.values(), "n", "slices", "coarser"] + (["Dice (centre)", "Dice lost"] if jitter else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for method, e in summary.items():
         cells = [method] + [_fmt(e[k], 3 if k == "dice" else 2) for k in METRICS]
-        cells += [str(e["n"]), str(e["slices"]), str(e.get("coarsened", 0))]
+        cells += [e["n"], e["slices"], e.get("coarsened", 0)]
         if jitter:
             cells += [_fmt(e["dice_centre"], 3), _fmt(e["dice_lost"], 3)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return _table(head, rows)

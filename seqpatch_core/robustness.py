@@ -32,6 +32,7 @@ from seqpatch_core.errors import InputError
 from seqpatch_core.intensity import Window
 from seqpatch_core.metrics import dice
 from seqpatch_core.predictor import Predictor
+from seqpatch_core.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +151,12 @@ def robustness_table(result: dict) -> str:
     for method in _methods(result):
         vals = [v for row in result[method] for v in row if v is not None]
         out += ["", f"**{method}** (mean Dice {np.mean(vals):.3f}, {result['seconds'][method]:.2f} s)", ""]
-        out.append("| y \\ x | " + " | ".join(f"{o:+g}" for o in offs) + " |")
-        out.append("|" + "---|" * (len(offs) + 1))
+        rows = []
         for i, row in enumerate(result[method]):
-            cells = [
-                "n/a" if v is None else f"{v:.3f}" + (" ×" if result["outside"][i][j] else "")
-                for j, v in enumerate(row)
-            ]
-            out.append(f"| {offs[i]:+g} | " + " | ".join(cells) + " |")
+            out_i = result["outside"][i]
+            cells = ["n/a" if v is None else f"{v:.3f}" + (" ×" if out_i[j] else "") for j, v in enumerate(row)]
+            rows.append([f"{offs[i]:+g}", *cells])
+        out.append(markdown_table(["y \\ x", *(f"{o:+g}" for o in offs)], rows))
     return "\n".join(out)
 
 
