@@ -107,6 +107,79 @@ def _add_model_options(p: argparse.ArgumentParser, clicks: bool = True) -> None:
     p.add_argument("--json", default=None, help="write the full result here")
 
 
+#: TrainConfig fields that ``train`` does not offer as options (they keep the dataclass default).
+TRAIN_FIELDS_NOT_OPTIONS = ("weight_decay",)
+
+
+def _add_train_options(tr: argparse.ArgumentParser, default_backgrounds: str) -> None:
+    """The options of ``train``: one per :class:`~seqpatch_core.training.TrainConfig` field (but
+    TRAIN_FIELDS_NOT_OPTIONS), each storing to that field's name with the dataclass default, so that
+    ``TrainConfig(**fields)`` takes the parsed values as they are. The one default of its own is
+    ``--backgrounds``: the project's bank (the dataclass default, None, trains without one)."""
+    from seqpatch_core.train_config import LOSSES
+    from seqpatch_core.train_config import TrainConfig as D
+
+    tr.add_argument("--model", default=D.model, type=_model_name, help="seqpatch, unet or an ablation name")
+    tr.add_argument("--minutes", type=float, default=D.minutes)
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--resume", action="store_true", default=D.resume)
+    tr.add_argument("--data", default=D.data, help="folder of real image/label pairs to mix in")
+    tr.add_argument(
+        "--backgrounds",
+        default=default_backgrounds,
+        help="folder of background volumes or an .npz cache (prepare-backgrounds)",
+    )
+    tr.add_argument("--seed", type=int, default=D.seed, help="seed of the training stream")
+    tr.add_argument(
+        "--val-seed", type=int, default=D.val_seed,
+        help="seed of the validation slices (default %(default)s; the same for every run, whatever --seed)",
+    )
+    tr.add_argument("--lr", type=float, default=D.lr)
+    tr.add_argument(
+        "--batch", type=int, default=D.slices_per_batch, dest="slices_per_batch", metavar="BATCH",
+        help="slices per step, in all: under torchrun each of N processes takes batch/N of them",
+    )
+    tr.add_argument("--workers", type=int, default=D.workers)
+    tr.add_argument(
+        "--eval-every", type=float, default=D.eval_every_s, dest="eval_every_s", metavar="EVAL_EVERY",
+        help="seconds between validations",
+    )
+    tr.add_argument("--val-slices", type=int, default=D.val_slices)
+    tr.add_argument("--patience", type=int, default=D.patience)
+    tr.add_argument("--threads", type=int, default=D.threads)
+    tr.add_argument("--init", default=D.init, help="start from this checkpoint's weights (fresh optimiser)")
+    tr.add_argument(
+        "--rays-per-slice",
+        type=int,
+        default=D.rays_per_slice,
+        help="sequential nets: train on this many random rays of each slice (default %(default)s: all of them)",
+    )
+    tr.add_argument(
+        "--loss", default=D.loss, choices=LOSSES,
+        help="bce: binary cross-entropy, as in the paper (default); bce+dice adds a soft Dice term",
+    )
+    tr.add_argument("--device", default=D.device)
+    tr.add_argument(
+        "--no-amp", action="store_false", dest="amp", default=D.amp,
+        help="train in float32 (default: bfloat16 autocast)",
+    )
+    tr.add_argument(
+        "--max-steps", type=int, default=D.max_steps,
+        help="stop after this many steps in all (a resumed run counts the earlier ones; default %(default)s: no limit)",
+    )
+    tr.add_argument(
+        "--model-config", type=_model_config, default=D.model_config, metavar="JSON",
+        help='architecture overrides, e.g. \'{"widths": [8, 16, 32]}\' (a narrow sequential net for tests)',
+    )
+    tr.add_argument(
+        "--atlas-ratio", type=float, default=D.atlas_ratio,
+        help="share of slices that are real atlas structures (prepare-atlases; default %(default)g: none)",
+    )
+    tr.add_argument(
+        "--atlas-bank", default=D.atlas_bank, help="prepare-atlases output (default ~/.cache/seqpatch/atlases)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m seqpatch_core", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -133,57 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("train", help="train a model on synthetic lesions (and optional labelled data)")
-    tr.add_argument("--model", default="seqpatch", type=_model_name, help="seqpatch, unet or an ablation name")
-    tr.add_argument("--minutes", type=float, default=60.0)
-    tr.add_argument("--out", required=True)
-    tr.add_argument("--resume", action="store_true")
-    tr.add_argument("--data", default=None, help="folder of real image/label pairs to mix in")
-    tr.add_argument(
-        "--backgrounds",
-        default=str(PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"),
-        help="folder of background volumes or an .npz cache (prepare-backgrounds)",
-    )
-    tr.add_argument("--seed", type=int, default=0, help="seed of the training stream")
-    tr.add_argument(
-        "--val-seed", type=int, default=1000,
-        help="seed of the validation slices (default 1000; the same for every run, whatever --seed)",
-    )
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument(
-        "--batch", type=int, default=8,
-        help="slices per step, in all: under torchrun each of N processes takes batch/N of them",
-    )
-    tr.add_argument("--workers", type=int, default=1)
-    tr.add_argument("--eval-every", type=float, default=120.0, help="seconds between validations")
-    tr.add_argument("--val-slices", type=int, default=48)
-    tr.add_argument("--patience", type=int, default=8)
-    tr.add_argument("--threads", type=int, default=0)
-    tr.add_argument("--init", default=None, help="start from this checkpoint's weights (fresh optimiser)")
-    tr.add_argument(
-        "--rays-per-slice",
-        type=int,
-        default=0,
-        help="sequential nets: train on this many random rays of each slice (default 0: all of them)",
-    )
-    tr.add_argument(
-        "--loss", default="bce", choices=["bce", "bce+dice"],
-        help="bce: binary cross-entropy, as in the paper (default); bce+dice adds a soft Dice term",
-    )
-    tr.add_argument("--device", default="auto")
-    tr.add_argument("--no-amp", action="store_true", help="train in float32 (default: bfloat16 autocast)")
-    tr.add_argument(
-        "--max-steps", type=int, default=0,
-        help="stop after this many steps in all (a resumed run counts the earlier ones; default 0: no limit)",
-    )
-    tr.add_argument(
-        "--model-config", type=_model_config, default=None, metavar="JSON",
-        help='architecture overrides, e.g. \'{"widths": [8, 16, 32]}\' (a narrow sequential net for tests)',
-    )
-    tr.add_argument(
-        "--atlas-ratio", type=float, default=0.0,
-        help="share of slices that are real atlas structures (prepare-atlases; default 0: none)",
-    )
-    tr.add_argument("--atlas-bank", default=None, help="prepare-atlases output (default ~/.cache/seqpatch/atlases)")
+    _add_train_options(tr, default_backgrounds=str(PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"))
     tr.set_defaults(func=cmd_train)
 
     default_bank = PROJECT_ROOT.parent / "shared" / "data" / "backgrounds"

@@ -12,9 +12,11 @@ import json
 import logging
 import math
 import os
+from dataclasses import fields
 from pathlib import Path
 
 from seqpatch_core.models import DEFAULT_WEIGHTS, load_models
+from seqpatch_core.train_config import TrainConfig
 
 log = logging.getLogger("seqpatch_core")
 
@@ -74,35 +76,15 @@ def _rounded(metrics: dict) -> dict:
     return {k: round(v, 4) for k, v in metrics.items()}
 
 
-def cmd_train(args) -> int:
-    from seqpatch_core.training import TrainConfig, train
+def train_config(args) -> TrainConfig:
+    """The TrainConfig of parsed ``train`` options: every option stores to the field of its name."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
 
-    tc = TrainConfig(
-        model=args.model,
-        minutes=args.minutes,
-        out=args.out,
-        seed=args.seed,
-        val_seed=args.val_seed,
-        lr=args.lr,
-        slices_per_batch=args.batch,
-        workers=args.workers,
-        eval_every_s=args.eval_every,
-        val_slices=args.val_slices,
-        patience=args.patience,
-        backgrounds=args.backgrounds,
-        data=args.data,
-        device=args.device,
-        amp=not args.no_amp,
-        resume=args.resume,
-        threads=args.threads,
-        init=args.init,
-        rays_per_slice=args.rays_per_slice,
-        loss=args.loss,
-        atlas_ratio=args.atlas_ratio,
-        atlas_bank=args.atlas_bank,
-        max_steps=args.max_steps,
-        model_config=args.model_config,
-    )
+
+def cmd_train(args) -> int:
+    from seqpatch_core.training import train
+
+    tc = train_config(args)
     rec = train(tc)
     if rec["training"].get("world_size", 1) > 1 and int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun rank 0 alone reports

@@ -51,7 +51,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 
@@ -63,6 +63,7 @@ from seqpatch_core import rays
 from seqpatch_core.metrics import dice
 from seqpatch_core.models import MODELS, build_model, save_checkpoint
 from seqpatch_core.predictor import model_arch, segment_working
+from seqpatch_core.train_config import LOSSES, TrainConfig  # noqa: F401  (named here for callers)
 
 # the batches and validation slices are made in training_data (SLICE_SIZE and make_batch named here
 # too for their callers)
@@ -77,45 +78,6 @@ from seqpatch_core.training_data import (  # noqa: F401
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    model: str = "seqpatch"
-    minutes: float = 60.0
-    out: str = "weights/seqpatch.safetensors"
-    seed: int = 0
-    #: Seed of the validation slices, apart from ``seed`` so that runs with different training
-    #: streams pick and report their checkpoints on the same slices.
-    val_seed: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    slices_per_batch: int = 8
-    workers: int = 1
-    eval_every_s: float = 120.0
-    val_slices: int = 48
-    patience: int = 8
-    backgrounds: str | None = None
-    data: str | None = None
-    device: str = "auto"
-    amp: bool = True
-    resume: bool = False
-    threads: int = 0
-    init: str | None = None
-    rays_per_slice: int = 0
-    loss: str = "bce"
-    #: Stop after this many optimisation steps in all (a resumed run counts the earlier ones); 0: none.
-    max_steps: int = 0
-    #: Architecture overrides for ``build_model`` (e.g. ``{"widths": [8, 16, 32]}``, a narrow test net).
-    model_config: dict | None = None
-    #: Share of training slices that are real atlas structures (``atlas_bank``, prepared by
-    #: ``prepare-atlases``; seqpatch_core.atlases) instead of synthetic lesions; 0: none.
-    atlas_ratio: float = 0.0
-    atlas_bank: str | None = None
-
-
-#: Training losses: the paper's binary cross-entropy, or that plus a soft Dice term.
-LOSSES = ("bce", "bce+dice")
 
 
 # ----------------------------------------------------------------------------- loss and step
