@@ -122,6 +122,17 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.95, 0.99), weight_decay=weight_decay)
 
 
+def optimizer_text(opt: torch.optim.Optimizer) -> str:
+    """The record's name of an optimiser, read from the object: ``"Adam(beta1=0.95, beta2=0.99)"``.
+
+    Class name and, where it has them, the betas of its first parameter group (the weight decay and
+    learning rate are in the record's own fields).
+    """
+    betas = opt.param_groups[0].get("betas")
+    args = f"beta1={betas[0]:g}, beta2={betas[1]:g}" if betas is not None else ""
+    return f"{type(opt).__name__}({args})"
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -285,7 +296,7 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
         return float(t[0] / t[1]) if t[1] > 0 else None
 
     def record(elapsed: float) -> dict:
-        rec = _record(tc, state, elapsed, arch)
+        rec = _record(tc, state, elapsed, arch, opt)
         rec["training"].update(world_size=world, global_batch=tc.slices_per_batch, batch_per_process=share)
         return rec
 
@@ -362,7 +373,12 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
     return rec[0]
 
 
-def _record(tc: TrainConfig, state: dict, elapsed: float, arch: str) -> dict:
+def _record(
+    tc: TrainConfig, state: dict, elapsed: float, arch: str, opt: torch.optim.Optimizer | None = None
+) -> dict:
+    """The JSON record of a run; ``opt``: its optimiser (default: the one make_optimizer builds)."""
+    if opt is None:
+        opt = make_optimizer(torch.nn.Linear(1, 1), tc.lr, tc.weight_decay)
     return {
         "name": tc.model,
         "ray": {
@@ -378,7 +394,7 @@ def _record(tc: TrainConfig, state: dict, elapsed: float, arch: str) -> dict:
             "samples_seen": state["samples"],
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "loss": {"bce": "binary cross-entropy", "bce+dice": "binary cross-entropy + soft Dice"}[tc.loss],
-            "optimizer": "Adam(beta1=0.95, beta2=0.99)",
+            "optimizer": optimizer_text(opt),
             "data": "seqpatch_core.synth (synthetic lesions in procedural phantoms and real background anatomy)"
             + (f" + labelled pairs from {tc.data}" if tc.data else "")
             + (f" + real atlas structures ({tc.atlas_ratio:.0%} of slices)" if tc.atlas_ratio > 0 else ""),

@@ -4,11 +4,13 @@ import argparse
 from dataclasses import fields, replace
 
 import pytest
+import torch
 
 from seqpatch_core.__main__ import TRAIN_FIELDS_NOT_OPTIONS, build_parser
 from seqpatch_core.commands import train_config
 from seqpatch_core.train_config import TrainConfig
 from seqpatch_core.training import TrainConfig as TrainingTrainConfig
+from seqpatch_core.training import make_optimizer
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -63,3 +65,23 @@ def test_help_lists_every_option(capsys):
     for action in _options().values():
         assert all(s in text for s in action.option_strings)
     assert "--batch BATCH" in text and "--eval-every EVAL_EVERY" in text and "default 1000;" in text
+
+
+@pytest.mark.parametrize(
+    ("make", "text"),
+    [
+        (lambda ps: make_optimizer(ps, 1e-3, 1e-5), "Adam(beta1=0.95, beta2=0.99)"),
+        (lambda ps: torch.optim.AdamW(ps.parameters(), betas=(0.9, 0.999)), "AdamW(beta1=0.9, beta2=0.999)"),
+        (lambda ps: torch.optim.SGD(ps.parameters(), lr=0.1), "SGD()"),
+    ],
+    ids=["training", "adamw", "no-betas"],
+)  # fmt: skip
+def test_the_record_names_the_optimiser_it_ran(make, text):
+    from seqpatch_core.training import _record, optimizer_text
+
+    opt = make(torch.nn.Linear(2, 1))
+    assert optimizer_text(opt) == text
+    state = {"step": 1, "samples": 2, "best": 0.5, "history": []}
+    assert _record(TrainConfig(), state, 0.0, "unet", opt)["training"]["optimizer"] == text
+    # without the object: the optimiser training builds, under the text of the published weights
+    assert _record(TrainConfig(), state, 0.0, "unet")["training"]["optimizer"] == "Adam(beta1=0.95, beta2=0.99)"
