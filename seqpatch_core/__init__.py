@@ -11,9 +11,10 @@ Layout:
   ``propagate`` (3D), ``engines`` (OpenVINO / ONNX Runtime);
 * data: ``synth`` (synthetic slices) with ``shapes``, ``phantoms`` and ``backgrounds`` (real anatomy),
   ``datasets`` (labelled pairs), ``atlases`` (atlas structures), ``examples``;
-* training: ``training`` (the loop), ``training_data`` (batches, validation slices);
+* training: ``train_config`` (the options and their defaults), ``training`` (the loop),
+  ``training_data`` (batches, validation slices);
 * measuring: ``metrics``, ``evaluation``, ``calibration`` (the second-pass rule), ``robustness``,
-  ``bench`` and ``bench_paths`` (speed);
+  ``bench`` and ``bench_paths`` (speed), ``tables`` (markdown tables);
 * command line: ``__main__`` (parser, ``main``) and ``commands`` (one function per command).
 """
 
