@@ -99,13 +99,9 @@ def main(argv=None) -> None:
     # On a ZeroGPU Space the networks run inside spaces.GPU functions, by name; elsewhere None.
     runner = zerogpu.setup(models)
     # the compared pair only: the ablation networks run rarely, in PyTorch
-    main_models = {k: v for k, v in models.items() if not k.startswith("ablation:")}
-    predictor = Predictor(models, device=device, dtype=args.dtype, runner=runner, engine="torch")
-    if args.engine != "torch" and runner is None and predictor.device.type == "cpu" and main_models:
-        fast = Predictor(main_models, device=device, dtype=args.dtype, engine=args.engine)
-        predictor.nets.update(fast.nets)
-        predictor.engines.update(fast.engines)
-        predictor.net_dtypes.update(fast.net_dtypes)
+    predictor = Predictor(
+        models, device=device, dtype=args.dtype, runner=runner, engine=args.engine, engine_for=("seqpatch", "unet")
+    )
     for name, e in predictor.engines.items():
         log.info("%s runs on %s (tried: %s)", name, e["path"], e["tried"])
     log.info("device: %s", predictor.device)

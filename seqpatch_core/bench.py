@@ -217,6 +217,31 @@ def synthetic_ct(seed: int = 0, shape=(17, 256, 256), spacing=(5.0, 0.627, 0.627
     return vol, lab
 
 
+def bench_case(image: str | Path | None, label: str | Path | None = None) -> tuple:
+    """The benchmark's volume and click: ``(volume, z, y, x)``, the label's centre on its largest
+    slice (the volume's centre without a label); ``image=None``: :func:`synthetic_ct`."""
+    if image is None:
+        vol, lab = synthetic_ct()
+    else:
+        vol = read_volume(image)
+        lab = read_label(label, vol) if label is not None else None
+    if lab is None:
+        return vol, vol.shape[0] // 2, vol.shape[1] / 2, vol.shape[2] / 2
+    z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
+    ys, xs = np.nonzero(lab[z])
+    return vol, z, float(ys.mean()), float(xs.mean())
+
+
+def grid_points(vol, cy: float, cx: float, n: int = 5, step_mm: float = 3.0) -> list[tuple[float, float]]:
+    """The n x n robustness grid's clicks (y, x) around (cy, cx), ``step_mm`` apart, kept in the slice."""
+    offs = (np.arange(n) - n // 2) * step_mm / np.array(vol.spacing[1:])[:, None]
+    return [
+        (min(max(cy + dy, 0), vol.shape[1] - 1), min(max(cx + dx, 0), vol.shape[2] - 1))
+        for dy in offs[0]
+        for dx in offs[1]
+    ]
+
+
 def run_bench(
     predictor: Predictor,
     image: str | Path | None,
@@ -232,18 +257,8 @@ def run_bench(
 
     ``image=None`` benchmarks :func:`synthetic_ct` instead.
     """
-    if image is None:
-        vol, lab = synthetic_ct()
-    else:
-        vol = read_volume(image)
-        lab = read_label(label, vol) if label is not None else None
+    vol, z, cy, cx = bench_case(image, label)
     predictor.set_volume(vol, window="auto")
-    if lab is not None:
-        z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1)))
-        ys, xs = np.nonzero(lab[z])
-        cy, cx = float(ys.mean()), float(xs.mean())
-    else:
-        z, cy, cx = vol.shape[0] // 2, vol.shape[1] / 2, vol.shape[2] / 2
     rng = np.random.default_rng(0)
     dev = predictor.device
     dtype = predictor.dtype or torch.float32
@@ -298,9 +313,7 @@ def run_bench(
                 amp = predictor.dtype == torch.bfloat16
                 out[method]["train_step"] = training_step_benchmark(predictor.models[method], cfg, dev, amp)
     # the 5 x 5 robustness grid, both methods, one batch per method
-    offs = (np.arange(5) - 2) * 3.0 / np.array(vol.spacing[1:])[:, None]
-    pts = [(cy + dy, cx + dx) for dy in offs[0] for dx in offs[1]]
-    pts = [(min(max(y, 0), vol.shape[1] - 1), min(max(x, 0), vol.shape[2] - 1)) for y, x in pts]
+    pts = grid_points(vol, cy, cx)
     t = time.perf_counter()
     for method in ("seqpatch", "unet"):
         if method in predictor.models:

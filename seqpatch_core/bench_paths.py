@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from seqpatch_core import rays
-from seqpatch_core.io import read_label, read_volume
 from seqpatch_core.predictor import Predictor
 from seqpatch_core.tables import markdown_table
 
@@ -62,7 +61,13 @@ def compare_paths(
     matrix-product rate in that precision. ``paths``: labels to run (default: every available one).
     """
     from seqpatch_core import engines
-    from seqpatch_core.bench import _percentiles, matmul_rate, network_flops, synthetic_ct  # bench imports this module
+    from seqpatch_core.bench import (  # bench imports this module
+        _percentiles,
+        bench_case,
+        grid_points,
+        matmul_rate,
+        network_flops,
+    )
     from seqpatch_core.propagate import propagate
 
     if paths is None:
@@ -70,23 +75,8 @@ def compare_paths(
         paths += [s.label for s in engines.candidates("auto")] + ["app"]
     slices = engines.check_slices(agreement_slices)
     reference = {name: engines.masks(m, slices, preset) for name, m in models.items()}
-    if image is None:
-        vol, lab = synthetic_ct()
-    else:
-        vol = read_volume(image)
-        lab = read_label(label, vol) if label is not None else None
-    z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(1))) if lab is not None else vol.shape[0] // 2
-    if lab is not None:
-        ys, xs = np.nonzero(lab[z])
-        cy, cx = float(ys.mean()), float(xs.mean())
-    else:
-        cy, cx = vol.shape[1] / 2, vol.shape[2] / 2
-    offs = (np.arange(5) - 2) * 3.0 / np.array(vol.spacing[1:])[:, None]
-    grid_pts = [
-        (min(max(cy + dy, 0), vol.shape[1] - 1), min(max(cx + dx, 0), vol.shape[2] - 1))
-        for dy in offs[0]
-        for dx in offs[1]
-    ]
+    vol, z, cy, cx = bench_case(image, label)
+    grid_pts = grid_points(vol, cy, cx)
     cfg = rays.get_preset(preset)
     out: dict = {
         "device": platform.processor() or platform.machine(),
@@ -126,7 +116,7 @@ def compare_paths(
                         if k != "total_ms":
                             stages.setdefault(k, []).append(v)
             net = pred.nets[method]
-            as_run = _AsPath(net, pred.net_dtypes.get(method, pred.dtype))
+            as_run = engines.AsRun(net, pred.net_dtypes.get(method, pred.dtype))
             agree = engines.agreement(reference[method], as_run, slices, preset)
             entry[method] = {
                 **_percentiles(totals),
@@ -156,21 +146,6 @@ def compare_paths(
         }
         out["fastest_agreeing"][m] = min(ok, key=ok.get) if ok else None
     return out
-
-
-class _AsPath:
-    """A predictor's net called as its path runs it (PyTorch under its autocast dtype)."""
-
-    def __init__(self, net, dtype):
-        self.net, self.dtype, self.record = net, dtype, getattr(net, "record", {})
-
-    def __call__(self, x):
-        from seqpatch_core.network_run import _autocast
-
-        if isinstance(self.net, torch.nn.Module):
-            with _autocast(torch.device("cpu"), self.dtype):
-                return self.net(x).float()
-        return self.net(x)
 
 
 def paths_markdown(b: dict) -> str:

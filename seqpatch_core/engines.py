@@ -31,6 +31,7 @@ from torch import nn
 
 from seqpatch_core import rays
 from seqpatch_core.errors import InputError
+from seqpatch_core.network_run import _autocast
 
 log = logging.getLogger(__name__)
 
@@ -261,15 +262,15 @@ def agreement(reference: list[np.ndarray], net, slices: list, preset: str = "ct"
 def time_click(net, dtype: torch.dtype | None, preset: str = "ct", repeats: int = 2) -> float:
     """Median ms of one click's network pass (all rays, or one field of view) after a warm-up."""
     from seqpatch_core.bench import input_shape
-    from seqpatch_core.network_run import _autocast
 
     model = net.model if isinstance(net, CompiledNet) else net
     x = torch.rand(input_shape(model, rays.get_preset(preset)))
+    run = AsRun(net, dtype)
     times = []
-    with torch.inference_mode(), _autocast(torch.device("cpu"), dtype if isinstance(net, nn.Module) else None):
+    with torch.inference_mode():
         for i in range(repeats + 1):
             t = time.perf_counter()
-            net(x)
+            run(x)
             if i:
                 times.append((time.perf_counter() - t) * 1e3)
     return float(np.median(times))
@@ -309,7 +310,7 @@ def choose(
     tried: dict[str, dict] = {torch_label: {"ms": round(time_click(model, dtype, presets[0]), 1)}}
     best, best_label, best_dtype = model, torch_label, dtype
     if dtype is not None:
-        tried[torch_label].update(agreement(reference, _Autocast(model, dtype), slices, presets[0]))
+        tried[torch_label].update(agreement(reference, AsRun(model, dtype), slices, presets[0]))
         if tried[torch_label]["mean_dice"] < AGREEMENT:  # PyTorch in float32 is the fallback, then
             tried["torch-float32"] = {"ms": round(time_click(model, None, presets[0]), 1)}
             best_label, best_dtype = "torch-float32", None
@@ -332,12 +333,15 @@ def choose(
     return Choice(best, best_label, tried, best_dtype)
 
 
-class _Autocast:
-    """The PyTorch model under bfloat16 autocast, callable like a compiled net (for its agreement)."""
+class AsRun:
+    """A network called as a path runs it: a PyTorch module under autocast at ``dtype`` (None: float32),
+    a compiled net as it is; callable like the module, with its ``record`` (for :func:`agreement`)."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype):
-        self.model, self.dtype, self.record = model, dtype, getattr(model, "record", {})
+    def __init__(self, net, dtype: torch.dtype | None):
+        self.net, self.dtype, self.record = net, dtype, getattr(net, "record", {})
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=self.dtype):
-            return self.model(x).float()
+        if not isinstance(self.net, nn.Module):
+            return self.net(x)
+        with _autocast(torch.device("cpu"), self.dtype):
+            return self.net(x).float()

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -200,6 +201,7 @@ class Predictor:
         coarsen: bool = True,
         runner: Runner | None = None,
         engine: str = "torch",
+        engine_for: Iterable[str] | None = None,
     ):
         """``coarsen``: apply each model's :class:`Coarsen` rule (False: always one pass at the
         preset working spacing, as ``--single-pass`` asks). ``runner``: what runs a network on a
@@ -207,7 +209,8 @@ class Predictor:
         Hugging Face ZeroGPU Space: :mod:`app.zerogpu`) passes its own, called with the model's name.
         ``engine``: "torch" (the reference), "auto" (the fastest path on this CPU whose masks agree
         with float32 PyTorch: :func:`seqpatch_core.engines.choose`), "openvino" or "onnxruntime".
-        Compiled engines apply on the CPU only; the choice is in :attr:`engines`."""
+        Compiled engines apply on the CPU only, to the networks named in ``engine_for`` (None: all;
+        the others run in PyTorch); the choice is in :attr:`engines`."""
         self.coarsen = coarsen
         self.runner = runner
         self.device = device if isinstance(device, torch.device) else pick_device(device)
@@ -231,6 +234,8 @@ class Predictor:
             from seqpatch_core import engines
 
             for name, m in self.models.items():
+                if engine_for is not None and name not in engine_for:
+                    continue
                 choice = engines.choose(m, engine, self.dtype)
                 self.nets[name] = choice.net
                 self.net_dtypes[name] = choice.dtype

@@ -138,3 +138,11 @@ def test_a_network_whose_bfloat16_masks_disagree_runs_in_float32(nets, monkeypat
     pred = Predictor(nets, "cpu", dtype=torch.bfloat16, engine="auto")
     assert pred.net_dtypes == {"seqpatch": None, "unet": None}
     assert pred.session().net_dtypes is pred.net_dtypes
+
+
+def test_engine_for_leaves_the_other_networks_in_pytorch(nets, monkeypatch):
+    """The app compiles the compared pair only; other networks (the ablations) stay PyTorch modules."""
+    monkeypatch.setattr(engines, "choose", lambda m, e, d, **k: engines.Choice("compiled", "onnxruntime-float32", {}))
+    pred = Predictor({**nets, "ablation:x": nets["seqpatch"]}, "cpu", engine="auto", engine_for=("seqpatch", "unet"))
+    assert pred.nets["seqpatch"] == pred.nets["unet"] == "compiled"
+    assert pred.nets["ablation:x"] is nets["seqpatch"] and set(pred.engines) == {"seqpatch", "unet"}
