@@ -178,6 +178,11 @@ def _add_train_options(tr: argparse.ArgumentParser, default_backgrounds: str) ->
     tr.add_argument(
         "--atlas-bank", default=D.atlas_bank, help="prepare-atlases output (default ~/.cache/seqpatch/atlases)"
     )
+    tr.add_argument(
+        "--generator", choices=("auto", "numpy", "torch"), default=D.generator,
+        help="synthetic slices from numpy in loader workers or from torch on the training device "
+        "(default %(default)s: torch on an accelerator, numpy on a CPU)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument(
         "--train-step",
         action="store_true",
-        help="also time one training step per method (bfloat16 with --dtype bfloat16)",
+        help="also time one training step per method (bfloat16 with --dtype bfloat16) and the synthetic "
+        "slice generators (numpy, torch on the CPU and on --device)",
     )
+    be.add_argument("--backgrounds", default=None, help="background bank for --train-step's generators")
     be.add_argument("--no-load", action="store_true", help="skip the 512x512x100 loading test")
     be.add_argument(
         "--engines",

@@ -147,6 +147,47 @@ def training_step_benchmark(
     return {"slices_per_step": slices, "ms_per_slice": round(per_slice, 1), "slices_per_s": round(1e3 / per_slice, 2)}
 
 
+def generator_benchmark(device: torch.device, bank_path: str | None = None, n: int = 32, repeats: int = 3) -> dict:
+    """Synthetic training slices per second from each generator (``train --generator``).
+
+    ``numpy``: ``make_batch`` one slice at a time, as one DataLoader worker makes them (one process,
+    one thread; W workers make about W times as many). ``torch``: one batch of ``n`` from
+    :class:`~seqpatch_core.synth_torch.DeviceSynth` with this process's threads, on the CPU and on
+    ``device`` when that is an accelerator. ``bank_path``: the background bank (None: procedural only).
+    Median of ``repeats`` after a warm-up.
+    """
+    from seqpatch_core.synth_torch import DeviceSynth
+    from seqpatch_core.training_data import load_bank, make_batch
+
+    bank = load_bank(bank_path, "train")
+
+    def rate(make, sync=lambda: None) -> float:
+        times = []
+        for i in range(repeats + 1):
+            t = time.perf_counter()
+            make(i)
+            sync()
+            if i:
+                times.append(time.perf_counter() - t)
+        return round(n / float(np.median(times)), 1)
+
+    def numpy_slices(i: int) -> None:
+        rng = np.random.default_rng(i)
+        for _ in range(n):
+            make_batch(rng, 1, bank)
+
+    out = {"slices": n, "backgrounds": Path(bank_path).name if bank_path else "procedural only",
+           "numpy_1_thread_slices_per_s": rate(numpy_slices)}  # fmt: skip
+    gen = DeviceSynth("cpu", bank=bank)
+    out["torch_cpu_slices_per_s"] = rate(lambda i: gen.batch(n, 0.8, i))
+    out["torch_cpu_threads"] = torch.get_num_threads()
+    if device.type != "cpu":
+        gen = DeviceSynth(device, bank=bank)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        out["torch_device"] = {"device": device.type, "slices_per_s": rate(lambda i: gen.batch(n, 0.8, i), sync)}
+    return out
+
+
 def load_benchmark(shape=(100, 512, 512)) -> dict[str, float]:
     """Time and peak memory of reading a CT of ``shape`` (z, y, x) int16 from .nii.gz.
 
@@ -252,6 +293,7 @@ def run_bench(
     with_load: bool = True,
     variants: bool = False,
     train_step: bool = False,
+    backgrounds: str | None = None,
 ) -> dict:
     """Benchmark both methods on ``image`` (the click: the label's centre on its largest slice).
 
@@ -312,6 +354,7 @@ def run_bench(
             if method in predictor.models:
                 amp = predictor.dtype == torch.bfloat16
                 out[method]["train_step"] = training_step_benchmark(predictor.models[method], cfg, dev, amp)
+        out["generator"] = generator_benchmark(dev, backgrounds)
     # the 5 x 5 robustness grid, both methods, one batch per method
     pts = grid_points(vol, cy, cx)
     t = time.perf_counter()
@@ -358,6 +401,16 @@ def markdown(b: dict) -> str:
                 f"{m}, one training step (forward, backward, Adam): {ts['ms_per_slice']} ms per slice "
                 f"({ts['slices_per_s']} slices/s, {ts['slices_per_step']} slices per step).",
             ]
+    if "generator" in b:
+        g = b["generator"]
+        on = g.get("torch_device")
+        rows += [
+            "",
+            f"Synthetic training slices per second ({g['backgrounds']}): numpy, one worker, "
+            f"{g['numpy_1_thread_slices_per_s']}; torch on the CPU ({g['torch_cpu_threads']} threads, batches of "
+            f"{g['slices']}) {g['torch_cpu_slices_per_s']}"
+            + (f"; torch on {on['device']} {on['slices_per_s']}" if on else "") + ".",
+        ]
     rows.append("")
     rows.append(
         f"5x5 robustness grid, both methods: {b['robustness_grid_5x5_s']} s. "

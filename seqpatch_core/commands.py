@@ -165,6 +165,7 @@ def cmd_bench(args) -> int:
         with_load=not args.no_load,
         variants=args.variants,
         train_step=args.train_step,
+        backgrounds=args.backgrounds,
     )
     print(markdown(result))
     if args.json:

@@ -43,6 +43,9 @@ class TrainConfig:
     #: ``prepare-atlases``; seqpatch_core.atlases) instead of synthetic lesions; 0: none.
     atlas_ratio: float = 0.0
     atlas_bank: str | None = None
+    #: Where synthetic slices are drawn: ``numpy`` (``synth``, in DataLoader workers on the CPU),
+    #: ``torch`` (``synth_torch``, batched on the training device) or ``auto`` (torch on an accelerator).
+    generator: str = "auto"
 
 
 #: Training losses: the paper's binary cross-entropy, or that plus a soft Dice term.

@@ -71,8 +71,10 @@ from seqpatch_core.training_data import (  # noqa: F401
     SLICE_SIZE,
     SPACING_RANGE,
     TRAIN_PRESETS,
+    DeviceStream,
     SliceStream,
     make_batch,
+    resolve_generator,
     targets_for,
     validation_set,
 )
@@ -266,18 +268,22 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
     )
     rps = tc.rays_per_slice if arch == "seqpatch" else 0
     share = tc.slices_per_batch // world
-    stream = SliceStream(
-        tc.seed, share, tc.backgrounds, state["round"], tc.data, rps,
-        atlas_bank=tc.atlas_bank, atlas_ratio=tc.atlas_ratio, start_step=state["step"], first_slice=rank * share
-    )
-    loader = torch.utils.data.DataLoader(
-        stream,
-        batch_size=None,
-        num_workers=tc.workers,
-        persistent_workers=tc.workers > 0,
-        prefetch_factor=4 if tc.workers > 0 else None,
-        pin_memory=device.type == "cuda",
-    )
+    generator = resolve_generator(tc.generator, device)
+    stream_args = dict(atlas_bank=tc.atlas_bank, atlas_ratio=tc.atlas_ratio, start_step=state["step"],
+                       first_slice=rank * share)  # fmt: skip
+    if generator == "torch":
+        # the synthetic slices are drawn on the training device, a step at a time, in this process
+        loader = DeviceStream(tc.seed, share, tc.backgrounds, device, tc.data, rps, **stream_args)
+    else:
+        stream = SliceStream(tc.seed, share, tc.backgrounds, state["round"], tc.data, rps, **stream_args)
+        loader = torch.utils.data.DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=tc.workers,
+            persistent_workers=tc.workers > 0,
+            prefetch_factor=4 if tc.workers > 0 else None,
+            pin_memory=device.type == "cuda",
+        )
     budget = tc.minutes * 60.0
     start = time.perf_counter() - state["elapsed_s"]
     last_eval = time.perf_counter()
@@ -297,7 +303,8 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
 
     def record(elapsed: float) -> dict:
         rec = _record(tc, state, elapsed, arch, opt)
-        rec["training"].update(world_size=world, global_batch=tc.slices_per_batch, batch_per_process=share)
+        rec["training"].update(world_size=world, global_batch=tc.slices_per_batch, batch_per_process=share,
+                               generator=generator)
         return rec
 
     def evaluate_and_save(final: bool = False) -> None:

@@ -42,6 +42,21 @@ def _augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
+def _augmented(s, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A slice as training sees it: image, label (H, W) float32 and click (2,) float64 (y, x), the click
+    jittered (80 %), all flipped left-right (50 %), then :func:`_augment`."""
+    img = s.image
+    lab = s.label.astype(np.float32)
+    click = np.asarray(s.click, dtype=np.float64)
+    if rng.random() < 0.8:
+        click = np.asarray(synth.jitter_click(s.click, s.label, rng, max_frac=0.3), dtype=np.float64)
+    # flips: the generator is already rotation/flip-randomised; one more flip is cheap
+    if rng.random() < 0.5:
+        img, lab = img[:, ::-1], lab[:, ::-1]
+        click[1] = img.shape[1] - 1 - click[1]
+    return _augment(np.ascontiguousarray(img), rng), np.ascontiguousarray(lab), click
+
+
 def make_batch(
     rng: np.random.Generator, n: int, bank, pairs=None, rays_per_slice: int = 0, atlases=None,
     atlas_ratio: float = 0.0,
@@ -64,17 +79,9 @@ def make_batch(
             s = pairs.sample(rng, SLICE_SIZE)
         else:
             s = synth.make_slice(rng, size=SLICE_SIZE, spacing_mm=spacing, backgrounds=bank)
-        img = s.image
-        lab = s.label.astype(np.float32)
-        click = np.asarray(s.click, dtype=np.float64)
-        if rng.random() < 0.8:
-            click = np.asarray(synth.jitter_click(s.click, s.label, rng, max_frac=0.3), dtype=np.float64)
-        # flips: the generator is already rotation/flip-randomised; one more flip is cheap
-        if rng.random() < 0.5:
-            img, lab = img[:, ::-1], lab[:, ::-1]
-            click[1] = img.shape[1] - 1 - click[1]
-        imgs.append(_augment(np.ascontiguousarray(img), rng))
-        labs.append(np.ascontiguousarray(lab))
+        img, lab, click = _augmented(s, rng)
+        imgs.append(img)
+        labs.append(lab)
         clicks.append(click)
     batch = {
         "images": torch.from_numpy(np.stack(imgs)),
@@ -157,6 +164,92 @@ class SliceStream(torch.utils.data.IterableDataset):
         while True:
             yield step_batch(self.seed, step, slices, lambda rng: draw(rng, 1, bank, pairs, self.rays_per_slice))
             step += n_workers
+
+
+#: Tags of the device generator's streams: a step's real slices and ray subsets come from
+#: SeedSequence([seed, REAL_STREAM, step, first_slice]), its synthetic slices from a torch generator
+#: seeded from SeedSequence([seed, DEVICE_STREAM, step, first_slice]).
+REAL_STREAM, DEVICE_STREAM = 4, 5
+
+#: Generators of the synthetic slices: numpy on CPU loader workers (``synth``) or torch on the training
+#: device (``synth_torch``); ``auto`` is torch on an accelerator and numpy on a CPU, where numpy's
+#: one-slice code is the faster (``bench --train-step``).
+GENERATORS = ("auto", "numpy", "torch")
+
+
+def resolve_generator(name: str, device: torch.device) -> str:
+    """``numpy`` or ``torch`` for a ``--generator`` name on ``device``."""
+    if name not in GENERATORS:
+        raise ValueError(f"generator must be one of {', '.join(GENERATORS)}, got {name!r}")
+    if name == "auto":
+        return "numpy" if device.type == "cpu" else "torch"
+    return name
+
+
+class DeviceStream:
+    """Endless batches like :class:`SliceStream`'s, made on the training ``device`` in one call per step.
+
+    Each step's preset is :func:`step_batch`'s (the same on every process); the step's ``n`` slices
+    share one spacing. Of them, atlas structures (``atlas_ratio``) and labelled pairs (half the rest,
+    with ``data``) are picked and augmented on the CPU as ``make_batch`` does; the synthetic rest comes
+    from :class:`seqpatch_core.synth_torch.DeviceSynth`. The stream depends on (seed, step, first_slice,
+    n), so unlike SliceStream's it changes with the number of processes.
+    """
+
+    def __init__(
+        self, seed: int, n: int, bank_path: str | None, device: torch.device, data: str | None = None,
+        rays_per_slice: int = 0, *, start_step: int = 0, first_slice: int = 0,
+        atlas_bank: str | None = None, atlas_ratio: float = 0.0,
+    ):
+        from seqpatch_core.synth_torch import DeviceSynth
+
+        self.seed, self.n, self.device, self.rays_per_slice = seed, n, device, rays_per_slice
+        self.step, self.first_slice = start_step, first_slice
+        self.synth = DeviceSynth(device, SLICE_SIZE, load_bank(bank_path, "train"))
+        self.pairs = None
+        if data:
+            from seqpatch_core.datasets import LabelledPairs
+
+            self.pairs = LabelledPairs(data)
+        self.atlases = load_atlases(atlas_bank) if atlas_ratio > 0 else None
+        self.atlas_ratio = atlas_ratio
+
+    def __iter__(self):
+        while True:
+            yield self.batch(self.step)
+            self.step += 1
+
+    def batch(self, step: int) -> dict:
+        """Step ``step``'s batch: images, labels (n, H, W) float32 on the device, clicks (n, 2) float64."""
+        header = np.random.default_rng(np.random.SeedSequence([self.seed, STEP_STREAM, step]))
+        names = list(TRAIN_PRESETS)
+        preset = names[header.choice(len(names), p=list(TRAIN_PRESETS.values()))]
+        spacing = float(header.uniform(*SPACING_RANGE))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, REAL_STREAM, step, self.first_slice]))
+        real = []
+        for _ in range(self.n):
+            if self.atlases is not None and rng.random() < self.atlas_ratio:
+                real.append(_augmented(self.atlases.sample(rng, SLICE_SIZE, "train", spacing_mm=spacing), rng))
+            elif self.pairs is not None and rng.random() < 0.5:
+                real.append(_augmented(self.pairs.sample(rng, SLICE_SIZE), rng))
+        n_synth = self.n - len(real)
+        images, labels, clicks = [], [], []
+        if n_synth:
+            state = np.random.SeedSequence([self.seed, DEVICE_STREAM, step, self.first_slice]).generate_state(1)
+            b = self.synth.batch(n_synth, spacing, int(state[0]))
+            images.append(b["images"]), labels.append(b["labels"]), clicks.append(b["clicks"])
+        if real:
+            images.append(torch.from_numpy(np.stack([r[0] for r in real])).to(self.device))
+            labels.append(torch.from_numpy(np.stack([r[1] for r in real])).to(self.device))
+            clicks.append(torch.from_numpy(np.stack([r[2] for r in real])))
+        batch = {"images": torch.cat(images), "labels": torch.cat(labels), "clicks": torch.cat(clicks),
+                 "preset": preset}  # fmt: skip
+        n_rays = rays.get_preset(preset).n_rays
+        if 0 < self.rays_per_slice < n_rays:
+            batch["rays"] = torch.from_numpy(
+                np.stack([rng.choice(n_rays, self.rays_per_slice, replace=False) for _ in range(self.n)])
+            )
+        return batch
 
 
 def load_bank(path: str | None, split: str):
