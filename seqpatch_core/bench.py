@@ -150,42 +150,70 @@ def training_step_benchmark(
 def generator_benchmark(device: torch.device, bank_path: str | None = None, n: int = 32, repeats: int = 3) -> dict:
     """Synthetic training slices per second from each generator (``train --generator``).
 
-    ``numpy``: ``make_batch`` one slice at a time, as one DataLoader worker makes them (one process,
-    one thread; W workers make about W times as many). ``torch``: one batch of ``n`` from
-    :class:`~seqpatch_core.synth_torch.DeviceSynth` with this process's threads, on the CPU and on
+    ``numpy``: ``synth.make_slice`` and ``make_batch``'s augmentation one slice at a time, as one
+    DataLoader worker makes them (one process, one thread; W workers make about W times as many).
+    Both at 1.0 mm, so that the objects' size and contrast (``_object_stats``) compare. ``torch``: one
+    batch of ``n`` from :class:`~seqpatch_core.synth_torch.DeviceSynth` with this process's threads, on the CPU and on
     ``device`` when that is an accelerator. ``bank_path``: the background bank (None: procedural only).
     Median of ``repeats`` after a warm-up.
     """
+    from seqpatch_core import synth
     from seqpatch_core.synth_torch import DeviceSynth
-    from seqpatch_core.training_data import load_bank, make_batch
+    from seqpatch_core.training_data import SLICE_SIZE, augment_slice, load_bank
 
     bank = load_bank(bank_path, "train")
 
-    def rate(make, sync=lambda: None) -> float:
-        times = []
+    def rate(make, sync=lambda: None) -> tuple[float, list]:
+        times, made = [], []
         for i in range(repeats + 1):
             t = time.perf_counter()
-            make(i)
+            made.append(make(i))
             sync()
             if i:
                 times.append(time.perf_counter() - t)
-        return round(n / float(np.median(times)), 1)
+        return round(n / float(np.median(times)), 1), made
 
-    def numpy_slices(i: int) -> None:
+    def numpy_slices(i: int) -> tuple:
+        # make_batch's work per slice, at the torch batches' 1.0 mm so that the objects compare
         rng = np.random.default_rng(i)
-        for _ in range(n):
-            make_batch(rng, 1, bank)
+        parts = [augment_slice(synth.make_slice(rng, SLICE_SIZE, 1.0, bank), rng) for _ in range(n)]
+        return torch.from_numpy(np.stack([p[0] for p in parts])), torch.from_numpy(np.stack([p[1] for p in parts]))
 
-    out = {"slices": n, "backgrounds": Path(bank_path).name if bank_path else "procedural only",
-           "numpy_1_thread_slices_per_s": rate(numpy_slices)}  # fmt: skip
-    gen = DeviceSynth("cpu", bank=bank)
-    out["torch_cpu_slices_per_s"] = rate(lambda i: gen.batch(n, 0.8, i))
+    def torch_slices(gen):
+        def make(i: int) -> tuple:
+            b = gen.batch(n, 1.0, i)
+            return b["images"], b["labels"]
+
+        return make
+
+    out = {"slices": n, "backgrounds": Path(bank_path).name if bank_path else "procedural only"}
+    out["numpy_1_thread_slices_per_s"], made = rate(numpy_slices)
+    out["numpy_objects"] = _object_stats(made)
+    out["torch_cpu_slices_per_s"], made = rate(torch_slices(DeviceSynth("cpu", bank=bank)))
     out["torch_cpu_threads"] = torch.get_num_threads()
+    out["torch_objects"] = _object_stats(made)
     if device.type != "cpu":
-        gen = DeviceSynth(device, bank=bank)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        out["torch_device"] = {"device": device.type, "slices_per_s": rate(lambda i: gen.batch(n, 0.8, i), sync)}
+        rate_dev, _ = rate(torch_slices(DeviceSynth(device, bank=bank)), sync)
+        out["torch_device"] = {"device": device.type, "slices_per_s": rate_dev}
     return out
+
+
+def _object_stats(made: list[tuple]) -> dict:
+    """10th/50th/90th percentiles of the objects' equivalent radius (px) and of their contrast (|mean
+    inside - mean of a 1-4 px ring outside|) over batches of (images, labels) (n, H, W)."""
+    from scipy import ndimage as ndi
+
+    radius, contrast = [], []
+    for images, labels in made:
+        for img, lab in zip(images.cpu().numpy(), labels.cpu().numpy() > 0.5, strict=True):
+            ring = ndi.binary_dilation(lab, iterations=4) & ~ndi.binary_dilation(lab, iterations=1)
+            radius.append(np.sqrt(lab.sum() / np.pi))
+            contrast.append(abs(img[lab].mean() - img[ring].mean()))
+    return {
+        "radius_px_p10_p50_p90": [round(float(v), 1) for v in np.percentile(radius, [10, 50, 90])],
+        "contrast_p10_p50_p90": [round(float(v), 3) for v in np.percentile(contrast, [10, 50, 90])],
+    }
 
 
 def load_benchmark(shape=(100, 512, 512)) -> dict[str, float]:

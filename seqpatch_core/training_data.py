@@ -42,7 +42,7 @@ def _augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
-def _augmented(s, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def augment_slice(s, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A slice as training sees it: image, label (H, W) float32 and click (2,) float64 (y, x), the click
     jittered (80 %), all flipped left-right (50 %), then :func:`_augment`."""
     img = s.image
@@ -79,7 +79,7 @@ def make_batch(
             s = pairs.sample(rng, SLICE_SIZE)
         else:
             s = synth.make_slice(rng, size=SLICE_SIZE, spacing_mm=spacing, backgrounds=bank)
-        img, lab, click = _augmented(s, rng)
+        img, lab, click = augment_slice(s, rng)
         imgs.append(img)
         labs.append(lab)
         clicks.append(click)
@@ -229,9 +229,9 @@ class DeviceStream:
         real = []
         for _ in range(self.n):
             if self.atlases is not None and rng.random() < self.atlas_ratio:
-                real.append(_augmented(self.atlases.sample(rng, SLICE_SIZE, "train", spacing_mm=spacing), rng))
+                real.append(augment_slice(self.atlases.sample(rng, SLICE_SIZE, "train", spacing_mm=spacing), rng))
             elif self.pairs is not None and rng.random() < 0.5:
-                real.append(_augmented(self.pairs.sample(rng, SLICE_SIZE), rng))
+                real.append(augment_slice(self.pairs.sample(rng, SLICE_SIZE), rng))
         n_synth = self.n - len(real)
         images, labels, clicks = [], [], []
         if n_synth:

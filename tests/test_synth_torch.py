@@ -109,5 +109,7 @@ def test_training_on_the_torch_generator_records_it(tmp_path, one_thread):
 
 def test_generator_benchmark_reports_both_generators(one_thread):
     out = generator_benchmark(torch.device("cpu"), None, n=2, repeats=1)
+    assert len(out["numpy_objects"]["radius_px_p10_p50_p90"]) == 3
+    assert out["torch_objects"]["contrast_p10_p50_p90"][1] > 0
     assert out["numpy_1_thread_slices_per_s"] > 0 and out["torch_cpu_slices_per_s"] > 0
     assert "torch_device" not in out

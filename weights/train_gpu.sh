@@ -8,6 +8,10 @@
 # and travel with the working tree (the device tool's `carry`: cache/backgrounds.npz, cache/atlases):
 #   python -m seqpatch_core prepare-backgrounds ../shared/data/backgrounds --out cache/backgrounds.npz
 #   python -m seqpatch_core prepare-atlases --out cache/atlases --sources ho_sub,nmm_visible
+# Synthetic slices are drawn on the GPU (train --generator auto = torch there); GENERATOR=numpy draws them
+# in CPU loader workers instead. Then the CUDA bench, generator slices/s included:
+#   python -m seqpatch_core bench --device cuda --dtype bfloat16 --train-step --no-load \
+#     --backgrounds cache/backgrounds.npz --json OUT/bench_cuda.json
 # Outputs: OUT/{seqpatch,unet}.safetensors with their records (.json) and logs, OUT/eval_*.json. The shipped
 # weights change only by copying an output over weights/ after reading its evaluation.
 set -euo pipefail
@@ -24,7 +28,7 @@ cores=$(nproc)
 workers=$(( cores / 2 > 1 ? cores / 2 - 1 : 1 ))  # half the cores generate slices for each run
 common=(--minutes "$minutes" --device cuda --backgrounds cache/backgrounds.npz --workers "$workers"
         --eval-every 60 --val-slices 48 --patience 100 --seed 11
-        --atlas-ratio "$ratio" --atlas-bank cache/atlases)
+        --atlas-ratio "$ratio" --atlas-bank cache/atlases --generator "${GENERATOR:-auto}")
 python3 -m seqpatch_core train --model seqpatch_gn --init weights/seqpatch.safetensors --batch 32 \
   --rays-per-slice 4 --out "$out/seqpatch.safetensors" "${common[@]}" >"$out/seqpatch.log" 2>&1 &
 python3 -m seqpatch_core train --model unet --init weights/unet.safetensors --batch 64 \
