@@ -13,6 +13,10 @@ global batch) is a one-slice ``make_batch`` on ``SeedSequence([seed, 3, s, i])``
 on from its step count, so it sees new slices, the ones an uninterrupted run would have seen.
 :class:`SliceStream` hands these batches to a DataLoader, steps spread over its workers.
 
+With ``train --generator torch`` (the default on an accelerator) :class:`DeviceStream` makes each
+step's synthetic slices as one batch on the training device (``seqpatch_core.synth_torch``); real
+slices (atlas structures, labelled pairs) are still picked and augmented on the CPU.
+
 Validation slices (:func:`validation_set`) come from ``synth.benchmark_set`` (its own seed stream,
 ``val_seed``, and the background bank's held-out split) and the atlas bank's validation split.
 """
