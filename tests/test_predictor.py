@@ -172,8 +172,8 @@ def test_cli_missing_weights_exit_2(tmp_path, disc_volume):
 #: weights (float32, CPU), centre click on the largest labelled slice. The MR case takes SeqPatch's
 #: second pass at 1.0 mm (its calibrated rule); the CT case is one pass for both.
 GOLDEN = [
-    ("lung2_ct_crop", "CT", {"seqpatch": (0.847, False), "unet": (0.873, False)}),
-    ("brain1_mr_crop", "MR", {"seqpatch": (0.809, True), "unet": (0.662, False)}),
+    ("lung2_ct_crop", "CT", {"seqpatch": (0.883, False), "unet": (0.886, False)}),
+    ("brain1_mr_crop", "MR", {"seqpatch": (0.737, True), "unet": (0.725, False)}),
 ]
 
 

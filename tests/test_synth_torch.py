@@ -6,7 +6,7 @@ import torch
 from scipy import ndimage as ndi
 
 from seqpatch_core import rays
-from seqpatch_core.bench import generator_benchmark
+from seqpatch_core.bench import _percentiles_text, generator_benchmark
 from seqpatch_core.synth_torch import DeviceSynth
 from seqpatch_core.training import TrainConfig, train
 from seqpatch_core.training_data import SLICE_SIZE, DeviceStream, resolve_generator, targets_for
@@ -113,3 +113,4 @@ def test_generator_benchmark_reports_both_generators(one_thread):
     assert out["torch_objects"]["contrast_p10_p50_p90"][1] > 0
     assert out["numpy_1_thread_slices_per_s"] > 0 and out["torch_cpu_slices_per_s"] > 0
     assert "torch_device" not in out
+    assert _percentiles_text(out["numpy_objects"]).count(" / ") == 4
