@@ -67,10 +67,11 @@ def main(argv=None) -> None:
     import torch
 
     from app import LAUNCH_KWARGS, build_demo
-    from seqpatch_core.engines import usable_threads
-    from seqpatch_core.errors import SeqPatchError
-    from seqpatch_core.models import load_models
-    from seqpatch_core.predictor import Predictor, pick_device
+    from seqpatch_core.base.errors import SeqPatchError
+    from seqpatch_core.inference.engines import usable_threads
+    from seqpatch_core.inference.predictor import Predictor
+    from seqpatch_core.method.models import load_models
+    from seqpatch_core.method.run import pick_device
 
     # the cores this process may use (a container's share), not the host's count
     torch.set_num_threads(args.threads if args.threads > 0 else usable_threads())

@@ -12,9 +12,9 @@ import numpy as np
 
 from app.session import Session, _require, user_errors
 from app.views import render_view
-from seqpatch_core.errors import InputError
-from seqpatch_core.io import write_mask
-from seqpatch_core.predictor import METHODS
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.images.io import write_mask
+from seqpatch_core.inference.predictor import METHODS
 
 log = logging.getLogger(__name__)
 

@@ -56,10 +56,10 @@ from app.views import (
     running_note,
     wl_ranges,
 )
-from seqpatch_core.errors import InputError, SeqPatchError
-from seqpatch_core.intensity import Window, auto_window
-from seqpatch_core.io import read_label
-from seqpatch_core.predictor import METHODS, Predictor, Result
+from seqpatch_core.base.errors import InputError, SeqPatchError
+from seqpatch_core.images.intensity import Window, auto_window
+from seqpatch_core.images.io import read_label
+from seqpatch_core.inference.predictor import METHODS, Predictor, Result
 
 __all__ = [  # the events, and what the rest of the app and the tests take from here
     "METHODS", "OUTPUTS", "RAY_DETAIL_PX", "RAY_GRID_PX", "SESSION_TTL_S", "WEIGHTS_HELP", "WINDOWS", "Click",

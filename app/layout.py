@@ -13,14 +13,13 @@ from app import handlers, memory, render, teaching
 from app.binding import bind, bind_steps, clearing
 from app.handlers import OUTPUTS, WINDOWS
 from app.panels import image, teaching_panels, wire_teaching
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.base.paths import EXAMPLES_DIR
+from seqpatch_core.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 _bind = bind  # the adapter's former name here (tests bind handlers through it)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES_DIR = PROJECT_ROOT / "examples"
 # Shown first when present (the rest follow alphabetically).
 _EXAMPLE_ORDER = ("lung2_ct_crop", "brain1_mr_crop", "synthetic_ct", "synthetic_mr")
 

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from seqpatch_core import io
-from seqpatch_core.io import Volume
+from seqpatch_core.images import io
+from seqpatch_core.images.volume import Volume
 
 log = logging.getLogger(__name__)
 

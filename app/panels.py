@@ -9,7 +9,7 @@ import gradio as gr
 
 from app import handlers, render, teaching
 from app.binding import bind
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.inference.predictor import Predictor
 
 __all__ = ["image", "teaching_panels", "wire_teaching"]
 

@@ -20,11 +20,11 @@ import gradio as gr
 import numpy as np
 
 from app import memory, render
-from seqpatch_core.errors import InputError, SeqPatchError
-from seqpatch_core.intensity import Window, apply_window, auto_window, resolve_window
-from seqpatch_core.io import Volume
-from seqpatch_core.predictor import Predictor, Result
-from seqpatch_core.propagate import Propagation
+from seqpatch_core.base.errors import InputError, SeqPatchError
+from seqpatch_core.images.intensity import Window, apply_window, auto_window, resolve_window
+from seqpatch_core.images.volume import Volume
+from seqpatch_core.inference.predictor import Predictor, Result
+from seqpatch_core.inference.propagate import Propagation
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,17 @@ from scipy import ndimage
 from app import features, render, zerogpu
 from app.session import Object3D, ObjectStep, Session, _require, user_errors
 from app.views import centres_inside, metric_cells, render_view
-from seqpatch_core.errors import InputError
-from seqpatch_core.intensity import Window
-from seqpatch_core.metrics import dice
-from seqpatch_core.predictor import METHODS, Predictor, Result
-from seqpatch_core.propagate import propagate
-from seqpatch_core.robustness import click_robustness, robustness_figure
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.metrics import dice
+from seqpatch_core.base.paths import WEIGHTS_DIR
+from seqpatch_core.base.progress import Progress
+from seqpatch_core.evaluation.robustness import click_robustness, robustness_figure
+from seqpatch_core.images.intensity import Window
+from seqpatch_core.inference.predictor import METHODS, Predictor, Result
+from seqpatch_core.inference.propagate import propagate
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
 
 #: Ablation variant -> (model name for ``build_model``, description). Key prefix in Predictor.models.
 ABLATIONS: dict[str, tuple[str, str]] = {
@@ -53,7 +53,7 @@ PLACEHOLDERS = {
 }
 #: The bidirectional reference an ablation is compared with when loaded (trained with the same budget).
 PAPER_KEY = PREFIX + "seqpatch_paper"
-ABLATIONS_DIR = Path(__file__).resolve().parent.parent / "weights" / "ablations"
+ABLATIONS_DIR = WEIGHTS_DIR / "ablations"
 
 EXPLAIN = """#### How the sequential network reads a ray
 * **Inside → outside.** Each of the 16 rays starts *inside* the object, at your click, and ends
@@ -98,7 +98,7 @@ def load_ablations(folder: str | Path = ABLATIONS_DIR) -> dict[str, Any]:
 
     A missing or unreadable checkpoint is skipped (logged), so the app always starts.
     """
-    from seqpatch_core.models import load_models
+    from seqpatch_core.method.models import load_models
 
     folder = Path(folder)
     models = {}

@@ -12,16 +12,16 @@ import numpy as np
 
 from app import render
 from app.session import Session, _require
-from seqpatch_core.intensity import apply_window, is_ct
-from seqpatch_core.io import Volume
-from seqpatch_core.metrics import evaluate_masks
-from seqpatch_core.predictor import METHODS, Result
+from seqpatch_core.base.metrics import evaluate_masks
+from seqpatch_core.images.intensity import apply_window
+from seqpatch_core.images.volume import Volume
+from seqpatch_core.inference.predictor import METHODS, Result
 
 log = logging.getLogger(__name__)
 
 def wl_ranges(volume: Volume) -> dict[str, dict[str, float]]:
     """Slider ranges for window width and level in the image's units."""
-    if is_ct(volume):
+    if volume.is_ct:
         return {
             "width": {"minimum": 1, "maximum": 4000, "step": 1},
             "level": {"minimum": -1500, "maximum": 3000, "step": 1},

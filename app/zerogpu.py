@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from seqpatch_core.predictor import Runner, run_network
+from seqpatch_core.method.run import Runner, run_network
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqpatch_core.models import build_model, save_checkpoint
+from seqpatch_core.method.models import build_model, save_checkpoint
 
 # Before any test module imports gradio (conftest is imported first): no usage analytics from test servers.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

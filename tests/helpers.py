@@ -11,9 +11,9 @@ import SimpleITK as sitk
 import torch
 from torch import nn
 
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.models import DEFAULT_WEIGHTS, build_model, save_checkpoint
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models import DEFAULT_WEIGHTS, build_model, save_checkpoint
 
 #: The project root and its bundled examples.
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,10 +16,10 @@ import SimpleITK as sitk
 from helpers import free_port
 
 from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, render
-from seqpatch_core import predictor as predictor_module
-from seqpatch_core import rays
-from seqpatch_core.io import read_volume
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.images.io import read_volume
+from seqpatch_core.inference import predictor as predictor_module
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method import rays
 
 SHAPE = (4, 64, 72)  # (z, y, x)
 SPACING_XYZ = (0.9, 0.8, 3.0)
@@ -266,7 +266,7 @@ def test_coronal_and_sagittal_views(loaded):
 
 
 def test_planes_of_a_one_slice_volume_and_their_speed(predictor):
-    from seqpatch_core.io import Volume
+    from seqpatch_core.images.volume import Volume
 
     rng = np.random.default_rng(1)
     one = handlers.Session(

@@ -17,8 +17,8 @@ import pytest
 from helpers import BrightNet, write_case
 
 from app import handlers, layout, render, teaching
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor
 
 CENTRE = (6, 32.0, 30.0)  # (z, y, x) of the sphere in helpers.sphere_arrays
 
@@ -182,7 +182,7 @@ def test_nearby_clicks_get_one_window(predictor):
     arr[:, :, :30] = -1000.0
     arr[:, 30:50, 38:58] = 200.0
     vol = volume_from_array(arr, spacing=(2.0, 1.0, 1.0), modality="CT")
-    from seqpatch_core.intensity import auto_window
+    from seqpatch_core.images.intensity import auto_window
 
     assert auto_window(vol, (1, 40, 36)).name != auto_window(vol, (1, 40, 62)).name  # the rule flips
     s = handlers.new_session(predictor)
@@ -237,7 +237,7 @@ def test_the_ray_shown_large_has_both_directions(small_models, case):
 
 @pytest.mark.slow
 def test_the_ablation_note_gives_budget_and_validation(small_models, case):
-    from seqpatch_core.models import build_model
+    from seqpatch_core.method.models import build_model
 
     fwd = build_model("forward", widths=(8, 16, 32))
     fwd.record.update({"training": {"minutes": 7.0, "device": "cpu", "samples_seen": 800},

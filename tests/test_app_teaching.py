@@ -18,9 +18,9 @@ from helpers import free_port
 from matplotlib.figure import Figure
 
 from app import build_demo, features, handlers, teaching
-from seqpatch_core.metrics import dice
-from seqpatch_core.models import build_model, save_checkpoint
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.base.metrics import dice
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models import build_model, save_checkpoint
 
 SHAPE = (9, 48, 52)  # (z, y, x)
 SPACING_XYZ = (0.9, 0.8, 2.5)

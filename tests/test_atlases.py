@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from seqpatch_core import atlases
-from seqpatch_core.errors import InputError
-from seqpatch_core.synth import SynthSlice
-from seqpatch_core.training import SLICE_SIZE, TrainConfig, _record, make_batch
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.data import atlases
+from seqpatch_core.data.synth import SynthSlice
+from seqpatch_core.training.batches import SLICE_SIZE, make_batch
+from seqpatch_core.training.config import TrainConfig
+from seqpatch_core.training.loop import _record
 
 
 def _tiny_atlas(folder, name="labels.nii.gz"):
@@ -122,7 +124,7 @@ def test_training_mix_and_record_carry_the_atlases(bank_dir):
 
 
 def test_evaluate_atlas_reports_dice_per_method(bank_dir, small_weights, one_thread, capsys):
-    from seqpatch_core.__main__ import main
+    from seqpatch_core.cli.main import main
 
     argv = ["evaluate", "--atlas", "2", "--atlas-bank", str(bank_dir), "--device", "cpu", "--single-pass",
             "--weights-seqpatch", str(small_weights["seqpatch"]), "--weights-unet", str(small_weights["unet"])]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from seqpatch_core.bench import markdown, network_flops, run_bench
-from seqpatch_core.predictor import Predictor
-from seqpatch_core.rays import get_preset
+from seqpatch_core.bench.speed import markdown, network_flops, run_bench
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.rays import get_preset
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_bench_reports_every_figure(small_models, one_thread):
 
 @pytest.mark.slow
 def test_flops_of_the_full_network_match_the_paper_layout():
-    from seqpatch_core.models import build_model
+    from seqpatch_core.method.models import build_model
 
     # 240 patches of 32 x 32 through the 1.37 M-parameter network: about 110.9 GFLOP per click
     flops = network_flops(build_model("seqpatch"), get_preset("ct"))
@@ -47,8 +47,8 @@ def test_flops_of_the_full_network_match_the_paper_layout():
 @pytest.mark.slow
 def test_bench_engines_compares_every_path_with_its_agreement(small_models, one_thread, tmp_path, monkeypatch):
     """bench --engines: each path's click times, grid, 3D object and Dice against float32 PyTorch."""
-    from seqpatch_core import engines
-    from seqpatch_core.bench import compare_paths, paths_markdown
+    from seqpatch_core.bench.paths import compare_paths, paths_markdown
+    from seqpatch_core.inference import engines
 
     if not engines.installed("onnxruntime"):
         pytest.skip("onnxruntime is not installed")

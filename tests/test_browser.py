@@ -58,9 +58,8 @@ def _synthetic_example(folder: Path) -> list[str]:
 
 
 def _predictor():
-    from seqpatch_core.__main__ import load_models
-    from seqpatch_core.models import build_model
-    from seqpatch_core.predictor import Predictor
+    from seqpatch_core.inference.predictor import Predictor
+    from seqpatch_core.method.models import build_model, load_models
 
     models = load_models(["seqpatch", "unet"], strict=False)
     small = {"seqpatch": {"widths": (8, 16, 32)}, "unet": {"base": 8}}

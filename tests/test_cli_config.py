@@ -6,11 +6,11 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
-from seqpatch_core.__main__ import TRAIN_FIELDS_NOT_OPTIONS, build_parser
-from seqpatch_core.commands import train_config
-from seqpatch_core.train_config import TrainConfig
-from seqpatch_core.training import TrainConfig as TrainingTrainConfig
-from seqpatch_core.training import make_optimizer
+from seqpatch_core.cli.commands import train_config
+from seqpatch_core.cli.main import TRAIN_FIELDS_NOT_OPTIONS, build_parser
+from seqpatch_core.training.config import TrainConfig
+from seqpatch_core.training.config import TrainConfig as TrainingTrainConfig
+from seqpatch_core.training.loop import make_optimizer
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -77,7 +77,7 @@ def test_help_lists_every_option(capsys):
     ids=["training", "adamw", "no-betas"],
 )  # fmt: skip
 def test_the_record_names_the_optimiser_it_ran(make, text):
-    from seqpatch_core.training import _record, optimizer_text
+    from seqpatch_core.training.loop import _record, optimizer_text
 
     opt = make(torch.nn.Linear(2, 1))
     assert optimizer_text(opt) == text

@@ -9,20 +9,14 @@ import numpy as np
 import pytest
 from helpers import BrightNet, sphere_arrays, write_checkpoints
 
-from seqpatch_core import rays
-from seqpatch_core.__main__ import main
-from seqpatch_core.evaluation import coarsen_sweep, evaluate_synthetic, markdown_sweep
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.models import build_model, load_checkpoint
-from seqpatch_core.predictor import (
-    Coarsen,
-    Predictor,
-    equivalent_radius_px,
-    pick_device,
-    segment_adaptive,
-    segment_resampled,
-    segment_working,
-)
+from seqpatch_core.cli.main import main
+from seqpatch_core.evaluation.calibration import coarsen_sweep, markdown_sweep
+from seqpatch_core.evaluation.evaluate import evaluate_synthetic
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor, segment_adaptive, segment_resampled, segment_working
+from seqpatch_core.method import rays
+from seqpatch_core.method.models import build_model, load_checkpoint
+from seqpatch_core.method.run import Coarsen, equivalent_radius_px, pick_device
 
 #: A 10-mm ball on 1-mm pixels: equivalent radius 10 working px on its middle slice.
 BALL = {"shape": (3, 64, 64), "centre": (1.0, 32.0, 30.0), "radius_mm": 10.0, "spacing_zyx": (4.0, 1.0, 1.0)}

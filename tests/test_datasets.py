@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from seqpatch_core.datasets import LabelledPairs, find_pairs
-from seqpatch_core.errors import InputError
-from seqpatch_core.training import make_batch
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.data.datasets import LabelledPairs, find_pairs
+from seqpatch_core.training.batches import make_batch
 
 
 def _pair(img_path, lab_path, centre=(30, 40)):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqpatch_core.__main__ import main
-from seqpatch_core.training import SliceStream
+from seqpatch_core.cli.main import main
+from seqpatch_core.training.batches import SliceStream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ def test_torchrun_two_processes_train_and_record_the_world_size(tmp_path):
     assert t["world_size"] == 2 and t["global_batch"] == 2 and t["batch_per_process"] == 1
     assert t["steps"] >= 1 and t["samples_seen"] == 2 * t["steps"]
     assert rec["final"] and rec["validation"]["curve"][-1]["step"] == t["steps"]
-    from seqpatch_core.models import build_model
+    from seqpatch_core.method.models import build_model
 
     assert build_model("seqpatch", checkpoint=out).record["training"]["world_size"] == 2
 

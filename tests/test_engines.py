@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from seqpatch_core import engines
-from seqpatch_core.engines import CompiledNet, EngineSpec
-from seqpatch_core.errors import InputError
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.metrics import dice
-from seqpatch_core.models import build_model
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.metrics import dice
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference import engines
+from seqpatch_core.inference.engines import CompiledNet, EngineSpec
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models import build_model
 
 pytestmark = pytest.mark.slow  # exports and compiles graphs: about a minute in all
 

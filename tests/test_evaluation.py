@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
 
-from seqpatch_core import rays
-from seqpatch_core.__main__ import main
-from seqpatch_core.errors import InputError
-from seqpatch_core.evaluation import (
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.cli.main import main
+from seqpatch_core.evaluation.evaluate import (
     METRICS,
     evaluate_synthetic,
     evaluate_volume,
@@ -21,11 +20,12 @@ from seqpatch_core.evaluation import (
     markdown_table,
     paired_comparison,
     parse_clicks,
-    segment_resampled,
     size_breakdown,
     slice_clicks,
 )
-from seqpatch_core.predictor import pick_device
+from seqpatch_core.inference.predictor import segment_resampled
+from seqpatch_core.method import rays
+from seqpatch_core.method.run import pick_device
 
 ROW_KEYS = {"method", "case", "z", "click", "click_kind", *METRICS, "arvd"}
 

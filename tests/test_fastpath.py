@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from helpers import example, needs_shipped_weights
 
-from seqpatch_core.__main__ import load_models
-from seqpatch_core.io import read_label, read_volume
-from seqpatch_core.metrics import dice
-from seqpatch_core.models.convrnn import ConvRNN
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.base.metrics import dice
+from seqpatch_core.images.io import read_label, read_volume
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models import load_models
+from seqpatch_core.method.models.convrnn import ConvRNN
 
 
 def _direction_weights(conv, d, idx):

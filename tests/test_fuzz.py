@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from seqpatch_core import rays
-from seqpatch_core.errors import InputError
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.models import build_model
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method import rays
+from seqpatch_core.method.models import build_model
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 derandomize=True)

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from seqpatch_core.errors import InputError
-from seqpatch_core.intensity import (
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.images.intensity import (
     CT_PRESETS,
     Window,
     apply_window,
@@ -17,7 +17,7 @@ from seqpatch_core.intensity import (
     preset_window,
     resolve_window,
 )
-from seqpatch_core.io import volume_from_array
+from seqpatch_core.images.volume import volume_from_array
 
 
 @pytest.mark.parametrize(

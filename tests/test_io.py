@@ -12,8 +12,9 @@ import pytest
 import SimpleITK as sitk
 from helpers import write_dicom_series
 
-from seqpatch_core.errors import InputError
-from seqpatch_core.io import Volume, read_label, read_volume, volume_from_array, write_mask
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.images.io import read_label, read_volume, write_mask
+from seqpatch_core.images.volume import Volume, volume_from_array
 
 SPACING_XYZ = (0.7, 0.9, 2.5)
 ORIGIN = (-120.5, 33.25, 7.0)

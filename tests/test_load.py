@@ -27,8 +27,8 @@ import SimpleITK as sitk
 from helpers import free_port
 
 from app import LAUNCH_KWARGS, build_demo, handlers
-from seqpatch_core.io import read_volume
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.images.io import read_volume
+from seqpatch_core.inference.predictor import Predictor
 
 SHAPE = (3, 48, 48)  # (z, y, x); 1 mm in-plane, so the CT working grid is the slice grid
 METHODS = ("seqpatch", "unet")
@@ -88,7 +88,7 @@ def _expected(predictor: Predictor, case: dict) -> dict[int, dict[str, np.ndarra
     Also picks the session's threshold: the median SeqPatch likelihood at its first click, so that
     even a random-weight network gives a mask that depends on the volume and the click.
     """
-    from seqpatch_core.intensity import auto_window
+    from seqpatch_core.images.intensity import auto_window
 
     p = predictor.session()
     vol = read_volume(case["path"])

@@ -70,7 +70,7 @@ def test_a_file_opened_twice_is_one_read_only_array():
 
 @pytest.mark.slow
 def test_a_released_session_says_so_in_one_line(small_models):
-    from seqpatch_core.predictor import Predictor
+    from seqpatch_core.inference.predictor import Predictor
 
     s = handlers.load(Predictor(dict(small_models), device="cpu"), None, *EXAMPLE)["state"]
     handlers.segment(s, 10, 125.0, 126.0)
@@ -89,7 +89,7 @@ def test_memory_is_bounded_over_100_sessions(small_models, one_thread):
     from gradio_client import Client, handle_file
 
     from app import LAUNCH_KWARGS, build_demo
-    from seqpatch_core.predictor import Predictor
+    from seqpatch_core.inference.predictor import Predictor
 
     demo = build_demo(Predictor(dict(small_models), device="cpu"), examples=[])
     port = free_port()

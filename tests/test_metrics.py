@@ -11,8 +11,8 @@ import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqpatch_core.errors import InputError
-from seqpatch_core.metrics import (
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.metrics import (
     average_boundary_distance,
     centroid_distance,
     dice,

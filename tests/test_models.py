@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from seqpatch_core.errors import WeightsError
-from seqpatch_core.models import MODELS, build_model, load_checkpoint, save_checkpoint
-from seqpatch_core.models.convrnn import ConvRNN
-from seqpatch_core.models.seqpatch_net import RayGroupNorm
+from seqpatch_core.base.errors import WeightsError
+from seqpatch_core.method.models import MODELS, build_model, load_checkpoint, save_checkpoint
+from seqpatch_core.method.models.convrnn import ConvRNN
+from seqpatch_core.method.models.seqpatch_net import RayGroupNorm
 
 SMALL = {"widths": (8, 16, 32)}
 

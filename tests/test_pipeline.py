@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from seqpatch_core.intensity import Window, apply_window
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.predictor import (
-    Coarsen,
+from seqpatch_core.images.intensity import Window, apply_window
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import (
     Predictor,
     segment_adaptive,
     segment_resampled,
     segment_slice,
     segment_working,
 )
+from seqpatch_core.method.run import Coarsen
 
 CPU = torch.device("cpu")
 WINDOW = Window(-200.0, 300.0, "test")
@@ -83,7 +83,7 @@ def test_the_second_pass_is_the_predictors(small_models, radius_px, redone, one_
 def test_batched_fusion_on_the_device_equals_the_numpy_fusion(preset):
     """The scatter-add fusion that runs on an accelerator gives the CPU's bincount fusion, click by click
     (checked here on the CPU's torch), including patches that fall off the grid."""
-    from seqpatch_core import rays
+    from seqpatch_core.method import rays
 
     cfg = rays.get_preset(preset)
     clicks = np.array([[60.3, 70.8], [8.0, 140.5], [120.0, 3.2]])

@@ -9,12 +9,13 @@ import pytest
 import SimpleITK as sitk
 from helpers import ROOT, example, needs_shipped_weights
 
-from seqpatch_core.__main__ import load_models, main
-from seqpatch_core.errors import InputError
-from seqpatch_core.io import read_label, read_volume, volume_from_array
-from seqpatch_core.metrics import dice
-from seqpatch_core.models import build_model
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.metrics import dice
+from seqpatch_core.cli.main import main
+from seqpatch_core.images.io import read_label, read_volume
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models import build_model, load_models
 
 
 @pytest.fixture(scope="module")

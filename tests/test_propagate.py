@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from helpers import bright_predictor, sphere_arrays
 
-from seqpatch_core.errors import InputError
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.predictor import Predictor
-from seqpatch_core.propagate import mask_click, propagate
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.metrics import mask_click
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.inference.propagate import propagate
 
 
 def test_follows_sphere_and_stops_on_area_jump():
@@ -133,7 +134,7 @@ def test_mask_click_uses_nearest_pixel_for_a_ring():
 def test_iter_propagate_yields_each_slice_as_it_is_segmented():
     """The generator behind propagate: the clicked slice, then +z, then -z; a rejected slice ends its
     direction with its reason; the caller may stop early, and nothing more is segmented then."""
-    from seqpatch_core.propagate import iter_propagate
+    from seqpatch_core.inference.propagate import iter_propagate
 
     pred = bright_predictor()
     steps = list(iter_propagate(pred, (6, 32, 30), method="seqpatch"))

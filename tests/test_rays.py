@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from seqpatch_core import rays
-from seqpatch_core.errors import InputError
-from seqpatch_core.metrics import dice
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.metrics import dice
+from seqpatch_core.method import rays
 
 
 @pytest.mark.parametrize("n", [1, 4, 16, 7])

@@ -34,12 +34,12 @@ import torch
 from helpers import ROOT, free_port, write_dicom_series
 
 from app import LAUNCH_KWARGS, build_demo, handlers, memory
-from seqpatch_core import io as sp_io
-from seqpatch_core.__main__ import load_models, main
-from seqpatch_core.errors import InputError, WeightsError
-from seqpatch_core.io import read_label, read_volume
-from seqpatch_core.models import build_model
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.base.errors import InputError, WeightsError
+from seqpatch_core.cli.main import main
+from seqpatch_core.images import io as sp_io
+from seqpatch_core.images.io import read_label, read_volume
+from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models import build_model, load_models
 
 SHAPE = (3, 40, 44)  # (z, y, x)
 SPACING_XYZ = (0.9, 0.8, 2.5)
@@ -523,7 +523,7 @@ def test_uploads_are_read_with_size_caps(predictor, good_file, monkeypatch):
     handlers.load(predictor, None, str(good_file))
     assert seen == [(str(good_file), {})]
     # The readers decode with SimpleITK only (Pillow/imageio do not touch uploads).
-    tree = ast.parse((ROOT / "seqpatch_core" / "io.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "seqpatch_core" / "images" / "io.py").read_text(encoding="utf-8"))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)
                 for a in n.names} | {(n.module or "").split(".")[0] for n in ast.walk(tree)
                                      if isinstance(n, ast.ImportFrom)}
@@ -653,7 +653,7 @@ def test_exported_mask_and_click_log(predictor, weights, good_file):
 
 def test_stderr_is_one_line_even_for_multiline_causes(capsys, monkeypatch, good_file, tmp_path):
     """A core error whose text spans lines (e.g. from a library) still leaves one line on stderr."""
-    import seqpatch_core.io as mod
+    import seqpatch_core.images.io as mod
 
     def boom(*a, **k):
         raise InputError("first line\nsecond line\n  File \"/work/x.py\", line 1")

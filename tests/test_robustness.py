@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
 
-from seqpatch_core.__main__ import main
-from seqpatch_core.errors import InputError
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.predictor import Predictor
-from seqpatch_core.robustness import click_robustness, robustness_figure, robustness_table
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.cli.main import main
+from seqpatch_core.evaluation.robustness import click_robustness, robustness_figure, robustness_table
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor
 
 KEYS = {"offsets_mm", "seqpatch", "unet", "reference", "outside", "point_yx", "slice", "window", "seconds"}
 
@@ -129,7 +129,7 @@ def test_chunked_batches_give_the_same_result_and_advance_the_progress(spy):
 def test_one_window_for_the_whole_grid(monkeypatch):
     """The map measures the networks, not the window rule: every moved click and every method is
     segmented in the window resolved once at the original click, even where "auto" would switch."""
-    from seqpatch_core.intensity import auto_window
+    from seqpatch_core.images.intensity import auto_window
 
     arr = np.full((3, 80, 80), 40.0, np.float32)
     arr[:, :, :30] = -1000.0  # air on the left: the click-based rule says "lung" near it

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from seqpatch_core.synth import (
-    BackgroundBank,
-    SynthSlice,
-    benchmark_set,
-    jitter_click,
-    make_slice,
-    training_rng,
-)
+from seqpatch_core.data.backgrounds import BackgroundBank
+from seqpatch_core.data.synth import SynthSlice, benchmark_set, jitter_click, make_slice, training_rng
 
 SEEDS = [0, 1, 2, 3, 4, 5]
 

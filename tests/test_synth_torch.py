@@ -5,11 +5,12 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from seqpatch_core import rays
-from seqpatch_core.bench import _percentiles_text, generator_benchmark
-from seqpatch_core.synth_torch import DeviceSynth
-from seqpatch_core.training import TrainConfig, train
-from seqpatch_core.training_data import SLICE_SIZE, DeviceStream, resolve_generator, targets_for
+from seqpatch_core.bench.speed import generator_benchmark, percentiles_text
+from seqpatch_core.data.synth_torch import DeviceSynth
+from seqpatch_core.method import rays
+from seqpatch_core.training.batches import SLICE_SIZE, DeviceStream, resolve_generator, targets_for
+from seqpatch_core.training.config import TrainConfig
+from seqpatch_core.training.loop import train
 from tests.helpers import example
 
 
@@ -63,7 +64,7 @@ def test_augmented_batch_keeps_the_click_on_the_object_after_jitter_and_flip(syn
 
 
 def test_background_bank_slices_are_used(tmp_path, one_thread):
-    from seqpatch_core.backgrounds import BackgroundBank
+    from seqpatch_core.data.backgrounds import BackgroundBank
 
     (tmp_path / "ct.nii.gz").write_bytes(example("synthetic_ct")[0].read_bytes())
     bank = BackgroundBank.from_dir(tmp_path)
@@ -113,4 +114,4 @@ def test_generator_benchmark_reports_both_generators(one_thread):
     assert out["torch_objects"]["contrast_p10_p50_p90"][1] > 0
     assert out["numpy_1_thread_slices_per_s"] > 0 and out["torch_cpu_slices_per_s"] > 0
     assert "torch_device" not in out
-    assert _percentiles_text(out["numpy_objects"]).count(" / ") == 4
+    assert percentiles_text(out["numpy_objects"]).count(" / ") == 4

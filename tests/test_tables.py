@@ -2,7 +2,7 @@
 
 import pytest
 
-from seqpatch_core.tables import cell, markdown_table
+from seqpatch_core.base.tables import cell, markdown_table
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_cell(value, text):
 
 def test_reports_keep_their_layout():
     """The package's tables: header, rule, one line per row, the same text as before the helper."""
-    from seqpatch_core.robustness import robustness_table
+    from seqpatch_core.evaluation.robustness import robustness_table
 
     res = {"offsets_mm": [-3.0, 0.0], "point_yx": (1.0, 2.0), "slice": 4, "reference": "label",
            "seconds": {"seqpatch": 0.5}, "outside": [[False, True]] * 2,

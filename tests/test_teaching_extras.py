@@ -14,7 +14,7 @@ import torch
 
 from app import teaching, zerogpu
 from app.features import direction_readouts
-from seqpatch_core.models import build_model
+from seqpatch_core.method.models import build_model
 
 K, P = 6, 32
 

@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from seqpatch_core import rays
-from seqpatch_core.__main__ import main
-from seqpatch_core.models import build_model
-from seqpatch_core.training import (
-    TrainConfig,
-    make_batch,
-    make_optimizer,
-    soft_dice_loss,
-    targets_for,
-    train,
-    train_step,
-)
+from seqpatch_core.cli.main import main
+from seqpatch_core.method import rays
+from seqpatch_core.method.models import build_model
+from seqpatch_core.training.batches import make_batch, targets_for
+from seqpatch_core.training.config import TrainConfig
+from seqpatch_core.training.loop import make_optimizer, soft_dice_loss, train, train_step
 
 
 @pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 from helpers import BrightNet, sphere_arrays
 
 from app import zerogpu
-from seqpatch_core.io import volume_from_array
-from seqpatch_core.predictor import Predictor
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.predictor import Predictor
 
 
 def test_off_spaces_nothing_is_wrapped(monkeypatch):

@@ -1,0 +1,343 @@
+"""The commands of ``python -m seqpatch_core``: one ``cmd_<name>(args)`` per subcommand.
+
+Each takes the :class:`argparse.Namespace` that :func:`seqpatch_core.__main__.build_parser` makes,
+does the work and returns the exit status; heavy modules are imported inside the command, so the
+parser and ``--help`` stay quick. User errors are raised as :class:`~seqpatch_core.errors.SeqPatchError`
+and turned into one line on stderr by :func:`seqpatch_core.__main__.main`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import fields
+from pathlib import Path
+
+from seqpatch_core.method.models import DEFAULT_WEIGHTS, load_models
+from seqpatch_core.training.config import TrainConfig
+
+log = logging.getLogger("seqpatch_core")
+
+
+def cmd_predict(args) -> int:
+    import time
+
+    import numpy as np
+
+    from seqpatch_core.base.metrics import evaluate_masks
+    from seqpatch_core.images.io import read_label, read_volume, write_mask
+    from seqpatch_core.inference.predictor import Predictor
+
+    volume = read_volume(args.image)
+    for w in volume.warnings:
+        log.warning("%s", w)
+    label = read_label(args.label, volume) if args.label else None
+    models = load_models([args.method], {args.method: args.weights})
+    pred = Predictor(models, device=args.device, dtype=args.dtype, coarsen=not args.single_pass)
+    pred.set_volume(volume, window=args.window)
+    points = [pred.check_point(p) for p in args.point]  # validate all before any work
+    mask = np.zeros(volume.array.shape, dtype=np.uint8)
+    for z, y, x in points:
+        t0 = time.perf_counter()
+        if args.propagate:
+            from seqpatch_core.inference.propagate import propagate
+
+            prop = propagate(pred, (z, y, x), method=args.method, preset=args.preset, threshold=args.threshold)
+            mask[prop.mask3d] = 1
+            info = {
+                "slices": [prop.z_range[0], prop.z_range[1]],
+                "voxels": int(prop.mask3d.sum()),
+                "volume_ml": round(prop.volume_ml, 3),
+            }
+            if label is not None:  # 3D metrics against the whole label
+                info["metrics_3d"] = _rounded(evaluate_masks(prop.mask3d, label, volume.spacing))
+        else:
+            res = pred.predict((z, y, x), method=args.method, preset=args.preset, threshold=args.threshold)
+            mask[z] = res.mask.astype(np.uint8)  # a later point on the same slice replaces it
+            area = int(res.mask.sum())
+            info = {
+                "area_px": area,
+                "area_mm2": round(area * volume.spacing[1] * volume.spacing[2], 2),
+                "window": str(res.window),
+                "preset": res.preset,
+            }
+            if label is not None:
+                info["metrics"] = _rounded(evaluate_masks(res.mask, label[z], volume.spacing[1:]))
+        ms = (time.perf_counter() - t0) * 1e3
+        record = {"method": args.method, "slice": z, "point_zyx": [z, y, x], **info, "latency_ms": round(ms, 1)}
+        print(json.dumps(record), flush=True)
+    write_mask(mask, volume, args.out)
+    return 0
+
+
+def _rounded(metrics: dict) -> dict:
+    return {k: round(v, 4) for k, v in metrics.items()}
+
+
+def train_config(args) -> TrainConfig:
+    """The TrainConfig of parsed ``train`` options: every option stores to the field of its name."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+
+
+def cmd_train(args) -> int:
+    from seqpatch_core.training.loop import train
+
+    tc = train_config(args)
+    rec = train(tc)
+    if rec["training"].get("world_size", 1) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun rank 0 alone reports
+    v = rec["validation"]
+    log.info(
+        "done: best synthetic val Dice %.4f after %s min",
+        v["synthetic_val_dice_best"],
+        rec["training"]["wall_clock_min"],
+    )
+    return 0
+
+
+def cmd_curves(args) -> int:
+    from seqpatch_core.training.loop import plot_curves
+
+    records = {}
+    for item in args.run:
+        label, _, paths = item.partition("=")
+        records[label] = paths.split("+")
+    plot_curves(records, args.out)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def cmd_prepare_backgrounds(args) -> int:
+    from seqpatch_core.data.backgrounds import BackgroundBank
+
+    bank = BackgroundBank.from_dir(args.src)
+    bank.save(args.out)
+    log.info("saved %d background slices to %s", len(bank), args.out)
+    return 0
+
+
+def cmd_prepare_atlases(args) -> int:
+    from seqpatch_core.data.atlases import prepare_atlases
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
+    summary = prepare_atlases(args.out, sources, min_area_mm2=args.min_area_mm2)
+    for sid, s in summary.items():
+        prov = s["provenance"]
+        print(f"{sid}: {s['objects']} objects (train {s['train']}, val {s['val']}); labels "
+              f"{prov['labels_from']['file']} ({prov['labels_from']['package']} {prov['labels_from']['version']})"
+              f", template {prov['template_from']['file']}; licence: {prov['licence']}", flush=True)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from seqpatch_core.bench.speed import markdown, run_bench
+    from seqpatch_core.inference.predictor import Predictor
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    models = load_models(["seqpatch", "unet"], {"seqpatch": args.weights_seqpatch, "unet": args.weights_unet})
+    if args.engines:
+        from seqpatch_core.bench.paths import compare_paths, paths_markdown
+
+        image, label = (None, None) if args.synthetic else (args.image, args.label)
+        result = compare_paths(
+            models, image, label, clicks=args.clicks, preset=args.preset, agreement_slices=args.agreement_slices
+        )
+        print(paths_markdown(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return 0
+    # one pass per click, so the stages add up and runs compare whatever the object's size (a click
+    # redone on the coarser grid costs a second pass of the same size: about twice the time)
+    pred = Predictor(models, device=args.device, dtype=dtypes[args.dtype], coarsen=False)
+    image, label = (None, None) if args.synthetic else (args.image, args.label)
+    result = run_bench(
+        pred,
+        image,
+        label,
+        clicks=args.clicks,
+        preset=args.preset,
+        with_load=not args.no_load,
+        variants=args.variants,
+        train_step=args.train_step,
+        backgrounds=args.backgrounds,
+    )
+    print(markdown(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_make_examples(args) -> int:
+    from seqpatch_core.data.examples import make_examples
+
+    make_examples(args.real)
+    return 0
+
+def _checked_models(args) -> dict:
+    """The networks of ``args.methods`` on ``args.device``, from --weights-<method> or the shipped files."""
+    from seqpatch_core.method.run import pick_device
+
+    weights = {name: getattr(args, f"weights_{name}", None) for name in args.methods}
+    return load_models(args.methods, weights, device=pick_device(args.device))
+
+
+def _write_json(data: dict, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=1))
+        log.info("wrote %s", path)
+
+
+def _load_case(args):
+    """(Predictor holding ``args.image``, its label (z, y, x) uint8 or None) for evaluate/robustness."""
+    from seqpatch_core.images.io import read_label, read_volume
+    from seqpatch_core.inference.predictor import Predictor
+
+    volume = read_volume(args.image)
+    for w in volume.warnings:
+        log.warning("%s", w)
+    label = read_label(args.label, volume) if args.label else None
+    pred = Predictor(_checked_models(args), device=args.device, coarsen=not args.single_pass)
+    pred.set_volume(volume, window=args.window)
+    return pred, label
+
+
+def cmd_evaluate(args) -> int:
+    from seqpatch_core.base.errors import InputError
+    from seqpatch_core.evaluation import evaluate as evaluation
+    from seqpatch_core.method.run import pick_device
+
+    evaluation.parse_clicks(args.clicks)  # a bad mode fails before any model is loaded
+    if sum(x is not None for x in (args.image, args.synthetic, args.atlas)) != 1:
+        raise InputError("give either --image with --label, --synthetic N or --atlas N")
+    if args.atlas is not None:
+        from seqpatch_core.data.atlases import DEFAULT_DIR
+
+        res = evaluation.evaluate_atlas(
+            _checked_models(args), args.atlas, args.seed, args.atlas_bank or DEFAULT_DIR, pick_device(args.device),
+            clicks=args.clicks, threshold=args.threshold, coarsen=not args.single_pass,
+        )
+    elif args.synthetic is not None:
+        models = _checked_models(args)
+        bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
+        res = evaluation.evaluate_synthetic(
+            models,
+            args.synthetic,
+            args.seed,
+            bank,
+            pick_device(args.device),
+            clicks=args.clicks,
+            threshold=args.threshold,
+            working_spacing=args.working_spacing,
+            coarsen=not args.single_pass,
+        )
+    else:
+        if args.working_spacing is not None:
+            raise InputError("--working-spacing applies to --synthetic only")
+        if not args.label:
+            raise InputError("--image needs --label (the reference segmentation)")
+        pred, label = _load_case(args)
+        res = evaluation.evaluate_volume(
+            pred,
+            label,
+            args.methods,
+            clicks=args.clicks,
+            seed=args.seed,
+            preset=args.preset,
+            threshold=args.threshold,
+        )
+    print(f"{res['source']}, clicks: {res['clicks']}\n")
+    print(evaluation.markdown_table(res["summary"]))
+    print("\nBy object size (equivalent radius of the reference on the slice):\n")
+    print(evaluation.markdown_size_table(res["by_size"], list(res["summary"])), flush=True)
+    for preset, part in res.get("by_preset", {}).items():
+        print(f"\nRay preset {preset} only:\n")
+        print(evaluation.markdown_table(part["summary"]))
+        print()
+        print(evaluation.markdown_size_table(part["by_size"], list(part["summary"])), flush=True)
+    if res["paired"]:
+        print("\nPaired per slice (same clicks for both; slices taken as independent):\n")
+        print(evaluation.markdown_paired(res["paired"]), flush=True)
+    _write_json(res, args.json)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from seqpatch_core.base.errors import InputError
+    from seqpatch_core.evaluation import calibration
+    from seqpatch_core.method.models import write_record_fields
+    from seqpatch_core.method.run import pick_device
+
+    try:
+        radii = [float(t) for t in args.radii.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--radii takes comma-separated numbers, got {args.radii!r}") from None
+    if not radii or min(radii) <= 0:
+        raise InputError(f"--radii needs positive radii in working pixels, got {args.radii!r}")
+    models = _checked_models(args)
+    bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
+    res = calibration.coarsen_sweep(
+        models, args.synthetic, args.seed, bank, pick_device(args.device), radii, args.to_mm, args.threshold
+    )
+    print(calibration.markdown_sweep(res), flush=True)
+    _write_json(res, args.json)
+    if args.write:
+        for name, model in models.items():
+            path = getattr(args, f"weights_{name}", None) or DEFAULT_WEIGHTS[name]
+            chosen = res["methods"][name]["chosen"]
+            table = {e["radius_px"]: e["dice"] for e in res["methods"][name]["table"]}
+            rule = None
+            if math.isfinite(chosen):
+                rule = {
+                    "radius_px": chosen,
+                    "spacing_mm": args.to_mm,
+                    "chosen_on": f"calibrate --synthetic {args.synthetic} --seed {args.seed}",
+                    "val_dice_one_pass": round(table[math.inf], 4),
+                    "val_dice": round(table[chosen], 4),
+                }
+            write_record_fields(model, path, coarsen=rule)
+            log.info("wrote %s and its record: coarsen %s", path, rule)
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    from seqpatch_core.base.errors import InputError
+    from seqpatch_core.base.metrics import mask_click
+    from seqpatch_core.evaluation.robustness import click_robustness, robustness_figure, robustness_table
+
+    pred, label = _load_case(args)
+    nz = pred.volume.shape[0]
+    if not 0 <= args.slice < nz:
+        raise InputError(f"slice {args.slice} is outside the volume (0..{nz - 1})")
+    label_slice = label[args.slice] if label is not None else None
+    if args.point is not None:
+        point = tuple(args.point)
+    elif label_slice is not None and label_slice.any():
+        point = mask_click(label_slice)
+    elif label_slice is not None:
+        raise InputError(f"the label is empty on slice {args.slice}: give --point Y X")
+    else:
+        raise InputError("give --point Y X or --label (to click the label's centre)")
+    res = click_robustness(
+        pred,
+        args.slice,
+        point,
+        grid=args.grid,
+        step_mm=args.step_mm,
+        methods=args.methods,
+        label_slice=label_slice,
+        preset=args.preset,
+        threshold=args.threshold,
+    )
+    print(robustness_table(res), flush=True)
+    _write_json(res, args.json)
+    if args.png:
+        robustness_figure(res).savefig(args.png, dpi=120)
+        log.info("wrote %s", args.png)
+    return 0
+
