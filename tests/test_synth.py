@@ -1,4 +1,4 @@
-"""Tests for the synthetic training-slice generator (seqpatch_core.synth). Fast: tiny volumes only."""
+"""Tests for the synthetic training-slice generator (seqpatch_core.data.synth). Fast: tiny volumes only."""
 
 from __future__ import annotations
 
@@ -153,3 +153,23 @@ def test_bank_backgrounds_are_used(tiny_bank: BackgroundBank) -> None:
             # Benchmark draws only from the "val" split.
             val_names = {tiny_bank.names[i] for i in range(len(tiny_bank.names)) if tiny_bank.rel_z[i] >= 0.8}
             assert s.kind[5:].split(",")[0] in val_names
+
+
+@pytest.mark.parametrize(("lo", "hi", "spacing", "size"), [(3.0, 6.0, 1.0, 128), (40.0, 80.0, 2.0, 192)])
+def test_radius_range(lo: float, hi: float, spacing: float, size: int) -> None:
+    """An asked radius range gives targets of that nominal radius (in mm, on the asked grid)."""
+    slices = benchmark_set(6, seed=3, backgrounds=None, spacing_mm=spacing, size=size, radius_mm=(lo, hi))
+    for s in slices:
+        _check_slice(s, size)
+        r_nom = float(s.kind.split(" r=")[1].split("mm")[0])
+        assert lo - 0.05 <= r_nom <= hi + 0.05
+        # The label's equivalent radius follows the nominal one within the shapes' spread.
+        r_eq = math.sqrt(s.label.sum() / math.pi) * spacing
+        assert 0.3 * lo <= r_eq <= 1.6 * hi
+
+
+def test_radius_range_must_fit() -> None:
+    with pytest.raises(ValueError, match="coarser spacing"):
+        benchmark_set(1, seed=0, backgrounds=None, spacing_mm=1.0, size=192, radius_mm=(40.0, 80.0))
+    with pytest.raises(ValueError, match="lo <= hi"):
+        make_slice(np.random.default_rng(0), radius_mm=(5.0, 2.0))

@@ -8,10 +8,10 @@ irregular / multi-lobed / spiculated shapes, rim-enhancing lesions with a dark n
 neighbours of similar intensity that touch the target (blobs, vessel-like tubes, a large "organ" of
 equal intensity: the leak case). Only the target is labelled.
 
-Backgrounds are either real anatomy (:class:`~seqpatch_core.backgrounds.BackgroundBank`, raw HU / MR
+Backgrounds are either real anatomy (:class:`~seqpatch_core.data.backgrounds.BackgroundBank`, raw HU / MR
 units windowed at sample time with a random window) or procedural phantoms
-(:mod:`seqpatch_core.phantoms`: smooth multi-scale fields plus organ-like blobs, or lung). Target and
-neighbour shapes come from :mod:`seqpatch_core.shapes`; this module places and renders them.
+(:mod:`seqpatch_core.data.phantoms`: smooth multi-scale fields plus organ-like blobs, or lung). Target and
+neighbour shapes come from :mod:`seqpatch_core.data.shapes`; this module places and renders them.
 
 Seed streams (keep them disjoint so that the benchmark never overlaps training):
 
@@ -40,13 +40,10 @@ from seqpatch_core.base.metrics import mask_click
 from seqpatch_core.data.backgrounds import BackgroundBank
 from seqpatch_core.data.phantoms import fft_field, lung_background, phantom_background, tube_alpha
 from seqpatch_core.data.shapes import bbox_slices, draw_shape, largest_filled
-from seqpatch_core.images.intensity import CT_PRESETS
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CT_PRESETS",
-    "BackgroundBank",
     "SynthSlice",
     "benchmark_set",
     "jitter_click",
@@ -57,6 +54,7 @@ __all__ = [
 _BANK_PROB_PHANTOM = 0.4  # probability of a procedural background even when a bank is given
 _LUNG_PROB = 0.5  # share of procedural backgrounds that are lung-like
 _CENTRE_JITTER_PX = 15.0
+_FIT_FRAC = 0.22  # a target's nominal radius is at most this fraction of the slice's side, in pixels
 
 _F32 = np.float32
 
@@ -136,11 +134,25 @@ def _draw_radius_mm(rng: np.random.Generator) -> float:
     return _log_uniform(rng, 1.5, 30.0)
 
 
+def _check_radius_range(radius_mm: tuple[float, float], size: int, spacing_mm: float) -> None:
+    lo, hi = radius_mm
+    if not 0 < lo <= hi:
+        raise ValueError(f"radius_mm must be (lo, hi) with 0 < lo <= hi, got {radius_mm}")
+    if hi / spacing_mm > _FIT_FRAC * size:
+        raise ValueError(
+            f"radius {hi} mm is {hi / spacing_mm:.0f} px on a {spacing_mm} mm grid, more than "
+            f"{_FIT_FRAC} x size = {_FIT_FRAC * size:.0f} px: use size >= {math.ceil(hi / spacing_mm / _FIT_FRAC)} "
+            "or a coarser spacing"
+        )
+
+
 def make_slice(
     rng: np.random.Generator,
     size: int = 192,
     spacing_mm: float = 1.0,
     backgrounds: BackgroundBank | None = None,
+    *,
+    radius_mm: tuple[float, float] | None = None,
 ) -> SynthSlice:
     """One synthetic slice with a labelled target lesion near the centre.
 
@@ -149,12 +161,18 @@ def make_slice(
         size: H = W of the output in pixels.
         spacing_mm: isotropic pixel size of the output grid in mm; lesion sizes are drawn in mm.
         backgrounds: real anatomy to draw from (70 % of samples); ``None`` -> procedural phantoms only.
+        radius_mm: (lo, hi) in mm: the target's nominal radius is drawn log-uniform in it (the
+            shape's lobes and harmonics make the label's equivalent radius sqrt(area / pi) differ
+            from it by a few tens of percent). ``None``: the default lesion-size mixture (3-60 mm
+            across). ``hi`` must fit the slice (``hi / spacing_mm <= 0.22 * size``), else ValueError.
 
     Returns:
         A :class:`SynthSlice` (image float32 (size, size) in [0, 1], label uint8 0/1, click (y, x)).
     """
     shape = (size, size)
     px = 1.0 / spacing_mm  # pixels per mm
+    if radius_mm is not None:
+        _check_radius_range(radius_mm, size, spacing_mm)
 
     # ---- background ----
     if backgrounds is not None and len(backgrounds) > 0 and rng.random() >= _BANK_PROB_PHANTOM:
@@ -165,7 +183,8 @@ def make_slice(
         img, bg_kind = phantom_background(rng, size, spacing_mm)
 
     # ---- target shape ----
-    r0 = float(np.clip(_draw_radius_mm(rng) * px, 1.5, 0.22 * size))
+    r_mm = _draw_radius_mm(rng) if radius_mm is None else _log_uniform(rng, *radius_mm)
+    r0 = float(np.clip(r_mm * px, 1.5, _FIT_FRAC * size))
     shape_kind, mask_fn, extent = draw_shape(rng, r0)
     ang, dist = rng.uniform(0, 2 * np.pi), _CENTRE_JITTER_PX * math.sqrt(rng.uniform())
     cy, cx = (size - 1) / 2 + dist * math.sin(ang), (size - 1) / 2 + dist * math.cos(ang)
@@ -238,7 +257,7 @@ def make_slice(
 
 def _click_of(label: np.ndarray, sl: tuple[slice, slice]) -> tuple[float, float]:
     """Mass centre of ``label`` (searched within crop ``sl``); nearest inside pixel if it falls outside
-    (:func:`~seqpatch_core.metrics.mask_click`, in the full label's pixels)."""
+    (:func:`~seqpatch_core.base.metrics.mask_click`, in the full label's pixels)."""
     cy, cx = mask_click(label[sl])
     return cy + sl[0].start, cx + sl[1].start
 
@@ -356,12 +375,26 @@ def jitter_click(
 
 
 def benchmark_set(
-    n: int, seed: int, backgrounds: BackgroundBank | None, spacing_mm: float = 1.0, size: int = 192
+    n: int,
+    seed: int,
+    backgrounds: BackgroundBank | None,
+    spacing_mm: float = 1.0,
+    size: int = 192,
+    *,
+    radius_mm: tuple[float, float] | None = None,
 ) -> list[SynthSlice]:
     """``n`` held-out synthetic slices from seed stream ``SeedSequence([seed, 7])`` (never used by
-    training) and the bank's ``"val"`` split (anatomy training never saw)."""
+    training) and the bank's ``"val"`` split (anatomy training never saw).
+
+    ``radius_mm`` (lo, hi): nominal target radii drawn log-uniform in that range (see
+    :func:`make_slice`; e.g. ``radius_mm=(40, 80), spacing_mm=2.0`` for large objects). ``None`` keeps
+    the default set, whose values the golden tests pin."""
+    if radius_mm is not None:
+        _check_radius_range(radius_mm, size, spacing_mm)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     bank = backgrounds.with_split("val") if backgrounds is not None else None
     if bank is not None and len(bank) == 0:
         logger.warning("background bank has no 'val' slices: benchmark uses procedural phantoms only")
-    return [make_slice(rng, size=size, spacing_mm=spacing_mm, backgrounds=bank) for _ in range(n)]
+    return [
+        make_slice(rng, size=size, spacing_mm=spacing_mm, backgrounds=bank, radius_mm=radius_mm) for _ in range(n)
+    ]
