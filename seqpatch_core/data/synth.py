@@ -395,6 +395,4 @@ def benchmark_set(
     bank = backgrounds.with_split("val") if backgrounds is not None else None
     if bank is not None and len(bank) == 0:
         logger.warning("background bank has no 'val' slices: benchmark uses procedural phantoms only")
-    return [
-        make_slice(rng, size=size, spacing_mm=spacing_mm, backgrounds=bank, radius_mm=radius_mm) for _ in range(n)
-    ]
+    return [make_slice(rng, size=size, spacing_mm=spacing_mm, backgrounds=bank, radius_mm=radius_mm) for _ in range(n)]
