@@ -1,4 +1,4 @@
-"""Tests of seqpatch_core.intensity: presets, percentiles, the auto rule and parsing."""
+"""Tests of seqpatch_core.images.intensity: presets, percentiles, the auto rule and parsing."""
 
 from __future__ import annotations
 

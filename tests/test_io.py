@@ -1,4 +1,4 @@
-"""Tests of seqpatch_core.io: formats, geometry round trips and clean one-line refusals."""
+"""Tests of seqpatch_core.images.io: formats, geometry round trips and clean one-line refusals."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The server is ``build_demo(...).launch(...)`` in this process with tiny random-weight networks; the
 sessions are ``gradio_client.Client`` instances driven from threads, each with its own volume (the
 object somewhere else), its own threshold and its own clicks. Every session must export exactly the
-masks a direct :class:`~seqpatch_core.predictor.Predictor` call gives on its volume and clicks.
+masks a direct :class:`~seqpatch_core.inference.predictor.Predictor` call gives on its volume and clicks.
 Then 50 more sessions run; the process memory must stay bounded and every session state must be
 dropped (and its files removed) once it expires.
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`seqpatch_core.metrics` against hand-computed values and brute-force references."""
+"""Tests for :mod:`seqpatch_core.base.metrics` against hand-computed values and brute-force references."""
 
 from __future__ import annotations
 

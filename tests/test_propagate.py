@@ -1,4 +1,4 @@
-"""Tests of seqpatch_core.propagate: the slice-to-slice walk, its stopping rules and the 3D result.
+"""Tests of seqpatch_core.inference.propagate: the slice-to-slice walk, its stopping rules and the 3D result.
 
 The sphere volumes and ``BrightNet`` (a stand-in network, so the real pipeline runs in milliseconds)
 come from ``helpers``.

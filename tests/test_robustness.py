@@ -1,4 +1,4 @@
-"""Tests of seqpatch_core.robustness and the ``robustness`` command."""
+"""Tests of seqpatch_core.evaluation.robustness and the ``robustness`` command."""
 
 from __future__ import annotations
 

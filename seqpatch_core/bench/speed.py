@@ -142,7 +142,7 @@ def generator_benchmark(device: torch.device, bank_path: str | None = None, n: i
     ``numpy``: ``synth.make_slice`` and ``make_batch``'s augmentation one slice at a time, as one
     DataLoader worker makes them (one process, one thread; W workers make about W times as many).
     Both at 1.0 mm, so that the objects' size and contrast (``_object_stats``) compare. ``torch``: one
-    batch of ``n`` from :class:`~seqpatch_core.synth_torch.DeviceSynth` with this process's threads, on
+    batch of ``n`` from :class:`~seqpatch_core.data.synth_torch.DeviceSynth` with this process's threads, on
     the CPU and on ``device`` when that is an accelerator. ``bank_path``: the background bank (None:
     procedural only).
     Median of ``repeats`` after a warm-up.

@@ -2,7 +2,7 @@
 
 Each takes the :class:`argparse.Namespace` that :func:`seqpatch_core.__main__.build_parser` makes,
 does the work and returns the exit status; heavy modules are imported inside the command, so the
-parser and ``--help`` stay quick. User errors are raised as :class:`~seqpatch_core.errors.SeqPatchError`
+parser and ``--help`` stay quick. User errors are raised as :class:`~seqpatch_core.base.errors.SeqPatchError`
 and turned into one line on stderr by :func:`seqpatch_core.__main__.main`.
 """
 

@@ -4,7 +4,7 @@ Commands: predict, train, evaluate, calibrate, robustness, bench, curves, prepar
 prepare-atlases, make-examples.
 
 This module builds the parser (:func:`build_parser`) and runs a command (:func:`main`); the commands
-themselves are in :mod:`seqpatch_core.commands`. User errors (a bad file, a point outside the volume,
+themselves are in :mod:`seqpatch_core.cli.commands`. User errors (a bad file, a point outside the volume,
 unusable weights) exit with status 2 and one line on stderr, never a traceback.
 """
 

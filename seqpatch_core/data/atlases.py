@@ -18,7 +18,7 @@ border). One ``<source>.npz`` per source holds the cropped volumes (template flo
 Validation is held out by hemisphere, never by slice: objects wholly in the right hemisphere
 (x > 0 in RAS world coordinates; the midline is x = 0 in MNI and inia19 space) are ``"val"``; left
 and midline-crossing objects are ``"train"``. :class:`AtlasBank` draws them as
-:class:`seqpatch_core.synth.SynthSlice`, like :class:`seqpatch_core.datasets.LabelledPairs`.
+:class:`seqpatch_core.data.synth.SynthSlice`, like :class:`seqpatch_core.data.datasets.LabelledPairs`.
 """
 
 from __future__ import annotations

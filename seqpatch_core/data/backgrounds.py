@@ -3,7 +3,7 @@
 Slices keep their raw intensities (HU for CT, scanner units for MR) and are windowed only when a crop
 is drawn (:meth:`BackgroundBank.sample`), with a random CT preset or percentile window. The split is by
 relative z-position in the source volume, measured over the span of tissue-bearing slices: ``"train"``
-below 0.8, ``"val"`` (anatomy training never sees; :func:`seqpatch_core.synth.benchmark_set`) the rest.
+below 0.8, ``"val"`` (anatomy training never sees; :func:`seqpatch_core.data.synth.benchmark_set`) the rest.
 
 Arrays are (y, x) per slice; volumes read from disk are (z, y, x) and only axial array slices (index z)
 are kept. Nothing runs on import.
@@ -37,7 +37,7 @@ _F32 = np.float32
 
 
 def _window01(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """clip((a - lo) / (hi - lo), 0, 1) as float32 (:func:`~seqpatch_core.intensity.apply_window`)."""
+    """clip((a - lo) / (hi - lo), 0, 1) as float32 (:func:`~seqpatch_core.images.intensity.apply_window`)."""
     return apply_window(a, Window(float(lo), max(float(hi), float(lo) + 1e-6), "bank"))
 
 
@@ -66,7 +66,7 @@ def _to_storage(a: np.ndarray, modality: str) -> np.ndarray:
     return a.astype(dt)
 
 
-def _read_volume_any(path: Path):  # -> seqpatch_core.io.Volume
+def _read_volume_any(path: Path):  # -> seqpatch_core.images.io.Volume
     # Lazy import: SimpleITK (behind io) is absent on the training machine, which only loads npz caches.
     from seqpatch_core.images.io import read_volume
 
@@ -138,7 +138,7 @@ class BackgroundBank:
         """Read every volume file in folder ``path`` and keep every ``every``-th axial slice (array z)
         whose fraction of non-air pixels is at least ``min_content``.
 
-        Uses :func:`seqpatch_core.io.read_volume` (needs SimpleITK). Modality comes from the Volume;
+        Uses :func:`seqpatch_core.images.io.read_volume` (needs SimpleITK). Modality comes from the Volume;
         when it is "unknown", a volume whose minimum is <= -500 is taken as CT (HU), else MR.
         """
         folder = Path(path)

@@ -1,4 +1,4 @@
-"""Procedural backgrounds for the synthetic slices (:mod:`seqpatch_core.synth`) and the smooth noise
+"""Procedural backgrounds for the synthetic slices (:mod:`seqpatch_core.data.synth`) and the smooth noise
 fields and soft primitives they are drawn with.
 
 Every function takes the generator ``rng`` as its only source of randomness and returns float32 arrays

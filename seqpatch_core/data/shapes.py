@@ -1,4 +1,4 @@
-"""Random lesion shapes for the synthetic slices (:mod:`seqpatch_core.synth`).
+"""Random lesion shapes for the synthetic slices (:mod:`seqpatch_core.data.synth`).
 
 Each builder draws its parameters from ``rng``, then returns (mask_fn, extent_px): ``mask_fn(dy, dx)``
 gives a bool mask on offset grids around the nominal centre (:func:`bbox_slices`), ``extent_px`` bounds

@@ -1,6 +1,6 @@
-"""Batched synthetic training slices on a torch device: :mod:`seqpatch_core.synth` redrawn for speed.
+"""Batched synthetic training slices on a torch device: :mod:`seqpatch_core.data.synth` redrawn for speed.
 
-:func:`seqpatch_core.synth.make_slice` draws one slice at a time in numpy on one CPU core; a GPU
+:func:`seqpatch_core.data.synth.make_slice` draws one slice at a time in numpy on one CPU core; a GPU
 trains faster than a machine's cores can feed it that way. :class:`DeviceSynth` draws a whole batch
 at once with torch on the training device: procedural backgrounds, target shapes, neighbours that
 touch the target, texture, partial-volume blur, noise, bias field, the click and its jitter, the flip
@@ -50,7 +50,7 @@ class DeviceSynth:
     Args:
         device: where the slices are drawn (and returned).
         size: H = W of a slice in pixels.
-        bank: real anatomy (:class:`~seqpatch_core.backgrounds.BackgroundBank`) for 60 % of the
+        bank: real anatomy (:class:`~seqpatch_core.data.backgrounds.BackgroundBank`) for 60 % of the
             backgrounds, picked on the CPU; ``None``: procedural backgrounds only.
     """
 

@@ -1,10 +1,10 @@
-"""Calibration of the second pass for large objects: the :class:`~seqpatch_core.predictor.Coarsen`
+"""Calibration of the second pass for large objects: the :class:`~seqpatch_core.inference.predictor.Coarsen`
 radius of each model, chosen on synthetic validation slices (``calibrate``).
 
 :func:`coarsen_sweep` segments every validation slice on its own working grid and, where that grid is
 finer than the second pass's, once more on the coarser grid, then scores each candidate radius;
 :func:`markdown_sweep` prints the tables. ``calibrate --write`` stores the chosen rule in the weights
-(:func:`seqpatch_core.models.write_record_fields`).
+(:func:`seqpatch_core.method.models.write_record_fields`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def coarsen_sweep(
     threshold: float = 0.5,
     progress: Progress | None = None,
 ) -> dict:
-    """Choose each model's :class:`~seqpatch_core.predictor.Coarsen` radius on synthetic slices.
+    """Choose each model's :class:`~seqpatch_core.inference.predictor.Coarsen` radius on synthetic slices.
 
     Every centre click of ``training_data.validation_set(n, seed, backgrounds)`` is segmented on its own
     working grid and, where that grid is finer than ``to_mm`` (the 0.625-mm half), once more on a

@@ -4,7 +4,7 @@ Two sources of cases:
 
 * a real volume with its label (:func:`evaluate_volume`): every slice z that holds the label is
   clicked, at the label's mass centre on that slice (the nearest label pixel when the centre falls
-  outside it), through the same :class:`~seqpatch_core.predictor.Predictor` path the app uses;
+  outside it), through the same :class:`~seqpatch_core.inference.predictor.Predictor` path the app uses;
 * held-out synthetic slices (:func:`evaluate_synthetic`): ``training.batches.validation_set`` (half at
   1.0 mm with preset ``ct``, half at 0.625 mm with ``promise12``; the background bank's ``"val"``
   split), segmented on their working grid exactly like training's validation
@@ -13,12 +13,12 @@ Two sources of cases:
 Click modes (:func:`parse_clicks`): ``centroid`` (one click per slice at the centre above) or
 ``jitter:N`` (N clicks per slice moved from the centre by a uniform distance of up to 20 % of the
 slice object's equivalent radius ``sqrt(area / pi)``, in a uniform direction, staying inside the
-object: :func:`seqpatch_core.synth.jitter_click`). Jitter is seeded by ``SeedSequence([seed, 13])``,
+object: :func:`seqpatch_core.data.synth.jitter_click`). Jitter is seeded by ``SeedSequence([seed, 13])``,
 apart from the synthetic slices' own stream. In jitter mode the centre click is evaluated as well,
 so the summary reports the Dice lost by moving the click ("dice_lost" = mean centre Dice - mean
 jittered Dice, per slice then averaged).
 
-Metrics are :func:`seqpatch_core.metrics.evaluate_masks` on 2D slices with the slice's in-plane
+Metrics are :func:`seqpatch_core.base.metrics.evaluate_masks` on 2D slices with the slice's in-plane
 spacing (y, x) in mm: Dice, CD-x/y/z (cd_z is 0 on 2D slices), HD95, ABD (mm) and aRVD.
 
 Beside the per-method summary, results are split by object size (:func:`size_breakdown`) and the
@@ -223,7 +223,7 @@ def evaluate_synthetic(
     ``working_spacing`` (mm) segments each slice resampled to that spacing instead
     (:func:`segment_resampled`), scored against the label on the slice's own grid: how the result
     depends on the working resolution. Otherwise, with ``coarsen``, each model's
-    :class:`~seqpatch_core.predictor.Coarsen` rule applies (:func:`segment_adaptive`), as in the app.
+    :class:`~seqpatch_core.inference.predictor.Coarsen` rule applies (:func:`segment_adaptive`), as in the app.
     Returns the same structure as :func:`evaluate_volume`
     (``case`` is the slice index), plus ``"by_preset"``: ``{preset: {"summary", "by_size"}}``.
     """

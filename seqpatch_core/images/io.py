@@ -1,12 +1,11 @@
-"""Reading images and writing masks: files in, :class:`~seqpatch_core.volume.Volume` out.
+"""Reading images and writing masks: files in, :class:`~seqpatch_core.images.volume.Volume` out.
 
-The image type, its (z, y, x) axis order and its validation live in :mod:`seqpatch_core.volume`;
+The image type, its (z, y, x) axis order and its validation live in :mod:`seqpatch_core.images.volume`;
 this module reads NIfTI, MetaImage, NRRD, DICOM (file, folder or zip) and 2D pictures with SimpleITK,
 refuses oversized or damaged files from their headers, and writes masks with the image's exact
-geometry (:func:`write_mask`). It re-exports :class:`Volume`, :func:`volume_from_array` and
-:data:`MIN_INPLANE`, so ``from seqpatch_core.io import Volume`` keeps working.
+geometry (:func:`write_mask`).
 
-Every refusal is an :class:`~seqpatch_core.errors.InputError` with a one-line message; SimpleITK's
+Every refusal is an :class:`~seqpatch_core.base.errors.InputError` with a one-line message; SimpleITK's
 multi-line exceptions never reach the user.
 """
 
@@ -27,16 +26,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from seqpatch_core.base.errors import InputError
-from seqpatch_core.images.volume import MIN_INPLANE, Volume, volume_from_array, volume_from_sitk
+from seqpatch_core.images.volume import Volume, volume_from_sitk
 
 __all__ = [
     "DEFAULT_MAX_BYTES_ZIP",
     "DEFAULT_MAX_VOXELS",
-    "MIN_INPLANE",
-    "Volume",
     "read_label",
     "read_volume",
-    "volume_from_array",
     "write_mask",
 ]
 

@@ -4,12 +4,12 @@ Everywhere in SeqPatch an image is a :class:`Volume` whose ``array`` is float32,
 indexed ``(z, y, x)``, and whose ``spacing`` is given in the same ``(z, y, x)`` order in mm.
 SimpleITK indexes ``(x, y, z)``; the conversion happens here (:meth:`Volume.to_sitk`,
 :func:`volume_from_sitk`) and nowhere else. ``origin`` and ``direction`` are kept exactly as SimpleITK
-gives them (physical x, y, z, LPS), so a mask written with :func:`seqpatch_core.io.write_mask` lies on
+gives them (physical x, y, z, LPS), so a mask written with :func:`seqpatch_core.images.io.write_mask` lies on
 the image in any viewer.
 
-Files are read and written in :mod:`seqpatch_core.io`, which re-exports :class:`Volume`,
+Files are read and written in :mod:`seqpatch_core.images.io`, which re-exports :class:`Volume`,
 :func:`volume_from_array` and :data:`MIN_INPLANE`. Every refusal is an
-:class:`~seqpatch_core.errors.InputError` with a one-line message.
+:class:`~seqpatch_core.base.errors.InputError` with a one-line message.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ boundary, tensors inside, everything under ``torch.inference_mode``. Both method
 post-processing path (window, resample to the working grid, fuse, threshold, component, holes);
 only the network differs.
 
-The network pass itself (:func:`~seqpatch_core.network_run.run_network`: patches or field of view of
-N clicks in one batch, fused on the working grid) lives in :mod:`seqpatch_core.network_run` with the
+The network pass itself (:func:`~seqpatch_core.method.run.run_network`: patches or field of view of
+N clicks in one batch, fused on the working grid) lives in :mod:`seqpatch_core.method.run` with the
 device and precision choice and the :class:`Coarsen` rule; this module re-exports those names.
 :func:`segment_slice` and its wrappers run the app's pipeline on one windowed slice and are shared with
 training's validation, the evaluation command and the calibration.
@@ -206,7 +206,7 @@ class Predictor:
         batch of clicks (default :func:`run_network`); a host that must run networks elsewhere (a
         Hugging Face ZeroGPU Space: :mod:`app.zerogpu`) passes its own, called with the model's name.
         ``engine``: "torch" (the reference), "auto" (the fastest path on this CPU whose masks agree
-        with float32 PyTorch: :func:`seqpatch_core.engines.choose`), "openvino" or "onnxruntime".
+        with float32 PyTorch: :func:`seqpatch_core.inference.engines.choose`), "openvino" or "onnxruntime".
         Compiled engines apply on the CPU only, to the networks named in ``engine_for`` (None: all;
         the others run in PyTorch); the choice is in :attr:`engines`."""
         self.coarsen = coarsen
@@ -214,7 +214,7 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         # a network is a module, or anything called like one that carries its ``record`` (a compiled
-        # copy, :mod:`seqpatch_core.engines`), which stays as it is
+        # copy, :mod:`seqpatch_core.inference.engines`), which stays as it is
         self.models = {name: m.to(self.device) if isinstance(m, nn.Module) else m for name, m in models.items()}
         if self.device.type == "cpu" and self.dtype == torch.bfloat16:
             # measured (bench --variants): oneDNN's bfloat16 convolutions run fastest on NHWC tensors
@@ -361,7 +361,7 @@ class Predictor:
         are segmented again on the coarser grid, in one more batch, and their results (mask,
         likelihoods, patches, centres, ``working_spacing``) are those of that pass, marked
         ``coarsened``. This is the one place the second-pass rule is applied. ``preset``: a name or a
-        :class:`~seqpatch_core.rays.RayConfig`.
+        :class:`~seqpatch_core.method.rays.RayConfig`.
         """
         t0 = time.perf_counter()
         pts = [self.check_point((z, *p)) for p in points_yx]

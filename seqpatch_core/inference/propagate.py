@@ -12,7 +12,7 @@ pixel nearest to it when the centre falls outside the mask, e.g. for a crescent)
   different object, and that slice is discarded;
 * at the end of the volume.
 
-Arrays follow :mod:`seqpatch_core.io`: volumes are (z, y, x), clicks (y, x) in slice pixels.
+Arrays follow :mod:`seqpatch_core.images.io`: volumes are (z, y, x), clicks (y, x) in slice pixels.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from seqpatch_core.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Propagation", "SliceStep", "iter_propagate", "mask_click", "propagate"]
+__all__ = ["Propagation", "SliceStep", "iter_propagate", "propagate"]
 
 
 @dataclass

@@ -6,7 +6,7 @@ windowed working-grid slice, runs the network on them in one batch (in chunks, u
 working grid: a :class:`WorkingResult` per click. :func:`pick_device` and :func:`resolve_dtype` choose
 where and in what precision; :class:`Coarsen` is the weights' rule for redoing a large object on a
 coarser grid. Nothing here holds a volume or post-processes a mask: that is
-:class:`seqpatch_core.predictor.Predictor`, which uses this module and re-exports its names.
+:class:`seqpatch_core.inference.predictor.Predictor`, which uses this module and re-exports its names.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Training data: the batches every model trains on and the held-out validation slices.
 
-A batch is ``n`` slices sharing one ray preset, from the synthetic generator (``seqpatch_core.synth``),
-optionally mixed with labelled pairs (``seqpatch_core.datasets``) and real atlas structures
-(``seqpatch_core.atlases``); clicks are the mass centre plus jitter up to 30 % of the object's radius,
+A batch is ``n`` slices sharing one ray preset, from the synthetic generator (``seqpatch_core.data.synth``),
+optionally mixed with labelled pairs (``seqpatch_core.data.datasets``) and real atlas structures
+(``seqpatch_core.data.atlases``); clicks are the mass centre plus jitter up to 30 % of the object's radius,
 with a flip and intensity augmentation. :func:`targets_for` turns a batch into network inputs and soft
 targets: the 16 ray sequences of each slice for the sequential net, the square field of view around the
 click that the same preset covers for the U-net. The training loop is :mod:`seqpatch_core.training`.
@@ -14,7 +14,7 @@ on from its step count, so it sees new slices, the ones an uninterrupted run wou
 :class:`SliceStream` hands these batches to a DataLoader, steps spread over its workers.
 
 With ``train --generator torch`` (the default on an accelerator) :class:`DeviceStream` makes each
-step's synthetic slices as one batch on the training device (``seqpatch_core.synth_torch``); real
+step's synthetic slices as one batch on the training device (``seqpatch_core.data.synth_torch``); real
 slices (atlas structures, labelled pairs) are still picked and augmented on the CPU.
 
 Validation slices (:func:`validation_set`) come from ``synth.benchmark_set`` (its own seed stream,
@@ -70,7 +70,7 @@ def make_batch(
 
     ``rays_per_slice`` > 0 also draws that many distinct ray indices per slice (``"rays"``, (n, R)
     int64) for the sequential net to train on; 0 keeps all of them. With an ``atlases`` bank
-    (:class:`seqpatch_core.atlases.AtlasBank`) a slice is a real atlas object (train split, the
+    (:class:`seqpatch_core.data.atlases.AtlasBank`) a slice is a real atlas object (train split, the
     batch's spacing) with probability ``atlas_ratio``, else as before.
     """
     names = list(TRAIN_PRESETS)
@@ -197,7 +197,7 @@ class DeviceStream:
     Each step's preset is :func:`step_batch`'s (the same on every process); the step's ``n`` slices
     share one spacing. Of them, atlas structures (``atlas_ratio``) and labelled pairs (half the rest,
     with ``data``) are picked and augmented on the CPU as ``make_batch`` does; the synthetic rest comes
-    from :class:`seqpatch_core.synth_torch.DeviceSynth`. The stream depends on (seed, step, first_slice,
+    from :class:`seqpatch_core.data.synth_torch.DeviceSynth`. The stream depends on (seed, step, first_slice,
     n), so unlike SliceStream's it changes with the number of processes.
     """
 

@@ -40,7 +40,7 @@ class TrainConfig:
     #: Architecture overrides for ``build_model`` (e.g. ``{"widths": [8, 16, 32]}``, a narrow test net).
     model_config: dict | None = None
     #: Share of training slices that are real atlas structures (``atlas_bank``, prepared by
-    #: ``prepare-atlases``; seqpatch_core.atlases) instead of synthetic lesions; 0: none.
+    #: ``prepare-atlases``; seqpatch_core.data.atlases) instead of synthetic lesions; 0: none.
     atlas_ratio: float = 0.0
     atlas_bank: str | None = None
     #: Where synthetic slices are drawn: ``numpy`` (``synth``, in DataLoader workers on the CPU),

@@ -1,6 +1,6 @@
 """Training of the sequential patch network, its ablations and the U-net baseline, on one generator.
 
-Both model families see the same stream of synthetic slices (``seqpatch_core.synth``), the same clicks
+Both model families see the same stream of synthetic slices (``seqpatch_core.data.synth``), the same clicks
 (mass centre plus jitter up to 30 % of the object's radius), the same augmentations and the same loss
 (binary cross-entropy, as in the paper; ``--loss bce+dice`` adds a soft Dice term), with Adam
 (beta1 0.95, beta2 0.99) and weight decay. Each step draws one ray preset (``ct``, ``mr`` or
@@ -18,7 +18,7 @@ its output is never worse than that. The best checkpoint by validation Dice is t
 ``<out stem>.json`` holds the record and the validation curve. The real cases are never used here.
 
 **Seed streams.** The batches, their seed streams and the validation slices are made in
-:mod:`seqpatch_core.training_data`: the data do not depend on how many processes or loader workers
+:mod:`seqpatch_core.training.batches`: the data do not depend on how many processes or loader workers
 make them, and a resumed run goes on from its step count (it sees new slices).
 
 **Several processes, GPUs or machines** (``torch.nn.parallel.DistributedDataParallel``)::
@@ -401,7 +401,7 @@ def _record(
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "loss": {"bce": "binary cross-entropy", "bce+dice": "binary cross-entropy + soft Dice"}[tc.loss],
             "optimizer": optimizer_text(opt),
-            "data": "seqpatch_core.synth (synthetic lesions in procedural phantoms and real background anatomy)"
+            "data": "seqpatch_core.data.synth (synthetic lesions in procedural phantoms and real background anatomy)"
             + (f" + labelled pairs from {tc.data}" if tc.data else "")
             + (f" + real atlas structures ({tc.atlas_ratio:.0%} of slices)" if tc.atlas_ratio > 0 else ""),
             "atlas": _atlas_record(tc),

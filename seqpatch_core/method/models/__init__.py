@@ -234,6 +234,4 @@ __all__ = [
     "load_checkpoint",
     "file_sha256",
     "model_size",
-    "SeqPatchNet",
-    "UNet",
 ]
