@@ -1,0 +1,170 @@
+"""Display orientation (seqpatch_core.images.orientation): one volume stored as LPS, LAS, RAS and with
+permuted axes is shown as the same picture, and every display pixel maps back to the same physical
+point."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from seqpatch_core.images.orientation import PLANE_NAMES, orientation
+from seqpatch_core.images.volume import volume_from_sitk
+
+# Stored orders of one physical volume: DICOM letters of the image's x, y, z axes. The last three have
+# permuted axes: in-plane x and y exchanged (still axial slices), coronal slices, sagittal slices.
+CODES = ("LPS", "LAS", "RAS", "RAI", "PLS", "LSP", "PSL")
+SCROLLED = {
+    "LPS": "axial",
+    "LAS": "axial",
+    "RAS": "axial",
+    "RAI": "axial",
+    "PLS": "axial",
+    "LSP": "coronal",
+    "PSL": "sagittal",
+}
+# Screen edges (top, bottom, left, right) in the radiological convention.
+LETTERS = {
+    "axial": ("A", "P", "R", "L"),
+    "coronal": ("S", "I", "R", "L"),
+    "sagittal": ("S", "I", "A", "P"),
+}
+# The physical point the planes go through, as an index of the LPS volume (x, y, z).
+POINT_XYZ = (7, 11, 5)
+
+
+def _reference() -> sitk.Image:
+    """An LPS volume with no symmetry: every voxel a distinct value, three sizes, three spacings,
+    an origin away from zero."""
+    shape_zyx = (9, 17, 13)
+    arr = np.arange(math.prod(shape_zyx), dtype=np.float32).reshape(shape_zyx)
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing((0.7, 0.9, 3.0))
+    img.SetOrigin((-12.5, 30.0, 101.0))
+    return img
+
+
+def _stored(code: str) -> sitk.Image:
+    """The reference volume stored in ``code``'s axis order: the same voxels at the same physical
+    points (DICOMOrient only exchanges and reverses axes)."""
+    img = sitk.DICOMOrient(_reference(), code)
+    assert sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(img.GetDirection()) == code
+    return img
+
+
+def _through_point(img: sitk.Image) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The (z, y, x) array and the (z, y, x) voxel of the reference's POINT_XYZ."""
+    phys = _reference().TransformIndexToPhysicalPoint(POINT_XYZ)
+    x, y, z = img.TransformPhysicalPointToIndex(phys)
+    return sitk.GetArrayFromImage(img), (z, y, x)
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_orientation_names_the_scrolled_plane_and_letters(code):
+    o = orientation(_stored(code).GetDirection())
+    assert o.code == code
+    assert o.slices.name == SCROLLED[code]
+    assert sorted(p.name for p in o.planes) == sorted(PLANE_NAMES)
+    for p in o.planes:
+        assert p.letters == LETTERS[p.name]
+        assert p.normal not in p.axes and sorted((p.normal, *p.axes)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_every_storage_shows_the_same_pictures(code):
+    """Pixel-identical display of each plane through the same physical point, same pixel size."""
+    ref_arr, ref_idx = _through_point(_reference())
+    ref = orientation(_reference().GetDirection())
+    img = _stored(code)
+    arr, idx = _through_point(img)
+    o = orientation(img.GetDirection())
+    spacing_zyx = tuple(reversed(img.GetSpacing()))
+    for name in PLANE_NAMES:
+        p, q = o.plane(name), ref.plane(name)
+        shown = p.to_display(p.take(arr, idx[p.normal]))
+        expected = q.to_display(q.take(ref_arr, ref_idx[q.normal]))
+        np.testing.assert_array_equal(shown, expected)
+        assert p.display_shape(arr.shape) == shown.shape
+        assert p.display_spacing(spacing_zyx) == pytest.approx(q.display_spacing((3.0, 0.9, 0.7)))
+        # and back: from_display undoes to_display, also on RGB pictures
+        plane = p.take(arr, idx[p.normal])
+        np.testing.assert_array_equal(p.from_display(shown), plane)
+        rgb = np.stack([plane, plane + 1, plane + 2], axis=-1)
+        np.testing.assert_array_equal(p.to_display(rgb)[..., 1], shown + 1)
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_display_pixels_map_to_the_same_physical_points(code):
+    img = _stored(code)
+    vol = volume_from_sitk(img, source=code, warnings=[])
+    arr, idx = _through_point(img)
+    o = orientation(vol.direction)
+    ref_img = _reference()
+    ref_vol = volume_from_sitk(ref_img, source="LPS", warnings=[])
+    ref_arr, ref_idx = _through_point(ref_img)
+    ref = orientation(ref_vol.direction)
+    rng = np.random.default_rng(0)
+    for name in PLANE_NAMES:
+        p, q = o.plane(name), ref.plane(name)
+        rows, cols = p.display_shape(arr.shape)
+        # pixel centres, pixel corners and points in between
+        shown = np.stack([rng.uniform(-0.5, rows - 0.5, 20), rng.uniform(-0.5, cols - 0.5, 20)], axis=-1)
+        for disp, shape in ((p, arr.shape), (q, ref_arr.shape)):  # points_to_plane undoes points_to_display
+            plane = disp.points_to_plane(shown, disp.plane_shape(shape))
+            np.testing.assert_allclose(disp.points_to_display(plane, disp.plane_shape(shape)), shown)
+        got = [vol.index_to_physical(_voxel(p, idx, pt, arr.shape)) for pt in shown]
+        want = [ref_vol.index_to_physical(_voxel(q, ref_idx, pt, ref_arr.shape)) for pt in shown]
+        np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def _voxel(p, idx, display_pt, shape) -> tuple[float, float, float]:
+    """(z, y, x) voxel of a display point on plane ``p`` through voxel ``idx``."""
+    a, b = p.plane_axes()
+    out = [float(v) for v in idx]
+    out[a], out[b] = p.points_to_plane(display_pt, p.plane_shape(shape))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_screen_directions_are_the_letters(code):
+    """Going down a picture walks toward its bottom letter, going right toward its right letter,
+    checked on the physical points of neighbouring pixels (independently of the tables above)."""
+    img = _stored(code)
+    vol = volume_from_sitk(img, source=code, warnings=[])
+    arr, idx = _through_point(img)
+    lps = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
+    for p in orientation(vol.direction).planes:
+        at = np.array(vol.index_to_physical(_voxel(p, idx, (1.0, 1.0), arr.shape)))
+        down = np.array(vol.index_to_physical(_voxel(p, idx, (2.0, 1.0), arr.shape))) - at
+        right = np.array(vol.index_to_physical(_voxel(p, idx, (1.0, 2.0), arr.shape))) - at
+        for step, letter in ((down, p.letters[1]), (right, p.letters[3])):
+            k, sign = lps[letter]
+            assert sign * step[k] > 0 and np.count_nonzero(np.abs(step) > 1e-9) == 1, (p, letter, step)
+
+
+def test_oblique_is_shown_by_its_nearest_axes():
+    """A LAS volume tilted 20° about two axes is shown as LAS is: anterior (the face) up."""
+    tilt = sitk.Euler3DTransform()
+    tilt.SetRotation(math.radians(20), 0.0, math.radians(-20))
+    las = np.array(sitk.DICOMOrientImageFilter.GetDirectionCosinesFromOrientation("LAS")).reshape(3, 3)
+    rot = np.array(tilt.GetMatrix()).reshape(3, 3)
+    o = orientation(tuple((rot @ las).ravel()))
+    assert o.code == "LAS"
+    assert o.slices.name == "axial" and o.slices.flips == (True, False)
+    assert o.slices.axes == (1, 2)
+
+
+def test_identity_is_shown_as_stored():
+    """An LPS volume (and a picture, which gets the identity direction) is drawn row by row as stored."""
+    o = orientation((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    a = np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(o.slices.to_display(a), a)
+    assert o.slices.letters == ("A", "P", "R", "L")
+
+
+def test_a_degenerate_direction_still_gets_three_planes():
+    """Two index axes along the same physical axis (a broken header): every plane is still shown."""
+    o = orientation((1, 0, 0, 1, 0, 0, 0, 0, 1))
+    assert sorted(p.name for p in o.planes) == sorted(PLANE_NAMES)
