@@ -84,7 +84,7 @@ def main(argv=None) -> None:
     )
     main_loaded = bool(models)
     if not args.no_ablations:
-        from app.teaching import load_ablations
+        from app.ablations import load_ablations
 
         # Keys "ablation:<variant>": shared by every session, never run by a plain click.
         models.update(load_ablations())
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
         models, device=device, dtype=args.dtype, runner=runner, engine=args.engine, engine_for=("seqpatch", "unet")
     )
     for name, e in predictor.engines.items():
-        log.info("%s runs on %s (tried: %s)", name, e["path"], e["tried"])
+        log.info("%s runs on %s (tried: %s)", name, e.label, e.tried)
     log.info("device: %s", predictor.device)
     demo = build_demo(predictor)
     demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)

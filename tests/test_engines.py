@@ -114,7 +114,7 @@ def test_predictor_on_a_compiled_engine_matches_torch_and_shares_it(nets, monkey
     vol = volume_from_array(arr, spacing=(2.0, 1.0, 1.0), modality="CT")
     fast = Predictor(nets, "cpu", engine="onnxruntime")
     ref = Predictor(nets, "cpu")
-    assert {e["path"] for e in fast.engines.values()} == {"onnxruntime-float32"}
+    assert {e.label for e in fast.engines.values()} == {"onnxruntime-float32"}
     other = fast.session()
     assert other.nets is fast.nets and other.engines is fast.engines
     for p in (fast, ref, other):

@@ -18,3 +18,11 @@ class InputError(SeqPatchError):
 
 class WeightsError(SeqPatchError):
     """A checkpoint that is missing, corrupt, or does not fit the model."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an error's message, at most ``limit`` characters (its type's name when the
+    message is empty): what a user or a report shows of an error raised by a library."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit else line

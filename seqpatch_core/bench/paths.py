@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqpatch_core.base.errors import first_line
 from seqpatch_core.base.tables import markdown_table
 from seqpatch_core.bench.speed import bench_case, grid_points, matmul_rate, network_flops, percentiles
 from seqpatch_core.inference import engines
-from seqpatch_core.inference.engines import CompiledNet, EngineSpec
+from seqpatch_core.inference.engines import Choice, CompiledNet, EngineSpec
 from seqpatch_core.inference.predictor import Predictor
 from seqpatch_core.inference.propagate import propagate
 from seqpatch_core.method import rays
@@ -40,7 +41,7 @@ def _path_predictor(models: dict, label: str) -> Predictor:
             pred.nets[name] = CompiledNet(m, EngineSpec(engine, precision)).prepare(
                 sorted({p.k for p in rays.PRESETS.values()})
             )
-    pred.engines = {name: {"path": label} for name in models}
+    pred.engines = {name: Choice(pred.nets[name], label, {}) for name in models}
     return pred
 
 
@@ -92,7 +93,7 @@ def compare_paths(
         try:
             pred = _path_predictor(models, path)
         except Exception as exc:  # an engine that cannot take a network: reported, not fatal
-            out["paths"][path] = {"error": str(exc).splitlines()[0][:200]}
+            out["paths"][path] = {"error": first_line(exc, 200)}
             continue
         pred.set_volume(vol, window="auto")
         entry: dict = {}

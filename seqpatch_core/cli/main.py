@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from seqpatch_core.base.errors import SeqPatchError
+from seqpatch_core.base.errors import SeqPatchError, first_line
 
 # the loaders live with the networks; named here too for callers of the command module
 from seqpatch_core.base.paths import EXAMPLES_DIR, SHARED_DATA_DIR
@@ -345,7 +345,7 @@ def main(argv=None) -> int:
         _make_output_folders(args)
         return args.func(args)
     except SeqPatchError as exc:
-        sys.stderr.write(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}\n")
+        sys.stderr.write(f"error: {first_line(exc)}\n")
         return 2
     except OSError as exc:  # an output that cannot be written (read errors are InputErrors already)
         where = f": {exc.filename}" if exc.filename else ""

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from seqpatch_core.base.errors import InputError
+from seqpatch_core.images.formats import VOLUME_SUFFIXES
 from seqpatch_core.images.intensity import CT_PRESETS, Window, apply_window
 from seqpatch_core.images.volume import looks_like_ct
 
@@ -29,7 +30,6 @@ __all__ = ["BackgroundBank"]
 # Soft-tissue and lung windows are where lesions are segmented most often.
 _CT_PRESET_PROBS: dict[str, float] = {"soft": 0.4, "lung": 0.3, "bone": 0.15, "brain": 0.15}
 
-_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _TRAIN_MAX_REL_Z = 0.8  # relative z below this -> "train", else "val"
 _MIN_CONTENT_FRAC = 0.3  # a kept slice needs at least this fraction of non-air pixels
 
@@ -144,7 +144,7 @@ class BackgroundBank:
         folder = Path(path)
         if not folder.is_dir():
             raise InputError(f"background folder not found: {folder}")
-        files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(_VOLUME_SUFFIXES))
+        files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(VOLUME_SUFFIXES))
         slices: list[np.ndarray] = []
         spacings: list[tuple[float, float]] = []
         mods: list[str] = []

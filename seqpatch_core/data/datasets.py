@@ -18,8 +18,8 @@ from scipy import ndimage
 
 from seqpatch_core.base.errors import InputError
 from seqpatch_core.data.synth import SynthSlice
+from seqpatch_core.images.formats import VOLUME_SUFFIXES
 from seqpatch_core.images.intensity import apply_window, auto_window
-from seqpatch_core.images.io import VOLUME_SUFFIXES
 from seqpatch_core.method import rays
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # only for annotations: windowing needs no image reader (nor 
 __all__ = [
     "CT_PRESETS",
     "WINDOW_CHOICES",
+    "WINDOW_NAMES",
     "Window",
     "apply_window",
     "auto_window",
@@ -36,7 +37,10 @@ CT_PRESETS: dict[str, tuple[float, float]] = {
     "bone": (1800, 400),
     "brain": (80, 40),
 }
-WINDOW_CHOICES = ("auto", *CT_PRESETS, "mr", "W,L")
+#: The windows chosen by name: the per-image choice, the CT presets and the MR percentiles.
+WINDOW_NAMES = ("auto", *CT_PRESETS, "mr")
+#: What a window option accepts: a name, or "W,L" (width and level).
+WINDOW_CHOICES = (*WINDOW_NAMES, "W,L")
 
 # auto_window's CT rule (see its docstring).
 _AUTO_RADIUS_MM = 30.0

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.errors import InputError, first_line
+from seqpatch_core.images.formats import PICTURE_FORMATS, SUPPORTED, VOLUME_FORMATS, VOLUME_SUFFIXES, file_suffix
 from seqpatch_core.images.volume import Volume, volume_from_sitk
 
 __all__ = [
@@ -41,31 +42,6 @@ DEFAULT_MAX_VOXELS = 512 * 512 * 1200
 #: Largest total uncompressed size of a .zip upload.
 DEFAULT_MAX_BYTES_ZIP = 2 * 1024**3
 
-# Extension (lower case) -> format name shown to users. Longest suffixes first for matching.
-_VOLUME_FORMATS = {
-    ".nii.gz": "NIfTI",
-    ".nii": "NIfTI",
-    ".mha": "MetaImage",
-    ".mhd": "MetaImage",
-    ".nrrd": "NRRD",
-    ".nhdr": "NRRD",
-    ".dcm": "DICOM",
-}
-_PICTURE_FORMATS = {
-    ".png": "PNG",
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-}
-#: Suffixes of the single-file volume formats (read and written; DICOM comes as a folder or zip).
-VOLUME_SUFFIXES = tuple(k for k in _VOLUME_FORMATS if k != ".dcm")
-_MASK_EXTENSIONS = VOLUME_SUFFIXES
-_SUPPORTED = (
-    "NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd), NRRD (.nrrd, .nhdr), DICOM (folder, .zip, .dcm), "
-    "PNG, JPEG, TIFF, BMP"
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,14 +50,6 @@ _SUPPORTED = (
 
 def _fmt_size(size_xyz: Sequence[int]) -> str:
     return "×".join(str(int(s)) for s in size_xyz)
-
-
-def _suffix(name: str) -> str:
-    low = name.lower()
-    for ext in (*_VOLUME_FORMATS, *_PICTURE_FORMATS, ".zip"):
-        if low.endswith(ext):
-            return ext
-    return ""
 
 
 def _short_cause(exc: BaseException, path: Path | None = None) -> str:
@@ -300,8 +268,7 @@ def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[Path]:
             except InputError:
                 raise
             except Exception as exc:  # BadZipFile, zlib.error, OSError, RuntimeError (encrypted member)
-                cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise InputError(f"cannot unpack {m.filename!r} from {path.name}: {cause}") from None
+                raise InputError(f"cannot unpack {m.filename!r} from {path.name}: {first_line(exc)}") from None
             out.append(target)
     return out
 
@@ -313,7 +280,7 @@ def _read_zip(path: Path, *, max_voxels: int, max_bytes_zip: int, allow_constant
         if vol is not None:
             return vol
         # Not DICOM: accept a zip that wraps exactly one image file of another supported format.
-        images = [f for f in files if _suffix(f.name) not in ("", ".zip", ".dcm")]
+        images = [f for f in files if file_suffix(f.name) not in ("", ".zip", ".dcm")]
         if len(images) == 1:
             vol = _read_path(
                 images[0], max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant
@@ -335,15 +302,15 @@ def _read_path(path: Path, *, max_voxels: int, max_bytes_zip: int, allow_constan
         if vol is None:
             raise InputError(f"no DICOM series found in the folder {path.name}")
         return vol
-    ext = _suffix(path.name)
+    ext = file_suffix(path.name)
     if not ext:
-        raise InputError(f"unknown file type {path.name!r}; supported: {_SUPPORTED}")
+        raise InputError(f"unknown file type {path.name!r}; supported: {SUPPORTED}")
     if path.stat().st_size == 0:
         raise InputError(f"{path.name} is an empty file")
     if ext == ".zip":
         return _read_zip(path, max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant)
-    picture = ext in _PICTURE_FORMATS
-    fmt = _PICTURE_FORMATS[ext] if picture else _VOLUME_FORMATS[ext]
+    picture = ext in PICTURE_FORMATS
+    fmt = PICTURE_FORMATS[ext] if picture else VOLUME_FORMATS[ext]
     return _read_file(path, fmt, max_voxels=max_voxels, picture=picture, allow_constant=allow_constant)
 
 
@@ -386,8 +353,8 @@ def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> None:
     m = np.asarray(mask)
     if m.shape != like.shape:
         raise InputError(f"mask shape {m.shape} differs from the image's {like.shape} (z, y, x)")
-    if not path.name.lower().endswith(_MASK_EXTENSIONS):
-        raise InputError(f"cannot write a mask as {path.name!r}; use one of {', '.join(_MASK_EXTENSIONS)}")
+    if not path.name.lower().endswith(VOLUME_SUFFIXES):
+        raise InputError(f"cannot write a mask as {path.name!r}; use one of {', '.join(VOLUME_SUFFIXES)}")
     img = like.to_sitk((m != 0).astype(np.uint8))
     try:
         sitk.WriteImage(img, str(path), useCompression=True)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.errors import InputError, first_line
 from seqpatch_core.base.metrics import dice
 from seqpatch_core.method import rays
 from seqpatch_core.method.run import autocast, input_shape, model_arch, run_network
@@ -322,7 +322,7 @@ def choose(
             entry = {"ms": round(time_click(net, None, presets[0]), 1), **agreement(reference, net, slices, presets[0])}
         except Exception as exc:  # an engine that cannot take this network is skipped, not fatal
             log.warning("%s cannot run %s: %s", spec.label, model.record.get("name"), exc)
-            tried[spec.label] = {"error": str(exc).splitlines()[0][:200]}
+            tried[spec.label] = {"error": first_line(exc, 200)}
             continue
         tried[spec.label] = entry
         if entry["mean_dice"] >= AGREEMENT and entry["ms"] < best_ms:

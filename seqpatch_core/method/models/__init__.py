@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seqpatch_core.base.errors import WeightsError
+from seqpatch_core.base.errors import WeightsError, first_line
 from seqpatch_core.base.paths import WEIGHTS_DIR
 from seqpatch_core.method.models.seqpatch_net import SeqPatchNet
 from seqpatch_core.method.models.unet import UNet
@@ -147,7 +147,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(
-            f"{path.name} is not a readable safetensors checkpoint ({str(exc).splitlines()[0][:80]})"
+            f"{path.name} is not a readable safetensors checkpoint ({first_line(exc, 80)})"
         ) from None
     try:
         record = json.loads(meta[META_KEY])
