@@ -1,5 +1,10 @@
 """Event adapters between the handlers (which answer ``{output name: value}``) and Gradio (which wants
-a tuple of outputs), and the way a user's mistake reaches the page or an API client."""
+a tuple of outputs, one per component of the event, in order).
+
+An answer may leave outputs out (they stay as they were: ``gr.skip()``); a name that is not one of
+the event's outputs is a programming error and raises :class:`KeyError` (a typo must not be dropped in
+silence). A user's mistake goes through :func:`app.notices.notify`.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,10 @@ from typing import Any
 
 import gradio as gr
 
-from app import handlers, teaching
-from app.handlers import OUTPUTS
+from app import outputs
+from app.notices import UserNotice, notify
 
-__all__ = ["bind", "bind_steps", "clearing"]
-
-
-def _from_api(request: gr.Request | None) -> bool:
-    """Whether the event comes from an API client (gradio_client says so in a header), not the page."""
-    headers = getattr(request, "headers", None) or {}
-    return str(headers.get("x-gradio-user", "")).lower() == "api"
+__all__ = ["bind", "bind_steps", "clearing", "to_tuple"]
 
 
 def _with_request(run: Callable, fn: Callable) -> Callable:
@@ -34,56 +33,65 @@ def _with_request(run: Callable, fn: Callable) -> Callable:
     return run
 
 
-def _notice(exc: handlers.UserNotice, request: gr.Request | None) -> None:
-    """A user's mistake: a notification on the page (the outputs stay as they were); an error for an
-    API client, which has no page to show a notification on and must learn that nothing was done."""
-    if _from_api(request):
-        raise gr.Error(exc.message, print_exception=False) from None
-    gr.Warning(exc.message)
+def to_tuple(answer: dict[str, Any], names: Sequence[str], fn_name: str = "handler") -> tuple:
+    """``answer`` as Gradio's tuple for the outputs ``names`` (absent ones: ``gr.skip()``).
+
+    Raises KeyError when the answer names an output that is not among ``names``."""
+    unknown = [k for k in answer if k not in names]
+    if unknown:
+        raise KeyError(f"{fn_name} answered {', '.join(map(repr, unknown))}, not outputs of this event")
+    return tuple(answer[name] if name in answer else gr.skip() for name in names)
 
 
-def bind(fn: Callable[..., dict[str, Any]], names: Sequence[str] = OUTPUTS) -> Callable[..., tuple]:
+def bind(fn: Callable[..., dict[str, Any]], names: Sequence[str] = outputs.MAIN) -> Callable[..., tuple]:
     """Adapts a handler returning ``{output name: value}`` to Gradio's tuple of ``names``.
 
-    A :class:`~app.handlers.UserNotice` becomes a notification (``gr.Warning``) and leaves every output
-    as it was: a user's mistake never blanks the page or leaves it unclickable.
+    A :class:`~app.notices.UserNotice` becomes a notification and leaves every output as it was but
+    those it names: a user's mistake never blanks the page or leaves it unclickable. Raises KeyError
+    at once when ``names`` holds an undeclared output (:mod:`app.outputs`), and when called, when the
+    handler answers a name outside ``names``.
     """
+    names = tuple(names)
+    outputs.check_names(names)
 
     @functools.wraps(fn)  # Gradio injects gr.SelectData / gr.Progress by the signature
     def run(*args):
         *args, request = args
         try:
             out = fn(*args)
-        except handlers.UserNotice as exc:
-            _notice(exc, request)
+        except UserNotice as exc:
+            notify(exc, request)
             out = exc.outputs
-        return tuple(out[name] if name in out else gr.skip() for name in names)
+        return to_tuple(out, names, fn.__name__)
 
     return _with_request(run, fn)
 
 
-def bind_steps(fn: Callable[..., Iterator[dict[str, Any]]], names: Sequence[str] = OUTPUTS) -> Callable:
+def bind_steps(fn: Callable[..., Iterator[dict[str, Any]]], names: Sequence[str] = outputs.MAIN) -> Callable:
     """:func:`bind` for a handler that yields several views (Gradio streams each one to the page)."""
+    names = tuple(names)
+    outputs.check_names(names)
 
     @functools.wraps(fn)
     def run(*args):
         *args, request = args
         try:
             for out in fn(*args):
-                yield tuple(out[name] if name in out else gr.skip() for name in names)
-        except handlers.UserNotice as exc:
-            _notice(exc, request)
-            yield tuple(exc.outputs[name] if name in exc.outputs else gr.skip() for name in names)
+                yield to_tuple(out, names, fn.__name__)
+        except UserNotice as exc:
+            notify(exc, request)
+            yield to_tuple(exc.outputs, names, fn.__name__)
 
     return _with_request(run, fn)
 
 
 def clearing(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    """``fn`` whose successful answer also empties the teaching panels (they showed an older click)."""
+    """``fn`` whose successful answer (one that redraws the slice) also empties the teaching panels:
+    they showed an older click."""
 
     @functools.wraps(fn)
     def run(*args):
         out = fn(*args)
-        return {**teaching.cleared(), **out} if "overlay" in out else out
+        return {**outputs.empty(*outputs.TEACHING), **out} if "overlay" in out else out
 
     return run

@@ -37,7 +37,7 @@ def _font_file() -> str | None:
 
 
 @lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.ImageFont:
+def get_font(size: int) -> ImageFont.ImageFont:
     size = max(6, int(size))
     path = _font_file()
     if path is not None:
@@ -52,19 +52,19 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 @lru_cache(maxsize=4)
-def _lut(name: str) -> np.ndarray:
+def colour_table(name: str) -> np.ndarray:
     """(256, 3) uint8 colour table of a matplotlib colour map."""
     from matplotlib import colormaps
 
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
-def _text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, fill=(255, 255, 255)) -> None:
-    draw.text(xy, text, font=_font(size), fill=fill, stroke_width=2, stroke_fill=(0, 0, 0))
+def outlined_text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, fill=(255, 255, 255)) -> None:
+    draw.text(xy, text, font=get_font(size), fill=fill, stroke_width=2, stroke_fill=(0, 0, 0))
 
 
 def font_len(text: str, size: int) -> float:
-    return float(_font(size).getlength(text))
+    return float(get_font(size).getlength(text))
 
 
 def fit_font(text: str, size: int, room: float, smallest: int = 6) -> int:
@@ -82,7 +82,7 @@ def ray_colour(i: int, n: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _resize(a: np.ndarray, size: int) -> np.ndarray:
+def resize_patch(a: np.ndarray, size: int) -> np.ndarray:
     """A (P, P) or (P, P, 3) uint8 patch to (size, size) by nearest neighbour (crisp pixels)."""
     p = a.shape[0]
     idx = np.minimum((np.arange(size) + 0.5) * p / size, p - 1).astype(np.intp)
@@ -113,7 +113,7 @@ def colourbar_width(picture_width: int, scale: float) -> int:
     return max(20, min(picture_width // 3, int(140 * scale)))
 
 
-def _colourbar(img: Image.Image, lut: np.ndarray, scale: float) -> None:
+def draw_colourbar(img: Image.Image, lut: np.ndarray, scale: float) -> None:
     h = int(10 * scale)
     w = colourbar_width(img.width, scale)
     x0 = img.width - w - 10
@@ -123,4 +123,4 @@ def _colourbar(img: Image.Image, lut: np.ndarray, scale: float) -> None:
     draw = ImageDraw.Draw(img)
     draw.rectangle([x0 - 1, y0 - 1, x0 + w, y0 + h], outline=(255, 255, 255))
     for text, (bx, by, _, _), size in colourbar_labels(img.width, scale):
-        _text(draw, (x0 + bx, y0 + by), text, size)
+        outlined_text(draw, (x0 + bx, y0 + by), text, size)

@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from app.session import Session, _require, user_errors
-from app.views import render_view
+from app.notices import user_errors
+from app.session import Session, require
+from app.view import render_view
 from seqpatch_core.base.errors import InputError
+from seqpatch_core.images.formats import file_suffix
 from seqpatch_core.images.io import write_mask
 from seqpatch_core.inference.predictor import METHODS
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def mask_volume(session: Session, method: str) -> np.ndarray:
     """The (z, y, x) uint8 mask of ``method`` over every segmented slice."""
-    s = _require(session)
+    s = require(session)
     out = np.zeros(s.shape, dtype=np.uint8)
     for z, res in s.results.items():
         if method in res:
@@ -31,7 +33,7 @@ def mask_volume(session: Session, method: str) -> np.ndarray:
 
 def clicks_record(session: Session) -> dict[str, Any]:
     """The clicks as JSON-ready data: voxel (z, y, x) and physical (x, y, z) mm coordinates."""
-    s = _require(session)
+    s = require(session)
     v = s.volume
     weights = {}
     for m, model in s.predictor.models.items():
@@ -90,27 +92,12 @@ def clicks_record(session: Session) -> dict[str, Any]:
     }
 
 
-def _stem(session: Session) -> str:
+def file_stem(session: Session) -> str:
+    """The image file's name without its format suffix, made safe for a file name ("image" when none)."""
     name = Path(session.image_path or "image").name
-    for ext in (
-        ".nii.gz",
-        ".nii",
-        ".mha",
-        ".mhd",
-        ".nrrd",
-        ".nhdr",
-        ".zip",
-        ".dcm",
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".tif",
-        ".tiff",
-        ".bmp",
-    ):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
+    ext = file_suffix(name)
+    if ext:
+        name = name[: -len(ext)]
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "image"
 
 
@@ -123,11 +110,11 @@ def export(session: Session | None) -> dict[str, Any]:
     """
     from PIL import Image
 
-    s = _require(session)
+    s = require(session)
     if not s.results and not s.objects3d:
         raise InputError("nothing to export yet: click on the object first")
     d = s.workdir()
-    stem = _stem(s)
+    stem = file_stem(s)
     files = []
     for m in METHODS:
         if any(m in res for res in s.results.values()):

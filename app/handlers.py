@@ -1,11 +1,10 @@
-"""The demo's events, as functions of a per-session :class:`~app.session.Session`: testable without a
-browser. The session lives in :mod:`app.session`, what the page shows in :mod:`app.views`, the exports
-in :mod:`app.exports`; this module re-exports their public names.
+"""The main view's events, as functions of a per-session :class:`~app.session.Session`: testable
+without a browser. What the page shows is drawn in :mod:`app.view`; the exports are :mod:`app.exports`;
+the teaching tabs' events :mod:`app.teaching_handlers`.
 
-Every handler takes the session (and plain values) and returns a dict keyed by output name
-(:data:`OUTPUTS`); the layout maps names to components and leaves absent outputs unchanged. Errors a
-user can cause (:class:`~seqpatch_core.errors.SeqPatchError`) become a one-line
-:class:`~app.session.UserNotice`, which the page shows as a notification.
+Every handler takes the session (and plain values) and returns a dict keyed by output name (declared
+in :mod:`app.outputs`); absent outputs stay unchanged. Errors a user can cause become a one-line notice
+(:mod:`app.notices`).
 
 Axis order: arrays are (z, y, x) and points (z, y, x) or (y, x) slice pixels, as in the core. The UI
 layer alone converts Gradio's click position ``[x, y]`` on the enlarged picture into (y, x).
@@ -22,79 +21,28 @@ import gradio as gr
 import numpy as np
 
 from app import memory, render
-from app.exports import _stem, clicks_record, export, mask_volume
-from app.session import (
-    SESSION_TTL_S,
-    WEIGHTS_HELP,
-    Click,
-    Object3D,
-    ObjectStep,
-    Session,
-    UserNotice,
-    _one_line,
-    _require,
-    close_session,
-    new_session,
-    user_errors,
-    weights_message,
-)
-from app.views import (
-    RAY_DETAIL_PX,
-    RAY_GRID_PX,
-    _best_slice,
-    _empty_view,
-    _metric_values,
-    _metrics_table,
-    _partial_metrics,
-    _status,
-    _summary,
-    metric_cells,
-    plane_point,
+from app.drawing import NAMES
+from app.notices import UserNotice, one_line, user_errors, warn
+from app.session import WEIGHTS_HELP, Click, ObjectStep, Session, new_session, require, weights_message
+from app.view import (
+    best_slice,
+    empty_view,
+    partial_metrics,
     ray_detail,
-    render_planes,
     render_view,
     running_note,
+    summary_text,
     wl_ranges,
 )
 from seqpatch_core.base.errors import InputError, SeqPatchError
-from seqpatch_core.images.intensity import Window, auto_window
+from seqpatch_core.images.intensity import WINDOW_NAMES, Window, auto_window
 from seqpatch_core.images.io import read_label
 from seqpatch_core.inference.predictor import METHODS, Predictor, Result
 
-__all__ = [  # the events, and what the rest of the app and the tests take from here
-    "METHODS", "OUTPUTS", "RAY_DETAIL_PX", "RAY_GRID_PX", "SESSION_TTL_S", "WEIGHTS_HELP", "WINDOWS", "Click",
-    "Object3D", "ObjectStep", "Session", "UserNotice", "_best_slice", "_empty_view", "_metric_values",
-    "_metrics_table", "_one_line", "_partial_metrics", "_require", "_status", "_stem", "_summary", "change_display",
-    "change_ray", "change_slice", "change_window", "change_wl", "clicks_record", "close_session", "export", "load",
-    "load_label", "mask_volume", "metric_cells", "new_session", "plane_point", "ray_detail", "render_planes",
-    "render_view", "reset", "running_note", "segment", "segment_steps", "set_second_pass", "set_threshold", "undo",
-    "user_errors", "weights_message", "wl_ranges",
-]  # fmt: skip
-
 log = logging.getLogger(__name__)
 
-#: Names of everything a handler may update (the layout has one component per name).
-OUTPUTS = (
-    "state",
-    "summary",
-    "slice",
-    "window",
-    "width",
-    "level",
-    "overlay",
-    "lik_seqpatch",
-    "lik_unet",
-    "rays",
-    "ray_detail",
-    "metrics",
-    "status",
-    "coronal",
-    "sagittal",
-    "files",  # last: API clients take the exports as the last output
-)
 #: Window choices shown in the dropdown ("custom" = the W/L sliders).
-WINDOWS = ("auto", "soft", "lung", "bone", "brain", "mr", "custom")
-#: Expired sessions are dropped after this many seconds without use.
+WINDOWS = (*WINDOW_NAMES, "custom")
 
 
 # ----------------------------------------------------------------------------- events
@@ -127,7 +75,7 @@ def load(
     if not image_path:
         if old is not None:
             old.close()
-        return _empty_view(session)
+        return empty_view(session)
     try:
         volume = memory.shared_volume(image_path)  # one read-only copy per file, shared by sessions
     except SeqPatchError as exc:  # a refused file leaves the current session as it was
@@ -135,7 +83,7 @@ def load(
         if old is not None and old.volume is not None:
             old.upload_cleared = True
             out["state"] = old
-        raise UserNotice(_one_line(exc), out) from None
+        raise UserNotice(one_line(exc), out) from None
     session.volume = volume
     session.image_path = str(image_path)
     session.window_name = window_name if window_name in WINDOWS and window_name != "custom" else "auto"
@@ -144,13 +92,13 @@ def load(
         try:
             _set_label(session, label_path)
         except SeqPatchError as exc:  # the image is fine: use it, and say why the label is not
-            session.label_note = f"⚠ {_one_line(exc)}"
-            gr.Warning(_one_line(exc))
+            session.label_note = f"⚠ {one_line(exc)}"
+            warn(one_line(exc))
             out["label_file"] = None
     if old is not None:
         old.close()
     session.predictor.set_volume(volume)
-    session.z = _best_slice(volume, session.label)
+    session.z = best_slice(volume, session.label)
     session.auto = auto_window(volume, z=session.z)
     missing = [m for m in METHODS if m not in predictor.models]
     if missing:
@@ -160,7 +108,7 @@ def load(
     out.update(
         {
             "state": session,
-            "summary": _summary(session),
+            "summary": summary_text(session),
             "slice": gr.update(
                 minimum=0,
                 maximum=max(volume.shape[0] - 1, 1),  # a Gradio slider needs min < max
@@ -182,7 +130,7 @@ def _set_label(session: Session, label_path: str) -> None:
     try:
         session.label = read_label(label_path, session.volume)
     except SeqPatchError as exc:
-        raise InputError(f"label not used: {_one_line(exc)}") from None
+        raise InputError(f"label not used: {one_line(exc)}") from None
     session.label_path = str(label_path)
 
 
@@ -203,17 +151,17 @@ def load_label(session: Session | None, image_path: str | None, label_path: str 
         try:
             _set_label(session, label_path)
         except SeqPatchError as exc:  # said in one line; the box is emptied, the image stays as it was
-            raise UserNotice(_one_line(exc), {"label_file": None}) from None
+            raise UserNotice(one_line(exc), {"label_file": None}) from None
         if not session.results:
-            session.z = _best_slice(session.volume, session.label)
+            session.z = best_slice(session.volume, session.label)
     out = render_view(session)
-    out.update({"state": session, "summary": _summary(session), "slice": session.z})
+    out.update({"state": session, "summary": summary_text(session), "slice": session.z})
     return out
 
 
 @user_errors
 def change_slice(session: Session | None, z: float) -> dict[str, Any]:
-    s = _require(session)
+    s = require(session)
     s.z = int(np.clip(round(float(z)), 0, s.shape[0] - 1))
     out = render_view(s)
     out["state"] = s
@@ -225,7 +173,7 @@ def change_window(
     session: Session | None, name: str, width: float | None = None, level: float | None = None
 ) -> dict[str, Any]:
     """A window preset from the dropdown ("custom" takes the W/L sliders)."""
-    s = _require(session)
+    s = require(session)
     if name not in WINDOWS:
         raise InputError(f"unknown window {name!r}; choose one of {', '.join(WINDOWS)}")
     if name == "custom":
@@ -244,7 +192,7 @@ def change_window(
 @user_errors
 def change_wl(session: Session | None, width: float, level: float) -> dict[str, Any]:
     """The W/L sliders: a custom window (used for display and by the networks from the next click)."""
-    s = _require(session)
+    s = require(session)
     if width is None or level is None or not float(width) > 0:
         raise InputError("the window width must be a positive number")
     s.window_name = "custom"
@@ -257,7 +205,7 @@ def change_wl(session: Session | None, width: float, level: float) -> dict[str, 
 @user_errors
 def change_ray(session: Session | None, ray: float) -> dict[str, Any]:
     """Show another ray large in the per-ray view (one small network run for its readouts)."""
-    s = _require(session)
+    s = require(session)
     s.ray = int(np.clip(round(float(ray or 0)), 0, 63))
     res = (s.results.get(s.z) or {}).get("seqpatch")
     if res is None or res.patches.ndim != 4:
@@ -267,7 +215,7 @@ def change_ray(session: Session | None, ray: float) -> dict[str, Any]:
 
 @user_errors
 def change_display(session: Session | None, opacity: float, show_rays: bool) -> dict[str, Any]:
-    s = _require(session)
+    s = require(session)
     s.opacity = float(np.clip(opacity, 0.0, 1.0))
     s.show_rays = bool(show_rays)
     out = render_view(s)
@@ -289,7 +237,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     the undo history) from the first yield. A new click on a slice replaces that slice's result (undo
     brings the old one back).
     """
-    s = _require(session)
+    s = require(session)
     zi, yf, xf = s.predictor.check_point((z, y, x))
     methods = [m for m in METHODS if m in s.predictor.models]
     if not methods:
@@ -308,10 +256,10 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         s.results[zi] = partial
         s.z = zi
         out = render_view(s)
-        out.update({"state": s, "slice": zi, "files": None, "metrics": _partial_metrics(s, zi, new)})
+        out.update({"state": s, "slice": zi, "files": None, "metrics": partial_metrics(s, zi, new)})
         out["status"] = running_note(s) + "\n\n" + out["status"]
         for m in slow:
-            out[f"lik_{m}"] = render.placeholder(f"{render.NAMES[m]} likelihood\n(running…)")
+            out[f"lik_{m}"] = render.placeholder(f"{NAMES[m]} likelihood\n(running…)")
         out["rays"] = render.placeholder("Per-ray view\n(SeqPatch running…)")
         out["ray_detail"] = render.placeholder("One ray, large\n(SeqPatch running…)")
         yield out
@@ -389,7 +337,7 @@ def _rethreshold(r: Result, t: float) -> None:
 @user_errors
 def undo(session: Session | None) -> dict[str, Any]:
     """Take back the last click: its slice gets back what it had before."""
-    s = _require(session)
+    s = require(session)
     if not s.history:
         raise InputError("nothing to undo")
     click = s.history.pop()
@@ -416,7 +364,7 @@ def undo(session: Session | None) -> dict[str, Any]:
 @user_errors
 def reset(session: Session | None) -> dict[str, Any]:
     """Forget every click and result, 3D objects included (the image and label stay)."""
-    s = _require(session)
+    s = require(session)
     s.results.clear()
     s.history.clear()
     s.objects3d.clear()

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from app import handlers, memory, render, teaching
+from app import exports, handlers, memory, outputs, render
 from app.binding import bind, bind_steps, clearing
-from app.handlers import OUTPUTS, WINDOWS
-from app.panels import image, teaching_panels, wire_teaching
+from app.handlers import WINDOWS
+from app.notices import UserNotice
+from app.panels import EXPLAIN, image, teaching_panels, wire_teaching
+from app.session import SESSION_TTL_S, close_session, weights_message
 from seqpatch_core.base.paths import EXAMPLES_DIR
 from seqpatch_core.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
-
-_bind = bind  # the adapter's former name here (tests bind handlers through it)
 
 # Shown first when present (the rest follow alphabetically).
 _EXAMPLE_ORDER = ("lung2_ct_crop", "brain1_mr_crop", "synthetic_ct", "synthetic_mr")
@@ -76,10 +76,10 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
 
     # delete_cache: uploads and exports older than 2 h are removed from Gradio's cache every hour.
     with gr.Blocks(title="SeqPatch: one-click segmentation", delete_cache=(3600, 7200)) as demo:
-        state = gr.State(None, time_to_live=handlers.SESSION_TTL_S, delete_callback=handlers.close_session)
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=close_session)
         gr.Markdown(HEADER, elem_id="header")
         if missing:
-            gr.Markdown(f"⚠ **{handlers.weights_message(missing)}**", elem_id="weights-warning")
+            gr.Markdown(f"⚠ **{weights_message(missing)}**", elem_id="weights-warning")
         # Three columns, so that on a 1366×768 laptop the slice, both contours, the numbers and both
         # likelihood maps are seen together without scrolling.
         with gr.Row(equal_height=False):
@@ -144,13 +144,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                         px = gr.Number(0, label="x (column)", minimum=0)
                     point_btn = gr.Button("Segment here", size="sm")
             with gr.Column(scale=5, min_width=360):
-                overlay = image(
-                    "Load an image, then click on the object",
-                    "overlay",
-                    "Slice: click on the object",
-                    height=500,
-                    size=(360, 480),
-                )
+                overlay = image("overlay", "overlay", "Slice: click on the object", height=500)
                 slice_slider = gr.Slider(
                     0, 1, value=0, step=1, label="Axial slice (z)", interactive=False, elem_id="slice"
                 )
@@ -168,12 +162,12 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             with gr.Column(scale=5, min_width=360):
                 metrics = gr.Markdown("", elem_id="metrics")
                 with gr.Row():
-                    lik_seqpatch = image("SeqPatch likelihood", "lik-seqpatch", "SeqPatch likelihood", height=260)
-                    lik_unet = image("U-net likelihood", "lik-unet", "U-net likelihood", height=260)
+                    lik_seqpatch = image("lik_seqpatch", "lik-seqpatch", "SeqPatch likelihood", height=260)
+                    lik_unet = image("lik_unet", "lik-unet", "U-net likelihood", height=260)
                 with gr.Row():
                     # rows are slices (z); the yellow line is the slice shown
-                    coronal = image("Coronal plane", "coronal", "Coronal (line: this slice)", size=(120, 420))
-                    sagittal = image("Sagittal plane", "sagittal", "Sagittal (line: this slice)", size=(120, 420))
+                    coronal = image("coronal", "coronal", "Coronal (line: this slice)")
+                    sagittal = image("sagittal", "sagittal", "Sagittal (line: this slice)")
         with gr.Accordion("Per-ray view (SeqPatch): one ray large, and all 16 rays × K patches", open=True):
             with gr.Row():
                 with gr.Column(scale=3):
@@ -185,40 +179,44 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                         label="Ray shown large (its colour matches the rays on the slice)",
                         elem_id="ray",
                     )
-                    ray_detail = image("One ray, large", "ray-detail")
+                    ray_detail = image("ray_detail", "ray-detail")
                 with gr.Column(scale=2, min_width=260):
-                    gr.Markdown(teaching.EXPLAIN, elem_id="explain")
-            rays_img = image("Per-ray view", "rays")
+                    gr.Markdown(EXPLAIN, elem_id="explain")
+            rays_img = image("rays", "rays")
         teach = teaching_panels(predictor)
 
-        comps = {
-            "state": state,
-            "summary": summary,
-            "slice": slice_slider,
-            "window": window,
-            "width": width,
-            "level": level,
-            "overlay": overlay,
-            "lik_seqpatch": lik_seqpatch,
-            "lik_unet": lik_unet,
-            "rays": rays_img,
-            "ray_detail": ray_detail,
-            "metrics": metrics,
-            "status": status,
-            "files": files,
-            "coronal": coronal,
-            "sagittal": sagittal,
-            "image_file": image_file,
-            "label_file": label_file,
-        }
-        outputs = [comps[n] for n in OUTPUTS]
+        comps = outputs.components(
+            {
+                "state": state,
+                "summary": summary,
+                "slice": slice_slider,
+                "window": window,
+                "width": width,
+                "level": level,
+                "overlay": overlay,
+                "lik_seqpatch": lik_seqpatch,
+                "lik_unet": lik_unet,
+                "rays": rays_img,
+                "ray_detail": ray_detail,
+                "metrics": metrics,
+                "status": status,
+                "files": files,
+                "coronal": coronal,
+                "sagittal": sagittal,
+                "image_file": image_file,
+                "label_file": label_file,
+                **teach,
+            }
+        )
+        main = outputs.MAIN
+        main_outputs = [comps[n] for n in main]
         quiet = {"show_progress": "hidden", "api_visibility": "undocumented"}
         # The teaching panels show the click they ran on: emptied on a new click, image, undo or reset.
-        stale = tuple(teaching.cleared())
-        stale_outputs = [teach[n] for n in stale]
+        with_stale = main + outputs.TEACHING
+        stale_outputs = [comps[n] for n in with_stale]
         # Loading may also empty a file box whose file was refused (so it does not look loaded).
-        load_names = OUTPUTS + ("image_file", "label_file") + stale
-        load_outputs = [{**comps, **teach}[n] for n in load_names]
+        load_names = main + outputs.UPLOADS + outputs.TEACHING
+        load_outputs = [comps[n] for n in load_names]
 
         def load(session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass):
             """Load an image (and optional label) into a fresh session."""
@@ -229,11 +227,9 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         def on_select(session, z, evt: gr.SelectData):
             # The only place where Gradio's [x, y] picture position becomes a (y, x) slice point.
             if session is None or session.volume is None:
-                raise handlers.UserNotice("Load an image first, then click on the object.")
+                raise UserNotice("Load an image first, then click on the object.")
             y, x = render.display_to_slice(evt.index, session.factor, session.shape[1:])
-            # U-net first, then SeqPatch; the first view also empties the (now stale) teaching panels.
-            for i, out in enumerate(handlers.segment_steps(session, int(z), y, x)):
-                yield {**out, **teaching.cleared()} if i == 0 else out
+            yield from segment(session, int(z), y, x)
 
         image_file.change(
             bind(clearing(load), load_names),
@@ -242,25 +238,25 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             api_name="load",
         )
         label_file.change(
-            bind(handlers.load_label, OUTPUTS + ("label_file",)),
+            bind(handlers.load_label, main + ("label_file",)),
             [state, image_file, label_file],
-            outputs + [label_file],
+            main_outputs + [label_file],
             api_name="load_label",
         )
         slice_slider.input(
-            bind(handlers.change_slice), [state, slice_slider], outputs, trigger_mode="always_last", **quiet
+            bind(handlers.change_slice), [state, slice_slider], main_outputs, trigger_mode="always_last", **quiet
         )
-        window.input(bind(handlers.change_window), [state, window, width, level], outputs, **quiet)
-        width.release(bind(handlers.change_wl), [state, width, level], outputs, **quiet)
-        level.release(bind(handlers.change_wl), [state, width, level], outputs, **quiet)
-        opacity.release(bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
-        show_rays.input(bind(handlers.change_display), [state, opacity, show_rays], outputs, **quiet)
-        second_pass.input(bind(handlers.set_second_pass), [state, second_pass], outputs, **quiet)
-        ray.input(bind(handlers.change_ray), [state, ray], outputs, trigger_mode="always_last", **quiet)
+        window.input(bind(handlers.change_window), [state, window, width, level], main_outputs, **quiet)
+        width.release(bind(handlers.change_wl), [state, width, level], main_outputs, **quiet)
+        level.release(bind(handlers.change_wl), [state, width, level], main_outputs, **quiet)
+        opacity.release(bind(handlers.change_display), [state, opacity, show_rays], main_outputs, **quiet)
+        show_rays.input(bind(handlers.change_display), [state, opacity, show_rays], main_outputs, **quiet)
+        second_pass.input(bind(handlers.set_second_pass), [state, second_pass], main_outputs, **quiet)
+        ray.input(bind(handlers.change_ray), [state, ray], main_outputs, trigger_mode="always_last", **quiet)
         threshold.release(
             bind(handlers.set_threshold),
             [state, threshold],
-            outputs,
+            main_outputs,
             api_name="threshold",
             show_progress="hidden",
         )
@@ -269,41 +265,37 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         # newer click replaced). Gradio's default, "once", drops that click, and "always_last" replays
         # the first click's position. The progress shows on the status line, not over the slice.
         overlay.select(
-            bind_steps(on_select, OUTPUTS + stale),
+            bind_steps(on_select, with_stale),
             [state, slice_slider],
-            outputs + stale_outputs,
+            stale_outputs,
             api_visibility="private",
             trigger_mode="multiple",
             show_progress_on=[status],
         )
-        with_stale = OUTPUTS + stale
         # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
         point_btn.click(
-            bind_steps(on_select_point(), with_stale),
+            bind_steps(segment, with_stale),
             [state, pz, py, px],
-            outputs + stale_outputs,
+            stale_outputs,
             api_name="segment",
             trigger_mode="multiple",
             show_progress_on=[status],
         )
         undo_btn.click(
-            bind(clearing(handlers.undo), with_stale), [state], outputs + stale_outputs, api_name="undo"
+            bind(clearing(handlers.undo), with_stale), [state], stale_outputs, api_name="undo"
         )
         reset_btn.click(
-            bind(clearing(handlers.reset), with_stale), [state], outputs + stale_outputs, api_name="reset"
+            bind(clearing(handlers.reset), with_stale), [state], stale_outputs, api_name="reset"
         )
-        export_btn.click(bind(handlers.export), [state], outputs, api_name="export")
-        wire_teaching(teach, state, files, {n: comps[n] for n in ("overlay", "status", "coronal", "sagittal")})
+        export_btn.click(bind(exports.export), [state], main_outputs, api_name="export")
+        wire_teaching({**teach, **comps})
 
     demo.queue(default_concurrency_limit=2)
     return demo
 
 
-def on_select_point() -> Callable[..., Iterator[dict[str, Any]]]:
-    """The "Segment here" handler: :func:`handlers.segment_steps`, emptying the teaching panels."""
-
-    def segment(session, z, y, x):
-        for i, out in enumerate(handlers.segment_steps(session, z, y, x)):
-            yield {**out, **teaching.cleared()} if i == 0 else out
-
-    return segment
+def segment(session, z, y, x) -> Iterator[dict[str, Any]]:
+    """:func:`handlers.segment_steps` (U-net first, then SeqPatch) whose first view also empties the
+    teaching panels, now stale: the "Segment here" button, and a click on the slice."""
+    for i, out in enumerate(handlers.segment_steps(session, z, y, x)):
+        yield {**outputs.empty(*outputs.TEACHING), **out} if i == 0 else out

@@ -1,5 +1,5 @@
-"""Parts of the page built in :mod:`app.layout`: the read-only picture component, and the teaching and
-robustness tabs below the main view with their events."""
+"""Parts of the page built in :mod:`app.layout`: the read-only picture component, the teaching and
+robustness tabs below the main view with their events, and the text that explains the per-ray view."""
 
 from __future__ import annotations
 
@@ -7,24 +7,42 @@ from typing import Any
 
 import gradio as gr
 
-from app import handlers, render, teaching
+from app import outputs, teaching_handlers
+from app.ablations import ablation_choices, ablation_context
 from app.binding import bind
-from seqpatch_core.inference.predictor import Predictor
+from app.drawing import NAMES
+from seqpatch_core.inference.predictor import METHODS, Predictor
 
-__all__ = ["image", "teaching_panels", "wire_teaching"]
+__all__ = ["EXPLAIN", "image", "teaching_panels", "wire_teaching"]
+
+EXPLAIN = """#### How the sequential network reads a ray
+* **Inside → outside.** Each of the 16 rays starts *inside* the object, at your click, and ends
+  *outside* it. The network reads the ray's K patches in that order (k = 0 … K−1), so it can judge
+  each patch by **comparing it with what came before and after it**, not on its own.
+* **Forward memory** (k = 0 → K−1) has seen only the patches from the click up to this one, mostly
+  inside the object: it tends to call the patch *inside* ("still looks like the object").
+* **Backward memory** (k = K−1 → 0) starts at the far end and has seen the outside: it tends to call
+  the patch *outside*.
+* **Bidirectional unit.** At every time step the two memories are fused (concatenated, 1×1
+  convolution). Before the boundary both say inside, after it both say outside; **where they
+  disagree is the crossing**, and the likelihood drops there. A forward-only network (ablation
+  *forward*) has to decide without seeing what lies beyond.
+* **See it.** The ray shown large (left) has two more rows: the same network read with only its
+  forward memory, then with only its backward memory (the other half zeroed before the fusion). The
+  curves below compare the three at the patch centres: the crossing is where they part.
+"""
 
 
 def image(
-    text: str,
+    name: str,
     elem_id: str,
     label: str | None = None,
     *,
     height: int | None = None,
-    size: tuple[int, int] = (240, 420),
 ) -> gr.Image:
-    """A read-only picture output, showing a placeholder with ``text`` until it is drawn."""
+    """The read-only picture of output ``name`` (:mod:`app.outputs`), showing its blank until drawn."""
     return gr.Image(
-        render.placeholder(text, size),
+        outputs.empty(name)[name],
         label=label,
         show_label=label is not None,
         height=height,
@@ -66,16 +84,16 @@ def teaching_panels(predictor: Predictor) -> dict[str, Any]:
             )
             with gr.Row():
                 c["obj_method"] = gr.Radio(
-                    [(render.NAMES[m], m) for m in handlers.METHODS],
+                    [(NAMES[m], m) for m in METHODS],
                     value="seqpatch",
                     label="Method",
                     elem_id="obj-method",
                 )
                 c["obj_btn"] = gr.Button("Segment the whole object", size="sm", elem_id="obj-btn")
             c["obj_note"] = gr.Markdown("", elem_id="obj-note")
-            c["obj_view"] = image(teaching.PLACEHOLDERS["obj_view"], "obj-view")
+            c["obj_view"] = image("obj_view", "obj-view")
         with gr.Tab("Ablations side by side", elem_id="tab-ablations"):
-            choices = teaching.ablation_choices(predictor)
+            choices = ablation_choices(predictor)
             if not choices:
                 gr.Markdown("_No ablation weights found in weights/ablations._")
             with gr.Row():
@@ -89,8 +107,8 @@ def teaching_panels(predictor: Predictor) -> dict[str, Any]:
                 c["cmp_btn"] = gr.Button("Compare", size="sm", interactive=bool(choices), elem_id="cmp-btn")
             c["cmp_note"] = gr.Markdown("", elem_id="cmp-note")
             with gr.Row():
-                c["cmp_ref"] = image(teaching.PLACEHOLDERS["cmp_ref"], "cmp-ref")
-                c["cmp_var"] = image(teaching.PLACEHOLDERS["cmp_var"], "cmp-var")
+                c["cmp_ref"] = image("cmp_ref", "cmp-ref")
+                c["cmp_var"] = image("cmp_var", "cmp-var")
         with gr.Tab("Inside the network: one ray", elem_id="tab-features"):
             gr.Markdown(
                 "The feature maps of one ray at the bottom, middle and top levels (paper, Fig. 6): "
@@ -100,13 +118,14 @@ def teaching_panels(predictor: Predictor) -> dict[str, Any]:
                 c["feat_ray"] = gr.Slider(0, 15, value=0, step=1, label="Ray", elem_id="feat-ray")
                 c["feat_btn"] = gr.Button("Show feature maps", size="sm", elem_id="feat-btn")
             c["feat_note"] = gr.Markdown("", elem_id="feat-note")
-            c["feat_img"] = image(teaching.PLACEHOLDERS["feat_img"], "feat-img")
+            c["feat_img"] = image("feat_img", "feat-img")
     return c
 
 
-def wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File, main: dict[str, Any]) -> None:
-    """Events of the teaching panels; ``main``: the main view's components by output name."""
-    comps = {**c, "state": state, "files": files, **main}
+def wire_teaching(comps: dict[str, Any]) -> None:
+    """Events of the teaching panels; ``comps``: the page's components by name (its outputs and the
+    panels' own inputs)."""
+    c, state = comps, comps["state"]
 
     def out(*names: str) -> list:
         return [comps[n] for n in names]
@@ -118,10 +137,10 @@ def wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File, main: dict
     feat_out = ("feat_img", "feat_note")
 
     def run_robustness(session, grid, step, progress=gr.Progress()):  # noqa: B008 - Gradio's documented pattern
-        return teaching.robustness(session, grid, step, progress=lambda f, t: progress(f, desc=t))
+        return teaching_handlers.robustness(session, grid, step, progress=lambda f, t: progress(f, desc=t))
 
     def run_object(session, method, progress=gr.Progress()):  # noqa: B008 - Gradio's documented pattern
-        return teaching.segment_object(session, method, progress=lambda f, t: progress(f, desc=t))
+        return teaching_handlers.segment_object(session, method, progress=lambda f, t: progress(f, desc=t))
 
     c["rob_btn"].click(
         bind(run_robustness, rob_out),
@@ -139,16 +158,16 @@ def wire_teaching(c: dict[str, Any], state: gr.State, files: gr.File, main: dict
     )
     # the variant's training budget and validation Dice, from its record, as soon as it is chosen
     c["cmp_variant"].change(
-        lambda key: teaching.ablation_context(key) if key else "",
+        lambda key: ablation_context(key) if key else "",
         [c["cmp_variant"]],
         [c["cmp_note"]],
         api_visibility="private",
         show_progress="hidden",
     )
     c["cmp_btn"].click(
-        bind(teaching.compare, cmp_out), [state, c["cmp_variant"]], out(*cmp_out), api_name="compare"
+        bind(teaching_handlers.compare, cmp_out), [state, c["cmp_variant"]], out(*cmp_out), api_name="compare"
     )
-    feats = bind(teaching.ray_features_view, feat_out)
+    feats = bind(teaching_handlers.ray_features_view, feat_out)
     c["feat_btn"].click(feats, [state, c["feat_ray"]], out(*feat_out), api_name="ray_features")
     c["feat_ray"].release(
         feats, [state, c["feat_ray"]], out(*feat_out), show_progress="hidden", api_visibility="undocumented"

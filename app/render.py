@@ -18,33 +18,29 @@ from scipy import ndimage
 from app.drawing import (
     COLOURS,
     NAMES,
-    _colourbar,
-    _font,
-    _lut,
-    _text,
-    colourbar_labels,
+    colour_table,
+    draw_colourbar,
     fit_font,
     font_len,
+    get_font,
+    outlined_text,
     ray_colour,
 )
-from app.render_rays import render_ray_detail, render_ray_grid
 
 __all__ = [
-    "COLOURS",
-    "NAMES",
     "Contour",
-    "colourbar_labels",
+    "caption_box",
     "display_factor",
     "display_to_slice",
     "grey_rgb",
+    "legend_box",
+    "legend_size",
     "overlay_layout",
     "placeholder",
-    "ray_colour",
+    "plane_size",
     "render_likelihood",
     "render_overlay",
     "render_plane",
-    "render_ray_detail",
-    "render_ray_grid",
     "slice_to_display",
 ]
 
@@ -141,7 +137,7 @@ def legend_size(entries: Sequence[tuple[str, tuple[int, int, int], str]], pictur
     size = max(11, int(round(13 * max(1.0, picture_width / 560))))
     while True:
         swatch = 3 * size // 2
-        width = max(int(_font(size).getlength(name)) for name, _, _ in entries) + swatch + 22
+        width = max(int(get_font(size).getlength(name)) for name, _, _ in entries) + swatch + 22
         if width <= picture_width * 0.5 or size <= 8:
             return width, (size + 6) * len(entries) + 8, size
         size -= 1
@@ -239,7 +235,7 @@ def _legend(
     x, y, x1, y1 = box
     line = size + 6
     swatch = 3 * size // 2
-    font = _font(size)
+    font = get_font(size)
     shade = Image.new("RGBA", (x1 - x, y1 - y), (0, 0, 0, 170))
     img.paste(shade, (x, y), shade)
     draw = ImageDraw.Draw(img)
@@ -331,7 +327,7 @@ def render_overlay(
     img = Image.fromarray(out)
     draw = ImageDraw.Draw(img)
     for xy, text, col in labels:
-        _text(draw, xy, text, int(11 * scale), fill=col)
+        outlined_text(draw, xy, text, int(11 * scale), fill=col)
     if lay["marker"] is not None:
         _marker(draw, lay["marker"], lay["marker_r"])
     if lay["legend"] is not None:
@@ -340,7 +336,7 @@ def render_overlay(
         (x0, y0, x1, y1), size = lay["caption"]
         shade = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 170))
         img.paste(shade, (x0, y0), shade)
-        _text(ImageDraw.Draw(img), (x0 + 6, y0 + 4), caption, size)
+        outlined_text(ImageDraw.Draw(img), (x0 + 6, y0 + 4), caption, size)
     return np.asarray(img)
 
 
@@ -375,7 +371,7 @@ def render_likelihood(
 ) -> np.ndarray:
     """A fused likelihood map in colour over the dimmed slice (where no patch reached), the
     thresholded mask's outline in the method's colour, the click, a title and a colour bar."""
-    lut = _lut(cmap)
+    lut = colour_table(cmap)
     lik = np.clip(np.nan_to_num(likelihood), 0.0, 1.0)
     rgb = lut[(lik * 255.0 + 0.5).astype(np.uint8)].astype(np.float32)
     grey = np.clip(windowed, 0, 1)[..., None] * 255.0 * 0.45
@@ -391,8 +387,8 @@ def render_likelihood(
     if point_yx is not None:
         _marker(draw, slice_to_display(np.asarray(point_yx, dtype=np.float64), factor), 4 * scale)
     if title:
-        _text(draw, (8, 6), title, int(14 * scale), fill=COLOURS[key])
-    _colourbar(img, lut, scale)
+        outlined_text(draw, (8, 6), title, int(14 * scale), fill=COLOURS[key])
+    draw_colourbar(img, lut, scale)
     return np.asarray(img)
 
 
@@ -444,7 +440,7 @@ def render_plane(
         out[y, :] = COLOURS["marker"]
     if caption and h >= 24:
         img = Image.fromarray(out)
-        _text(ImageDraw.Draw(img), (4, 2), caption, 12)
+        outlined_text(ImageDraw.Draw(img), (4, 2), caption, 12)
         out = np.asarray(img)
     return out
 
@@ -454,7 +450,7 @@ def placeholder(text: str, size: tuple[int, int] = (240, 420)) -> np.ndarray:
     h, w = size
     img = Image.new("RGB", (w, h), (30, 30, 34))
     draw = ImageDraw.Draw(img)
-    font = _font(15)
+    font = get_font(15)
     lines = text.split("\n")
     y = h // 2 - 10 * len(lines)
     for line in lines:

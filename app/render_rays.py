@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from app.drawing import COLOURS, _lut, _resize, _text, fit_font, font_len, ray_colour
+from app.drawing import COLOURS, colour_table, fit_font, font_len, outlined_text, ray_colour, resize_patch
 
 __all__ = ["MIN_DETAIL_WIDTH", "DetailLayout", "detail_layout", "render_ray_detail", "render_ray_grid"]
 
@@ -53,7 +53,7 @@ def render_ray_grid(
     total_w = left + k * (cw + pad) + pad
     height = top + n * (ps + pad) + pad + small + 8
     canvas = np.full((height, total_w, 3), 24, dtype=np.uint8)
-    lut = _lut(cmap)
+    lut = colour_table(cmap)
     g = (np.clip(patches, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     lk = lut[(np.clip(np.nan_to_num(likelihoods), 0, 1) * 255.0 + 0.5).astype(np.uint8)]
     for i in range(n):
@@ -62,12 +62,12 @@ def render_ray_grid(
             x0 = left + j * (cw + pad)
             frame = COLOURS["seqpatch"] if inside is not None and inside[i, j] else (70, 70, 70)
             canvas[y0 - 2 : y0 + ps + 2, x0 - 2 : x0 + cw + 2] = frame
-            canvas[y0 : y0 + ps, x0 : x0 + ps] = _resize(g[i, j], ps)[..., None]
+            canvas[y0 : y0 + ps, x0 : x0 + ps] = resize_patch(g[i, j], ps)[..., None]
             canvas[y0 : y0 + ps, x0 + ps : x0 + ps + gap] = 0
-            canvas[y0 : y0 + ps, x0 + ps + gap : x0 + cw] = _resize(lk[i, j], ps)
+            canvas[y0 : y0 + ps, x0 + ps + gap : x0 + cw] = resize_patch(lk[i, j], ps)
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
-    _text(
+    outlined_text(
         draw,
         (left, 6),
         f"{n} rays × K = {k}, inside → outside: input | likelihood; orange: centre inside the mask"
@@ -79,12 +79,12 @@ def render_ray_grid(
     for i in range(n):
         y0 = top + i * (ps + pad)
         label = f"ray {i}" if ps >= 2 * font + 4 else str(i)
-        _text(draw, (6, y0 + ps // 2 - font), label, font, fill=ray_colour(i, n))
+        outlined_text(draw, (6, y0 + ps // 2 - font), label, font, fill=ray_colour(i, n))
         if ps >= 2 * font + 4:
-            _text(draw, (6, y0 + ps // 2 + 1), f"{360.0 * i / n:.1f}°", small, fill=(200, 200, 200))
+            outlined_text(draw, (6, y0 + ps // 2 + 1), f"{360.0 * i / n:.1f}°", small, fill=(200, 200, 200))
     for j in range(k):
         x0 = left + j * (cw + pad)
-        _text(draw, (x0 + cw // 2 - 4, height - small - 6), str(j), small, fill=(200, 200, 200))
+        outlined_text(draw, (x0 + cw // 2 - 4, height - small - 6), str(j), small, fill=(200, 200, 200))
     return np.asarray(img)
 
 
@@ -180,7 +180,7 @@ def render_ray_detail(
     legend_h = (len(curves) + 1) * (font + 3) + 4 if lay.label_above else 0
     height = py0 + lay.plot_h + 10 + legend_h
     canvas = np.full((height, width, 3), 24, dtype=np.uint8)
-    lut = _lut(cmap)
+    lut = colour_table(cmap)
     b = min(2, max(1, lay.pad))  # frame width
     for r, (_, maps, grey) in enumerate(rows):
         y0 = top + r * row_h + band
@@ -189,7 +189,7 @@ def render_ray_detail(
             for j in np.flatnonzero(np.asarray(inside[:k], dtype=bool)):
                 canvas[y0 - b : y0 + ps + b, max(0, lay.x(j) - b) : lay.x(j) + ps + b] = COLOURS["seqpatch"]
         for j in range(k):
-            cell = _resize(u8[j], ps)
+            cell = resize_patch(u8[j], ps)
             canvas[y0 : y0 + ps, lay.x(j) : lay.x(j) + ps] = cell[..., None] if grey else lut[cell]
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
@@ -197,16 +197,16 @@ def render_ray_detail(
     title = f"ray {ray} of {n_rays} ({deg:.1f}°), inside → outside"
     if font_len(title, fit_font(title, font + 1, width - 12)) > width - 12:
         title = f"ray {ray}/{n_rays} ({deg:.0f}°)"
-    _text(draw, (8, 4), title, fit_font(title, font + 1, width - 12), fill=ray_colour(ray, n_rays))
+    outlined_text(draw, (8, 4), title, fit_font(title, font + 1, width - 12), fill=ray_colour(ray, n_rays))
     for r, (name, _, _) in enumerate(rows):
         if lay.label_above:
             y, size = top + r * row_h, fit_font(name, font, width - 12)
         else:
             y, size = top + r * row_h + ps // 2 - font // 2, font
-        _text(draw, (8, y), name, size)
+        outlined_text(draw, (8, y), name, size)
     small = max(6, font - 2)
     for j in range(0, k, lay.tick_every):
-        _text(draw, (lay.x(j) + ps // 2 - font_len(str(j), small) / 2, ky), str(j), small, fill=(200, 200, 200))
+        outlined_text(draw, (lay.x(j) + ps // 2 - font_len(str(j), small) / 2, ky), str(j), small, fill=(200, 200, 200))
     # the likelihood at the patch centres along the ray: where the memories disagree is the crossing
     plot_h = lay.plot_h
     x_of = [lay.x(j) + ps / 2 for j in range(k)]
@@ -222,9 +222,9 @@ def render_ray_detail(
         dot = 2 if ps >= 4 else 1
         for x, y in pts:
             draw.ellipse([x - dot, y - dot, x + dot, y + dot], fill=col)
-        _text(draw, (8, ly), name, font - 1, fill=col)
+        outlined_text(draw, (8, ly), name, font - 1, fill=col)
         ly += font + 3
     note = "likelihood at the centre"
     note_y = py0 + plot_h - font - 2 if not lay.label_above else ly
-    _text(draw, (8, note_y), note, fit_font(note, font - 2, width - 12), fill=(200, 200, 200))
+    outlined_text(draw, (8, note_y), note, fit_font(note, font - 2, width - 12), fill=(200, 200, 200))
     return np.asarray(img)

@@ -1,26 +1,24 @@
-"""One visitor's state (:class:`Session`, kept in ``gr.State``) and the one-line messages a visitor
-is given (:class:`UserNotice`). Arrays are (z, y, x); points (z, y, x) voxels or (y, x) slice pixels."""
+"""One visitor's state (:class:`Session`, kept in ``gr.State``): the image, the label, the results per
+slice, the undo history and the display choices. Arrays are (z, y, x); points (z, y, x) voxels or (y, x)
+slice pixels."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import shutil
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import gradio as gr
 import numpy as np
 
-from app import memory, render
-from seqpatch_core.base.errors import InputError, SeqPatchError
+from app import memory, render, zerogpu
+from app.drawing import NAMES
+from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.lru import LRU
 from seqpatch_core.images.intensity import Window, apply_window, auto_window, resolve_window
 from seqpatch_core.images.volume import Volume
 from seqpatch_core.inference.predictor import Predictor, Result
@@ -37,52 +35,8 @@ WEIGHTS_HELP = (
 
 
 def weights_message(missing: list[str]) -> str:
-    names = " and ".join(render.NAMES.get(m, m) for m in missing)
+    names = " and ".join(NAMES.get(m, m) for m in missing)
     return f"{names} weights are not loaded: " + WEIGHTS_HELP.format(m=missing[0])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-class UserNotice(gr.Error):
-    """A one-line message for the user (no stack trace). The layout shows it as a notification
-    (``gr.Warning``) and leaves every output as it was, but for ``outputs`` (``{name: value}``, e.g. an
-    upload box to empty): the page keeps its state and stays clickable."""
-
-    def __init__(self, message: str, outputs: dict[str, Any] | None = None, **kwargs):
-        kwargs.setdefault("print_exception", False)
-        super().__init__(message, **kwargs)
-        self.outputs = dict(outputs or {})
-
-
-def user_errors(fn):
-    """Turns a :class:`SeqPatchError` into a one-line :class:`UserNotice`.
-
-    Works on generator functions too (the error is raised while iterating).
-    """
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def steps(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except SeqPatchError as exc:
-                log.info("%s: %s", fn.__name__, _one_line(exc))
-                raise UserNotice(_one_line(exc), print_exception=False) from None
-
-        return steps
-
-    @functools.wraps(fn)
-    def inner(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except SeqPatchError as exc:
-            log.info("%s: %s", fn.__name__, _one_line(exc))
-            raise UserNotice(_one_line(exc), print_exception=False) from None
-
-    return inner
 
 
 # ----------------------------------------------------------------------------- session
@@ -102,7 +56,7 @@ class Click:
 
 @dataclass
 class Object3D:
-    """A clicked object followed through the volume (:func:`seqpatch_core.propagate.propagate`)."""
+    """A clicked object followed through the volume (:func:`seqpatch_core.inference.propagate.propagate`)."""
 
     method: str
     seed_zyx: tuple[int, float, float]
@@ -159,24 +113,19 @@ class Session:
     #: Runs in progress (a click, a grid, a 3D object): the memory pool leaves a busy session alone.
     busy: int = 0
     _windows: dict[str, Window] = field(default_factory=dict)
-    _slices: OrderedDict = field(default_factory=OrderedDict)
+    _slices: LRU = field(default_factory=lambda: LRU(32))
     #: (id of a SeqPatch result, ray) -> (that result, its direction readouts): a few network runs kept.
-    _readouts: OrderedDict = field(default_factory=OrderedDict)
+    _readouts: LRU = field(default_factory=lambda: LRU(8))
 
     def readouts(self, result: Result, ray: int) -> dict[str, np.ndarray]:
         """The fused, forward-only and backward-only likelihoods of one ray of ``result`` (each
-        (K, P, P) float32; :func:`app.features.direction_readouts`), cached for the last few rays."""
-        from app import zerogpu
-
+        (K, P, P) float32; :func:`app.readouts.direction_readouts`), cached for the last few rays."""
         key = (id(result), ray)
         hit = self._readouts.get(key)
-        if hit is not None and hit[0] is result:
-            self._readouts.move_to_end(key)
+        if hit is not None and hit[0] is result:  # the id of a freed result may be reused
             return hit[1]
         got = zerogpu.readouts("seqpatch", self.predictor.models["seqpatch"], result.patches[ray])
-        self._readouts[key] = (result, got)
-        while len(self._readouts) > 8:
-            self._readouts.popitem(last=False)
+        self._readouts.put(key, (result, got))
         return got
 
     # -- geometry and display helpers
@@ -214,13 +163,10 @@ class Session:
         """The windowed slice in [0, 1] (cached, so scrolling and re-drawing stay fast)."""
         w = self.display_window(z)
         key = (z, w.lo, w.hi)
-        if key in self._slices:
-            self._slices.move_to_end(key)
-            return self._slices[key]
-        out = apply_window(self.volume.array[z], w)
-        self._slices[key] = out
-        while len(self._slices) > 32:
-            self._slices.popitem(last=False)
+        out = self._slices.get(key)
+        if out is None:
+            out = apply_window(self.volume.array[z], w)
+            self._slices.put(key, out)
         return out
 
     def window_text(self) -> str:
@@ -236,8 +182,8 @@ class Session:
 
     def memory_bytes(self) -> int:
         """The bytes of this session's arrays (a shared read-only example image not counted)."""
-        own = [self.label, self.results, self.history, self.objects3d, self._slices, self._readouts]
-        own.append(list(self.predictor._cache.values()))
+        own = [self.label, self.results, self.history, self.objects3d]
+        own += [self._slices.values(), self._readouts.values(), self.predictor.slice_cache.values()]
         vol = 0
         if self.volume is not None and not memory.is_shared(self.volume.array):
             vol = int(self.volume.array.nbytes)
@@ -290,7 +236,9 @@ def close_session(session: Session | None) -> None:
         memory.trim()
 
 
-def _require(session: Session | None) -> Session:
+def require(session: Session | None) -> Session:
+    """The session with its image, or a one-line InputError (no image yet, or released while idle);
+    marks it used now for the memory pool."""
     if session is not None and session.released:
         raise InputError(memory.RELEASED)
     if session is None or session.volume is None:

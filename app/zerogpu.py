@@ -7,7 +7,7 @@ has the models from the fork), the windowed working slice, the clicks and the ra
 arrays come back. Sessions, volumes and models never cross.
 
 Everywhere else (a laptop, a CPU Space, a GPU Space with a fixed GPU) nothing here is used: the
-predictor calls :func:`~seqpatch_core.predictor.run_network` itself, and ``spaces`` need not be
+predictor calls :func:`~seqpatch_core.inference.predictor.run_network` itself, and ``spaces`` need not be
 installed (``spaces.GPU`` would return the function unchanged there anyway).
 
 Durations are sized to the work: a GPU call is one network batch, a click (16 rays × K patches, or
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from app.readouts import direction_readouts, ray_features
 from seqpatch_core.method.run import Runner, run_network
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,10 @@ def _run_by_name(name: str, image_w, clicks_w, cfg, device, dtype) -> list:
 
 
 def _readouts_by_name(name: str, patches: np.ndarray) -> dict[str, np.ndarray]:
-    from app.features import direction_readouts
-
     return direction_readouts(_MODELS[name], patches)
 
 
 def _features_by_name(name: str, patches: np.ndarray) -> dict:
-    from app.features import ray_features
-
     return ray_features(_MODELS[name], patches)
 
 
@@ -93,7 +90,7 @@ _gpu_features: Callable[..., dict] | None = None
 
 def setup(models: dict[str, nn.Module]) -> Runner | None:
     """On a ZeroGPU Space: keeps ``models`` by name for the GPU worker and returns the runner to give
-    the :class:`~seqpatch_core.predictor.Predictor`; elsewhere None (the predictor runs them itself)."""
+    the :class:`~seqpatch_core.inference.predictor.Predictor`; elsewhere None (the predictor runs them itself)."""
     global _gpu_run, _gpu_readouts, _gpu_features
     if not on_zero_gpu():  # nothing runs through a GPU function (and nothing left from an earlier setup)
         _MODELS.clear()
@@ -109,19 +106,15 @@ def setup(models: dict[str, nn.Module]) -> Runner | None:
 
 
 def readouts(name: str, model: nn.Module, patches: np.ndarray) -> dict[str, np.ndarray]:
-    """:func:`app.features.direction_readouts` of the network ``name``, inside a GPU function on a
+    """:func:`app.readouts.direction_readouts` of the network ``name``, inside a GPU function on a
     ZeroGPU Space."""
     if _gpu_readouts is not None and name in _MODELS:
         return _gpu_readouts(name, patches)
-    from app.features import direction_readouts
-
     return direction_readouts(model, patches)
 
 
 def features(name: str, model: nn.Module, patches: np.ndarray) -> dict:
-    """:func:`app.features.ray_features` of the network ``name`` (inside a GPU function on ZeroGPU)."""
+    """:func:`app.readouts.ray_features` of the network ``name`` (inside a GPU function on ZeroGPU)."""
     if _gpu_features is not None and name in _MODELS:
         return _gpu_features(name, patches)
-    from app.features import ray_features
-
     return ray_features(model, patches)

@@ -15,7 +15,11 @@ import pytest
 import SimpleITK as sitk
 from helpers import free_port
 
-from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, render
+from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, outputs, render
+from app.drawing import COLOURS
+from app.exports import clicks_record, export, mask_volume
+from app.session import Session
+from app.view import plane_point, render_planes, render_view, running_note
 from seqpatch_core.images.io import read_volume
 from seqpatch_core.inference import predictor as predictor_module
 from seqpatch_core.inference.predictor import Predictor
@@ -81,7 +85,7 @@ def volume_files(tmp_path_factory) -> tuple[str, str]:
 
 
 @pytest.fixture()
-def loaded(predictor, volume_files) -> handlers.Session:
+def loaded(predictor, volume_files) -> Session:
     out = handlers.load(predictor, None, *volume_files)
     return out["state"]
 
@@ -95,7 +99,7 @@ def test_load_shows_summary_and_the_labels_largest_slice(predictor, volume_files
     assert "72×64×4" in out["summary"] and "CT" in out["summary"] and "Label:" in out["summary"]
     f = render.display_factor(SHAPE[1:])
     assert out["overlay"].shape == (SHAPE[1] * f, SHAPE[2] * f, 3) and out["overlay"].dtype == np.uint8
-    assert set(handlers.OUTPUTS) >= set(out)
+    assert set(outputs.MAIN) >= set(out)
 
 
 def test_click_runs_both_methods_on_the_slice_grid(loaded):
@@ -127,7 +131,7 @@ def test_status_and_clicks_record_say_which_working_grid_each_method_used(volume
     base = rays.WORKING_SPACING_MM["CT"]
     assert f"SeqPatch {base * 1.6:g} mm (large object: segmented again" in out["status"]
     assert f"U-net {base:g} mm." in out["status"]
-    rec = handlers.clicks_record(s)["clicks"][-1]["results"]
+    rec = clicks_record(s)["clicks"][-1]["results"]
     assert rec["seqpatch"]["coarsened"] is True and rec["seqpatch"]["working_spacing_mm"] == pytest.approx(1.6)
     assert rec["unet"]["coarsened"] is False and rec["unet"]["working_spacing_mm"] == pytest.approx(1.0)
     # the page's checkbox: this session's next clicks take one pass; another session keeps its own
@@ -166,7 +170,7 @@ def test_click_shows_the_unet_first_then_seqpatch(loaded):
     first = next(handlers.segment_steps(loaded, 1, *CENTRE))
     assert "about 7 s on this machine" in first["status"]
     loaded.seqpatch_seconds = 0.3
-    assert "about a second" in handlers.running_note(loaded)
+    assert "about a second" in running_note(loaded)
 
 
 def test_undo_or_threshold_while_seqpatch_runs(loaded):
@@ -232,13 +236,13 @@ def test_threshold_reuses_cached_likelihoods(loaded, monkeypatch):
 def _marker_rows(img: np.ndarray) -> np.ndarray:
     """Rows of a plane picture that are the current-slice line (marker colour across the right half)."""
     right = img[:, img.shape[1] // 2 :]
-    return np.nonzero(np.all(right == render.COLOURS["marker"], axis=2).all(axis=1))[0]
+    return np.nonzero(np.all(right == COLOURS["marker"], axis=2).all(axis=1))[0]
 
 
 def test_coronal_and_sagittal_views(loaded):
     sz, sy, sx = loaded.volume.spacing
     z, y, x = SHAPE
-    out = handlers.render_view(loaded)
+    out = render_view(loaded)
     for name, (cols, col_mm) in {"coronal": (x, sx), "sagittal": (y, sy)}.items():
         img = out[name]
         assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
@@ -247,14 +251,14 @@ def test_coronal_and_sagittal_views(loaded):
         assert h / w == pytest.approx(z * sz / (cols * col_mm), rel=0.03)  # physical aspect
         # the line at the current slice (2 of 4): the middle of row 2 in picture rows
         assert abs(_marker_rows(img).mean() - (loaded.z + 0.5) * h / z) <= 1.5
-        assert np.all(img == render.COLOURS["truth"], axis=2).any()  # the label's outline
+        assert np.all(img == COLOURS["truth"], axis=2).any()  # the label's outline
     # a click: the planes go through it and show both methods' masks on its slice
     out = handlers.segment(loaded, 1, *CENTRE)
-    assert handlers.plane_point(loaded) == (round(CENTRE[0]), round(CENTRE[1]))
+    assert plane_point(loaded) == (round(CENTRE[0]), round(CENTRE[1]))
     for name in ("coronal", "sagittal"):
         img = out[name]
         if any(r.mask.any() for r in loaded.results[1].values()):  # outlines (U-net's drawn last)
-            assert any(np.all(img == render.COLOURS[m], axis=2).any() for m in ("seqpatch", "unet")), name
+            assert any(np.all(img == COLOURS[m], axis=2).any() for m in ("seqpatch", "unet")), name
         h = img.shape[0]
         assert abs(_marker_rows(img).mean() - 1.5 * h / z) <= 1.5
     # slice and window changes redraw them (the line moves)
@@ -269,26 +273,26 @@ def test_planes_of_a_one_slice_volume_and_their_speed(predictor):
     from seqpatch_core.images.volume import Volume
 
     rng = np.random.default_rng(1)
-    one = handlers.Session(
+    one = Session(
         predictor=predictor,
         volume=Volume(rng.normal(0, 100, (1, 40, 50)).astype(np.float32), (5.0, 0.7, 0.7), modality="CT"),
     )
-    out = handlers.render_planes(one)
+    out = render_planes(one)
     assert out["coronal"].shape[1] == 512 and out["coronal"].shape[0] >= 1
     assert out["sagittal"].shape[1] == 512
-    big = handlers.Session(
+    big = Session(
         predictor=predictor,
         volume=Volume(rng.normal(0, 100, (17, 256, 256)).astype(np.float32), (5.0, 0.7, 0.7), modality="CT"),
     )
     big.z = 8
     big.label = np.zeros((17, 256, 256), dtype=np.uint8)
     big.label[4:12, 100:160, 90:150] = 1
-    handlers.render_planes(big)  # warm-up (font, window)
+    render_planes(big)  # warm-up (font, window)
     import time
 
     t0 = time.perf_counter()
     for _ in range(5):
-        out = handlers.render_planes(big)
+        out = render_planes(big)
     ms = (time.perf_counter() - t0) / 5 * 1000
     assert ms < 150, f"both planes took {ms:.1f} ms"  # about 5 ms here; generous for slow CI
     h, w = out["coronal"].shape[:2]
@@ -317,10 +321,10 @@ def test_click_replaces_slice_then_undo_and_reset(loaded):
 
 def test_export_mask_geometry_and_clicks_json(loaded, models, volume_files):
     with pytest.raises(gr.Error, match="nothing to export"):
-        handlers.export(loaded)
+        export(loaded)
     handlers.segment(loaded, 2, *CENTRE)
     handlers.segment(loaded, 0, CENTRE[0] + 1.5, CENTRE[1])
-    files = handlers.export(loaded)["files"]
+    files = export(loaded)["files"]
     names = [Path(f).name for f in files]
     assert {"disc_seqpatch_mask.nii.gz", "disc_unet_mask.nii.gz", "disc_clicks.json"} <= set(names)
     assert any(n.endswith("_overlay.png") for n in names)
@@ -333,7 +337,7 @@ def test_export_mask_geometry_and_clicks_json(loaded, models, volume_files):
         assert np.allclose(img.GetOrigin(), src.GetOrigin())
         assert np.allclose(img.GetDirection(), src.GetDirection())
         arr = sitk.GetArrayFromImage(img)
-        assert np.array_equal(arr, handlers.mask_volume(loaded, m))
+        assert np.array_equal(arr, mask_volume(loaded, m))
         assert np.array_equal(arr[2], loaded.results[2][m].mask.astype(np.uint8))
         assert not arr[1].any() and not arr[3].any()
 
@@ -450,7 +454,7 @@ def test_gradio_client_load_and_click(predictor, volume_files, tmp_path):
         summary = out[0]
         assert "72×64×4" in summary
         out = client.predict(2, CENTRE[0], CENTRE[1], api_name="/segment")
-        names = [n for n in handlers.OUTPUTS if n != "state"]  # gradio_client leaves the state out
+        names = [n for n in outputs.MAIN if n != "state"]  # gradio_client leaves the state out
         overlay, metrics = out[names.index("overlay")], out[names.index("metrics")]
         assert Path(overlay).is_file()
         assert "| SeqPatch |" in metrics and "| U-net |" in metrics

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 from helpers import BrightNet, write_case
 
-from app import handlers, layout, render, teaching
+from app import build_demo, handlers, outputs
+from app.ablations import PREFIX
+from app.binding import bind
+from app.drawing import COLOURS
+from app.exports import export
+from app.notices import UserNotice
+from app.session import Session, new_session
+from app.teaching_handlers import COMPARE_GRID_PX, compare, robustness, segment_object
+from app.view import RAY_DETAIL_PX, metric_cells, render_view
 from seqpatch_core.images.volume import volume_from_array
 from seqpatch_core.inference.predictor import Predictor
 
@@ -35,7 +43,7 @@ def case(tmp_path) -> tuple[str, str]:
 
 
 @pytest.fixture()
-def session(predictor, case) -> handlers.Session:
+def session(predictor, case) -> Session:
     return handlers.load(predictor, None, *case)["state"]
 
 
@@ -46,9 +54,9 @@ def session(predictor, case) -> handlers.Session:
     "act",
     [
         lambda s: handlers.undo(s),
-        lambda s: handlers.export(s),
-        lambda s: teaching.robustness(s, 3, 2.0),
-        lambda s: teaching.segment_object(s),
+        lambda s: export(s),
+        lambda s: robustness(s, 3, 2.0),
+        lambda s: segment_object(s),
         lambda s: next(handlers.segment_steps(s, 99, 5, 5)),
         lambda s: handlers.change_wl(s, -5, 10),
     ],
@@ -57,7 +65,7 @@ def session(predictor, case) -> handlers.Session:
 def test_a_mistake_is_a_notification_that_changes_no_output(session, act, monkeypatch):
     shown = []
     monkeypatch.setattr(gr, "Warning", lambda msg, *a, **k: shown.append(msg))
-    bound = layout._bind(lambda s: act(s), ("state", "overlay", "metrics"))
+    bound = bind(lambda s: act(s), ("state", "overlay", "metrics"))
     out = bound(session, None)  # the last argument is Gradio's request (none: the page)
     assert len(shown) == 1 and "\n" not in shown[0]
     assert all(isinstance(v, type(gr.skip())) for v in out)  # nothing on the page changes
@@ -67,15 +75,31 @@ def test_an_api_client_still_gets_an_error(session):
     class Req:
         headers = {"x-gradio-user": "api"}
 
-    bound = layout._bind(lambda s: handlers.undo(s), ("state",))
+    bound = bind(lambda s: handlers.undo(s), ("state",))
     with pytest.raises(gr.Error, match="nothing to undo"):
         bound(session, Req())
+
+
+def test_bind_refuses_an_output_the_event_does_not_have(session):
+    with pytest.raises(KeyError, match="overlya"):  # a typo in the wiring fails when the page is built
+        bind(lambda s: {}, ("state", "overlya"))
+    bound = bind(lambda s: {"state": s, "overlya": None}, ("state", "overlay"))
+    with pytest.raises(KeyError, match="overlya"):  # and a typo in a handler when it answers
+        bound(session, None)
+    assert bind(lambda s: {"overlay": 1}, ("state", "overlay"))(session, None)[1] == 1
+
+
+def test_every_declared_output_has_a_component(predictor):
+    with pytest.raises(KeyError, match="sagittal"):
+        outputs.components({n: object() for n in outputs.TABLE_NAMES if n != "sagittal"})
+    demo = build_demo(predictor, examples=[])  # the page builds with all of them
+    assert demo is not None
 
 
 def test_a_refused_upload_keeps_the_image_and_empties_its_box(predictor, session, tmp_path):
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not an image")
-    with pytest.raises(handlers.UserNotice) as info:
+    with pytest.raises(UserNotice) as info:
         handlers.load(predictor, session, str(bad))
     assert info.value.outputs == {"image_file": None, "state": session}
     # the emptied box fires "change" with no file: the loaded image stays
@@ -109,7 +133,7 @@ def test_robustness_names_the_click_it_started_from(session):
         if not later:
             later.append(handlers.segment(session, z, y + 3, x + 3))
 
-    out = teaching.robustness(session, 3, 1.0, progress=progress)
+    out = robustness(session, 3, 1.0, progress=progress)
     assert later and session.results[z]["seqpatch"].point_zyx[1] == y + 3
     assert f"({y:.1f}, {x:.1f})" in out["rob_note"] and f"({y + 3:.1f}, {x + 3:.1f})" not in out["rob_note"]
     assert session.robustness["point_yx"] == [y, x]
@@ -125,7 +149,7 @@ def test_the_3d_object_names_its_click(session):
         if not later:
             later.append(handlers.segment(session, z, y - 2, x))
 
-    out = teaching.segment_object(session, "seqpatch", progress=progress)
+    out = segment_object(session, "seqpatch", progress=progress)
     assert later and f"({y:.1f}, {x:.1f})" in out["obj_note"]
     assert session.objects3d["seqpatch"].seed_zyx == (z, y, x)
 
@@ -137,29 +161,29 @@ def test_the_3d_object_names_its_click(session):
 def test_the_3d_object_is_drawn_everywhere_and_undo_takes_it_back(session):
     z, y, x = CENTRE
     handlers.segment(session, z, y, x)
-    before = handlers.render_view(session)
-    teaching.segment_object(session, "seqpatch")
+    before = render_view(session)
+    segment_object(session, "seqpatch")
     obj = session.objects3d["seqpatch"]
     lo, hi = obj.prop.z_range
     assert lo < z < hi
     session.z = hi  # a slice that was never clicked
-    out = handlers.render_view(session)
+    out = render_view(session)
     assert "3D object (SeqPatch, dotted)" in out["status"] and "on this slice." in out["status"]
-    colour = np.array(render.COLOURS["seqpatch"])
+    colour = np.array(COLOURS["seqpatch"])
     assert np.all(out["overlay"] == colour, axis=2).any()  # its outline on a slice without a click
     session.z = z
-    assert not np.array_equal(handlers.render_view(session)["coronal"], before["coronal"])
+    assert not np.array_equal(render_view(session)["coronal"], before["coronal"])
     # export holds it; undo takes it back first, then the click
-    names = [Path(f).name for f in handlers.export(session)["files"]]
+    names = [Path(f).name for f in export(session)["files"]]
     assert any("_seqpatch_3d_mask" in n for n in names)
     handlers.undo(session)
     assert session.objects3d == {} and z in session.results
-    files = handlers.export(session)["files"]
+    files = export(session)["files"]
     names = [Path(f).name for f in files]
     assert not any("_3d_mask" in n for n in names)
     rec = json.loads(Path(next(f for f in files if f.endswith("_clicks.json"))).read_text())
     assert rec["objects_3d"] == {} and len(rec["clicks"]) == 1
-    assert "3D object" not in handlers.render_view(session)["status"]
+    assert "3D object" not in render_view(session)["status"]
 
 
 def test_the_overlay_export_is_of_a_slice_with_a_result(session):
@@ -168,7 +192,7 @@ def test_the_overlay_export_is_of_a_slice_with_a_result(session):
     handlers.segment(session, z + 1, y, x)
     handlers.undo(session)  # back on slice z + 1, which has no result now
     assert session.z == z + 1 and z + 1 not in session.results
-    names = [Path(f).name for f in handlers.export(session)["files"]]
+    names = [Path(f).name for f in export(session)["files"]]
     assert any(n.endswith(f"_slice{z}_overlay.png") for n in names), names
 
 
@@ -185,14 +209,14 @@ def test_nearby_clicks_get_one_window(predictor):
     from seqpatch_core.images.intensity import auto_window
 
     assert auto_window(vol, (1, 40, 36)).name != auto_window(vol, (1, 40, 62)).name  # the rule flips
-    s = handlers.new_session(predictor)
+    s = new_session(predictor)
     s.volume, s.z = vol, 1
     s.predictor.set_volume(vol)
     s.auto = auto_window(vol, z=1)
     for x in (36.0, 48.0, 62.0):
         handlers.segment(s, 1, 40.0, x)
         assert s.results[1]["seqpatch"].window == s.auto
-    assert f"Window auto → {s.auto.name}" in handlers.render_view(s)["status"]
+    assert f"Window auto → {s.auto.name}" in render_view(s)["status"]
     handlers.change_window(s, "soft")
     handlers.segment(s, 1, 40.0, 48.0)
     assert s.results[1]["seqpatch"].window.name == "soft"
@@ -205,16 +229,16 @@ def test_metric_cells_never_invent_numbers():
     empty = np.zeros((20, 20), bool)
     disc = empty.copy()
     disc[5:10, 5:10] = True
-    both = handlers.metric_cells(empty, empty, (1.0, 1.0))
+    both = metric_cells(empty, empty, (1.0, 1.0))
     assert set(both.values()) == {"n/a (both empty)"}
-    missed = handlers.metric_cells(empty, disc, (1.0, 1.0))
+    missed = metric_cells(empty, disc, (1.0, 1.0))
     assert missed["Dice"] == "0.000" and missed["HD95"] == "n/a (empty mask)" and missed["CD x"] == "n/a (empty mask)"
-    spurious = handlers.metric_cells(disc, empty, (1.0, 1.0))
+    spurious = metric_cells(disc, empty, (1.0, 1.0))
     assert spurious["Dice"] == "0.000" and spurious["HD95"] == "n/a (no label here)"
-    assert handlers.metric_cells(disc, None, (1.0, 1.0))["Dice"] == "–"
-    real = handlers.metric_cells(disc, disc, (1.0, 1.0))
+    assert metric_cells(disc, None, (1.0, 1.0))["Dice"] == "–"
+    real = metric_cells(disc, disc, (1.0, 1.0))
     assert real == {"Dice": "1.000", "CD y": "0.00", "CD x": "0.00", "HD95": "0.00"}
-    assert "CD z" in handlers.metric_cells(disc[None], disc[None], (2.0, 1.0, 1.0))
+    assert "CD z" in metric_cells(disc[None], disc[None], (2.0, 1.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- teaching
@@ -222,7 +246,7 @@ def test_metric_cells_never_invent_numbers():
 
 @pytest.mark.slow
 def test_the_ray_shown_large_has_both_directions(small_models, case):
-    from app.features import direction_readouts
+    from app.readouts import direction_readouts
 
     s = handlers.load(Predictor(dict(small_models), device="cpu"), None, *case)["state"]
     out = handlers.segment(s, *CENTRE)
@@ -232,7 +256,7 @@ def test_the_ray_shown_large_has_both_directions(small_models, case):
     np.testing.assert_allclose(r["fused"], sp.ray_likelihoods[3], atol=1e-4)  # the same network
     assert not np.allclose(r["forward"], r["backward"])
     wide = handlers.change_ray(s, 3)["ray_detail"]
-    assert wide.shape[1] == handlers.RAY_DETAIL_PX and not np.array_equal(wide, out["ray_detail"])
+    assert wide.shape[1] == RAY_DETAIL_PX and not np.array_equal(wide, out["ray_detail"])
 
 
 @pytest.mark.slow
@@ -242,13 +266,13 @@ def test_the_ablation_note_gives_budget_and_validation(small_models, case):
     fwd = build_model("forward", widths=(8, 16, 32))
     fwd.record.update({"training": {"minutes": 7.0, "device": "cpu", "samples_seen": 800},
                        "validation": {"synthetic_val_dice_best": 0.5}})  # fmt: skip
-    models = {**small_models, teaching.PREFIX + "forward": fwd}
+    models = {**small_models, PREFIX + "forward": fwd}
     s = handlers.load(Predictor(models, device="cpu"), None, *case)["state"]
     handlers.segment(s, *CENTRE)
-    out = teaching.compare(s, "forward")
+    out = compare(s, "forward")
     assert "7 min on cpu, 800 slices seen" in out["cmp_note"] and "| 0.500 |" in out["cmp_note"]
     assert "One slice is one sample" in out["cmp_note"]
-    assert out["cmp_var"].shape[1] <= teaching.COMPARE_GRID_PX + 2
+    assert out["cmp_var"].shape[1] <= COMPARE_GRID_PX + 2
 
 
 def test_a_refused_label_empties_its_box(session, tmp_path):
@@ -257,7 +281,7 @@ def test_a_refused_label_empties_its_box(session, tmp_path):
 
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 5, 5), np.uint8)), str(bad))
     label_before = session.label
-    with pytest.raises(handlers.UserNotice, match="label not used") as info:
+    with pytest.raises(UserNotice, match="label not used") as info:
         handlers.load_label(session, session.image_path, str(bad))
     assert info.value.outputs == {"label_file": None}
     assert session.label is label_before and session.volume is not None
@@ -271,7 +295,7 @@ def test_readouts_do_not_touch_another_threads_click(small_models):
 
     import torch
 
-    from app.features import direction_readouts
+    from app.readouts import direction_readouts
 
     net = small_models["seqpatch"]
     x = torch.rand(4, 15, 1, 32, 32)

@@ -1,4 +1,5 @@
-"""Tests of the demo's teaching and robustness panels (app.teaching, app.features), without a browser.
+"""Tests of the demo's teaching and robustness panels (app.teaching_handlers, app.ablations,
+app.readouts), without a browser.
 
 Small random-weight networks (as in test_app.py): the tests check the plumbing (shapes, geometry,
 references, exports), not accuracy.
@@ -17,7 +18,12 @@ import torch
 from helpers import free_port
 from matplotlib.figure import Figure
 
-from app import build_demo, features, handlers, teaching
+from app import build_demo, handlers, outputs
+from app.ablations import ablation_choices, load_ablations
+from app.exports import export
+from app.readouts import ray_features
+from app.session import Session
+from app.teaching_handlers import compare, ray_features_view, robustness, segment_object
 from seqpatch_core.base.metrics import dice
 from seqpatch_core.inference.predictor import Predictor
 from seqpatch_core.method.models import build_model, save_checkpoint
@@ -46,7 +52,7 @@ def ablation_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def predictor(small_models, ablation_dir) -> Predictor:
     models = dict(small_models)
-    models.update(teaching.load_ablations(ablation_dir))
+    models.update(load_ablations(ablation_dir))
     return Predictor(models, device="cpu")
 
 
@@ -73,7 +79,7 @@ def sphere_files(tmp_path_factory) -> tuple[str, str]:
 
 
 @pytest.fixture()
-def clicked(predictor, sphere_files) -> handlers.Session:
+def clicked(predictor, sphere_files) -> Session:
     s = handlers.load(predictor, None, *sphere_files)["state"]
     handlers.segment(s, *CENTRE)
     return s
@@ -82,8 +88,8 @@ def clicked(predictor, sphere_files) -> handlers.Session:
 def test_ablations_load_under_their_own_keys(predictor, ablation_dir):
     assert {"ablation:forward", "ablation:bottom"} <= set(predictor.models)
     assert predictor.models["ablation:forward"].record["name"] == "forward"
-    assert [k for _, k in teaching.ablation_choices(predictor)] == ["ablation:forward", "ablation:bottom"]
-    assert teaching.load_ablations(ablation_dir / "none") == {}
+    assert [k for _, k in ablation_choices(predictor)] == ["ablation:forward", "ablation:bottom"]
+    assert load_ablations(ablation_dir / "none") == {}
 
 
 def test_a_click_runs_only_the_two_methods(clicked):
@@ -93,10 +99,10 @@ def test_a_click_runs_only_the_two_methods(clicked):
 def test_panels_need_a_click_on_the_shown_slice(predictor, sphere_files):
     s = handlers.load(predictor, None, *sphere_files)["state"]
     for call in (
-        lambda: teaching.robustness(s, 3, 2.0),
-        lambda: teaching.segment_object(s, "seqpatch"),
-        lambda: teaching.compare(s, "ablation:forward"),
-        lambda: teaching.ray_features_view(s, 0),
+        lambda: robustness(s, 3, 2.0),
+        lambda: segment_object(s, "seqpatch"),
+        lambda: compare(s, "ablation:forward"),
+        lambda: ray_features_view(s, 0),
     ):
         with pytest.raises(gr.Error, match="click on the object on slice"):
             call()
@@ -105,7 +111,7 @@ def test_panels_need_a_click_on_the_shown_slice(predictor, sphere_files):
 @pytest.mark.slow
 def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
     calls = []
-    out = teaching.robustness(clicked, 3, 2.0, progress=lambda f, t: calls.append((f, t)))
+    out = robustness(clicked, 3, 2.0, progress=lambda f, t: calls.append((f, t)))
     assert isinstance(out["rob_plot"], Figure)
     assert "Scored against the label" in out["rob_note"]
     res = clicked.robustness
@@ -125,19 +131,19 @@ def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
 
     s = handlers.load(predictor, None, sphere_files[0])["state"]  # no label
     handlers.segment(s, *CENTRE)
-    out = teaching.robustness(s, 3, 2.0)
+    out = robustness(s, 3, 2.0)
     assert s.robustness["reference"] == "self"
     assert "against each method's own result at the original click" in out["rob_note"]
     assert s.robustness["seqpatch"][1][1] == pytest.approx(1.0)  # the original click vs itself
 
     with pytest.raises(gr.Error, match="grid"):
-        teaching.robustness(s, 0, 2.0)
+        robustness(s, 0, 2.0)
 
 
 @pytest.mark.slow
 def test_whole_object_3d_and_export_geometry(clicked, sphere_files):
     ticks = []
-    out = teaching.segment_object(clicked, "seqpatch", progress=lambda f, t: ticks.append(f))
+    out = segment_object(clicked, "seqpatch", progress=lambda f, t: ticks.append(f))
     obj = clicked.objects3d["seqpatch"]
     assert obj.prop.mask3d.shape == SHAPE and obj.prop.mask3d.dtype == bool
     lo, hi = obj.prop.z_range
@@ -148,7 +154,7 @@ def test_whole_object_3d_and_export_geometry(clicked, sphere_files):
     assert out["obj_view"].ndim == 3 and out["obj_view"].dtype == np.uint8
     assert out["files"] is None
 
-    files = handlers.export(clicked)["files"]
+    files = export(clicked)["files"]
     path = next(f for f in files if f.endswith("sphere_seqpatch_3d_mask.nii.gz"))
     src, img = sitk.ReadImage(sphere_files[0]), sitk.ReadImage(path)
     assert img.GetSize() == src.GetSize()
@@ -160,26 +166,26 @@ def test_whole_object_3d_and_export_geometry(clicked, sphere_files):
     assert rec["objects_3d"]["seqpatch"]["slices"] == [lo, hi]
 
     with pytest.raises(gr.Error, match="unknown method"):
-        teaching.segment_object(clicked, "nonsense")
+        segment_object(clicked, "nonsense")
     handlers.reset(clicked)
     assert clicked.objects3d == {} and clicked.robustness is None
 
 
 def test_ablation_compare_with_a_forward_checkpoint(clicked):
-    out = teaching.compare(clicked, "ablation:forward")
+    out = compare(clicked, "ablation:forward")
     assert out["cmp_ref"].ndim == 3 and out["cmp_var"].ndim == 3
     assert out["cmp_ref"].shape == out["cmp_var"].shape  # the same rays and patches
     assert "SeqPatch (the app's model)" in out["cmp_note"]  # no seqpatch_paper here
     assert out["cmp_note"].count("| 0.") + out["cmp_note"].count("| 1.0") >= 2  # both Dice values
     with pytest.raises(gr.Error, match="not loaded"):
-        teaching.compare(clicked, "ablation:convlstm")
+        compare(clicked, "ablation:convlstm")
 
 
 def test_ray_features_shapes_and_hooks_removed(clicked):
     sp = clicked.results[CENTRE[0]]["seqpatch"]
     k, p = sp.patches.shape[1], sp.patches.shape[2]
     model = clicked.predictor.models["seqpatch"]
-    feats = features.ray_features(model, sp.patches[3])
+    feats = ray_features(model, sp.patches[3])
     assert list(feats) == ["bottom", "middle", "top"]
     for level, size, ch in (("bottom", p // 4, 32), ("middle", p // 2, 16), ("top", p, 8)):
         f = feats[level]
@@ -189,20 +195,20 @@ def test_ray_features_shapes_and_hooks_removed(clicked):
     assert all(not m._forward_hooks for m in mods)
 
     bottom_only = clicked.predictor.models["ablation:bottom"]
-    fb = features.ray_features(bottom_only, sp.patches[0])
+    fb = ray_features(bottom_only, sp.patches[0])
     assert fb["bottom"].source == "rnn.bottom" and fb["top"].source == "enc1"
     assert fb["top"].after.shape == (k, p, p)
 
-    out = teaching.ray_features_view(clicked, 5)
+    out = ray_features_view(clicked, 5)
     assert out["feat_img"].ndim == 3 and "Ray 5" in out["feat_note"]
 
 
-def test_cleared_empties_every_teaching_output():
-    out = teaching.cleared()
+def test_the_teaching_outputs_empty_to_their_blanks():
+    out = outputs.empty(*outputs.TEACHING)
     names = {"rob_plot", "rob_note", "obj_note", "obj_view", "cmp_ref", "cmp_var", "cmp_note", "feat_img", "feat_note"}
     assert set(out) == names
     assert out["rob_plot"] is None and out["rob_note"] == "" and out["obj_note"] == ""
-    for name in teaching.PLACEHOLDERS:
+    for name in ("obj_view", "cmp_ref", "cmp_var", "feat_img"):
         assert out[name].ndim == 3 and out[name].dtype == np.uint8
 
 

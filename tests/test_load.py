@@ -26,7 +26,8 @@ import pytest
 import SimpleITK as sitk
 from helpers import free_port
 
-from app import LAUNCH_KWARGS, build_demo, handlers
+from app import LAUNCH_KWARGS, build_demo, outputs
+from app.session import Session
 from seqpatch_core.images.io import read_volume
 from seqpatch_core.inference.predictor import Predictor
 
@@ -40,7 +41,7 @@ TTL_S = 5.0  # session time-to-live during the 50-session phase (the app's defau
 RSS_BOUND_MB = 400
 PHASE_TIMEOUT_S = 120  # hard bound on any one phase (the whole file takes ~30 s)
 # Names of the API outputs: the app's OUTPUTS without the (hidden) state.
-API_OUTPUTS = [n for n in handlers.OUTPUTS if n != "state"]
+API_OUTPUTS = [n for n in outputs.MAIN if n != "state"]
 
 
 def _out(values, name: str):
@@ -110,7 +111,7 @@ def _states(demo: gr.Blocks) -> list[gr.State]:
     return [b for b in demo.blocks.values() if isinstance(b, gr.State)]
 
 
-def _live_sessions(demo: gr.Blocks) -> list[handlers.Session]:
+def _live_sessions(demo: gr.Blocks) -> list[Session]:
     """The Session objects the server holds right now (over every browser/client session)."""
     for _ in range(5):  # the server thread may change the dicts while we read them
         try:
@@ -118,7 +119,7 @@ def _live_sessions(demo: gr.Blocks) -> list[handlers.Session]:
                 v
                 for sd in list(demo.state_holder.session_data.values())
                 for v in list(sd.state_data.values())
-                if isinstance(v, handlers.Session)
+                if isinstance(v, Session)
             ]
         except RuntimeError:
             time.sleep(0.05)
@@ -134,7 +135,7 @@ def server(predictor):
     mp.setenv("GRADIO_IS_E2E_TEST", "1")
     demo = build_demo(predictor, examples=[])
     closed: list[int] = []
-    for st in _states(demo):  # count the app's delete callback (handlers.close_session) calls
+    for st in _states(demo):  # count the app's delete callback (close_session) calls
         real = st.delete_callback
 
         def counted(value, _real=real):

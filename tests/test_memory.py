@@ -15,6 +15,7 @@ import pytest
 from helpers import example, free_port
 
 from app import handlers, memory
+from app.notices import UserNotice
 
 EXAMPLE = tuple(str(p) for p in example("lung2_ct_crop"))
 
@@ -77,7 +78,7 @@ def test_a_released_session_says_so_in_one_line(small_models):
     assert s.memory_bytes() > 0
     s.release()
     assert s.volume is None and s.results == {} and s.predictor.volume is None
-    with pytest.raises(handlers.UserNotice, match="released to free the server's memory"):
+    with pytest.raises(UserNotice, match="released to free the server's memory"):
         handlers.change_slice(s, 3)
     s.close()
 

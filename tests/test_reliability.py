@@ -33,8 +33,11 @@ import SimpleITK as sitk
 import torch
 from helpers import ROOT, free_port, write_dicom_series
 
-from app import LAUNCH_KWARGS, build_demo, handlers, memory
+from app import LAUNCH_KWARGS, build_demo, handlers, memory, outputs
+from app.exports import export, mask_volume
+from app.session import Session
 from seqpatch_core.base.errors import InputError, WeightsError
+from seqpatch_core.base.lru import LRU
 from seqpatch_core.cli.main import main
 from seqpatch_core.images import io as sp_io
 from seqpatch_core.images.io import read_label, read_volume
@@ -264,7 +267,7 @@ def test_app_loads_with_a_warning(case, warned_files, predictor):
 
 
 @pytest.fixture()
-def session(predictor, good_file) -> handlers.Session:
+def session(predictor, good_file) -> Session:
     return handlers.load(predictor, None, str(good_file))["state"]
 
 
@@ -299,7 +302,7 @@ def test_click_on_empty_background_works(session):
     handlers.segment(session, 1, 1.0, 42.0)
     for m in METHODS:
         assert session.results[1][m].mask.shape == SHAPE[1:]
-    out = handlers.export(session)
+    out = export(session)
     assert len(out["files"]) >= 3
 
 
@@ -519,7 +522,7 @@ def test_uploads_are_read_with_size_caps(predictor, good_file, monkeypatch):
     seen = []
     real = sp_io.read_volume
     monkeypatch.setattr(sp_io, "read_volume", lambda p, **kw: seen.append((str(p), kw)) or real(p, **kw))
-    monkeypatch.setattr(memory, "_SHARED", type(memory._SHARED)())  # nothing cached from other tests
+    monkeypatch.setattr(memory, "_SHARED", LRU(4))  # nothing cached from other tests
     handlers.load(predictor, None, str(good_file))
     assert seen == [(str(good_file), {})]
     # The readers decode with SimpleITK only (Pillow/imageio do not touch uploads).
@@ -537,7 +540,7 @@ def test_exports_stay_in_the_session_folder(predictor, good_file, tmp_path):
     handlers.segment(s, 1, *CENTRE)
     for image_path in (str(nasty), "/tmp/../../etc/passwd", "..\\..\\evil.nii.gz"):
         s.image_path = image_path
-        files = [Path(f) for f in handlers.export(s)["files"]]
+        files = [Path(f) for f in export(s)["files"]]
         folder = Path(s.tmpdir).resolve()
         assert folder.name.startswith("seqpatch_session_")
         assert folder.parent == Path(tempfile.gettempdir()).resolve()
@@ -606,7 +609,7 @@ def test_http_errors_have_no_traceback_or_internal_paths(predictor, bad_files, g
             assert "/tmp/" not in msg and str(ROOT) not in msg and "File \"" not in msg, msg
         # The server keeps serving after all that.
         out = client.predict(1, *CENTRE, api_name="/segment")
-        assert "| U-net |" in out[[n for n in handlers.OUTPUTS if n != "state"].index("metrics")]
+        assert "| U-net |" in out[[n for n in outputs.MAIN if n != "state"].index("metrics")]
         client.close()
     finally:
         demo.close()
@@ -623,7 +626,7 @@ def test_exported_mask_and_click_log(predictor, weights, good_file):
     clicks = [(1, 17.625, 21.375), (2, 18.0, 23.125)]
     for z, y, x in clicks:
         handlers.segment(s, z, y, x)
-    files = [Path(f) for f in handlers.export(s)["files"]]
+    files = [Path(f) for f in export(s)["files"]]
     src = sitk.ReadImage(str(good_file))
     for m in METHODS:
         f = next(p for p in files if p.name.endswith(f"_{m}_mask.nii.gz"))
@@ -636,7 +639,7 @@ def test_exported_mask_and_click_log(predictor, weights, good_file):
                      (img.GetDirection(), src.GetDirection())):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
         lab = read_label(f, s.volume)  # the strict geometry check of a label passes
-        assert np.array_equal(lab, handlers.mask_volume(s, m))
+        assert np.array_equal(lab, mask_volume(s, m))
     rec = json.loads(next(p for p in files if p.suffix == ".json").read_text())
     for c, (z, y, x) in zip(rec["clicks"], clicks, strict=True):
         assert c["voxel_zyx"] == [z, y, x]

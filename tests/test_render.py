@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from app import render, render_rays
+from app.drawing import COLOURS, colourbar_labels, font_len, get_font
+from app.render_rays import render_ray_detail, render_ray_grid
 
 
 def _glyph(text: str) -> np.ndarray:
-    return np.asarray(render._font(20).getmask(text), dtype=np.uint8)
+    return np.asarray(get_font(20).getmask(text), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("char", ["×", "→", "…", "°", "≥", "−", "²"])
@@ -33,19 +35,19 @@ def _narrow(click_yx=(1.0, 1.0)):
 @pytest.mark.parametrize("click", [(1.0, 1.0), (1.0, 43.0), (60.0, 22.0)], ids=["top-left", "top-right", "middle"])
 def test_the_legend_is_small_on_narrow_slices_and_never_hides_the_click(click):
     img, f = _narrow(click)
-    entries = [(n, render.COLOURS["seqpatch"], "solid") for n in ("SeqPatch", "U-net", "ground truth")]
+    entries = [(n, COLOURS["seqpatch"], "solid") for n in ("SeqPatch", "U-net", "ground truth")]
     w, h, _ = render.legend_size(entries, img.shape[1])
     assert w * h <= 0.2 * img.shape[0] * img.shape[1]
     y, x = render.slice_to_display(np.array(click), f)
     r = 12
     near = img[max(0, int(y) - r) : int(y) + r, max(0, int(x) - r) : int(x) + r]
-    assert np.all(near == render.COLOURS["marker"], axis=-1).any()  # the marker is drawn, not covered
+    assert np.all(near == COLOURS["marker"], axis=-1).any()  # the marker is drawn, not covered
 
 
 @pytest.mark.parametrize("width", [60, 90, 180, 320, 560, 1200])
 def test_colour_bar_labels_never_overlap(width):
     scale = max(1.0, width / 560)
-    boxes = sorted(b for _, b, _ in render.colourbar_labels(width, scale))
+    boxes = sorted(b for _, b, _ in colourbar_labels(width, scale))
     assert len(boxes) >= 2
     for a, b in zip(boxes, boxes[1:], strict=False):
         assert a[2] <= b[0], boxes
@@ -54,9 +56,9 @@ def test_colour_bar_labels_never_overlap(width):
 def test_ray_grid_is_drawn_for_its_width():
     rng = np.random.default_rng(0)
     p = rng.random((16, 15, 32, 32)).astype(np.float32)
-    grid = render.render_ray_grid(p, p, width=640)
+    grid = render_ray_grid(p, p, width=640)
     assert abs(grid.shape[1] - 640) <= 40 and grid.shape[0] < 900
-    assert render.render_ray_grid(p, p).shape[1] > 2000  # the default: 64-px patches
+    assert render_ray_grid(p, p).shape[1] > 2000  # the default: 64-px patches
 
 
 @pytest.mark.parametrize("readouts", [True, False])
@@ -65,9 +67,9 @@ def test_one_ray_large(readouts):
     k = 15
     p = rng.random((k, 32, 32)).astype(np.float32)
     extra = {"forward": p, "backward": 1 - p} if readouts else {}
-    img = render.render_ray_detail(p, p, ray=3, n_rays=16, inside=np.arange(k) < 5, width=720, **extra)
+    img = render_ray_detail(p, p, ray=3, n_rays=16, inside=np.arange(k) < 5, width=720, **extra)
     assert img.shape[1] == 720 and img.dtype == np.uint8
-    other = render.render_ray_detail(p, p, ray=3, n_rays=16, width=720)
+    other = render_ray_detail(p, p, ray=3, n_rays=16, width=720)
     assert (img.shape[0] > other.shape[0]) == readouts  # two more rows with the readouts
 
 
@@ -75,7 +77,7 @@ def test_dotted_contours_differ_from_solid_and_dashed():
     m = np.zeros((40, 40), bool)
     m[10:30, 10:30] = True
     base = render.grey_rgb(np.zeros((40, 40), np.float32), 4)
-    colour = render.COLOURS["seqpatch"]
+    colour = COLOURS["seqpatch"]
     counts = {}
     for style in ("solid", "dashed", "dotted"):
         c = render.Contour("seqpatch", m, fill=False, dashed=style == "dashed", dotted=style == "dotted",
@@ -90,19 +92,19 @@ def test_dotted_contours_differ_from_solid_and_dashed():
 def test_one_ray_large_fits_any_width_and_k(width, k):
     rng = np.random.default_rng(k)
     p = rng.random((k, 16, 16)).astype(np.float32)
-    img = render.render_ray_detail(p, p, ray=15, n_rays=16, inside=np.arange(k) < 3, forward=p, backward=p,
+    img = render_ray_detail(p, p, ray=15, n_rays=16, inside=np.arange(k) < 3, forward=p, backward=p,
                                    width=width)  # fmt: skip
     assert img.shape[1] == width and img.dtype == np.uint8 and img.shape[0] < 800
-    assert np.all(img == render.COLOURS["seqpatch"], axis=-1).any()  # the frames of the inside patches
+    assert np.all(img == COLOURS["seqpatch"], axis=-1).any()  # the frames of the inside patches
     names = ["input patch", "fused (both memories)", "forward memory only", "backward memory only"]
     lay = render_rays.detail_layout(width, k, names)
     assert lay.ps >= 1 and lay.left >= 0 and lay.x(k - 1) + lay.ps <= width  # every tile on the picture
-    assert (lay.ps + lay.pad) * lay.tick_every >= render.font_len(str(k - 1), max(6, lay.font - 2))  # ticks apart
+    assert (lay.ps + lay.pad) * lay.tick_every >= font_len(str(k - 1), max(6, lay.font - 2))  # ticks apart
 
 
 def test_one_ray_large_is_drawn_at_least_its_minimum_width():
     p = np.zeros((15, 16, 16), np.float32)
-    assert render.render_ray_detail(p, p, ray=0, n_rays=16, width=60).shape[1] == render_rays.MIN_DETAIL_WIDTH
+    assert render_ray_detail(p, p, ray=0, n_rays=16, width=60).shape[1] == render_rays.MIN_DETAIL_WIDTH
 
 
 _CORNERS = {"top-left": (0.0, 0.0), "top-right": (0.0, 1.0), "bottom-left": (1.0, 0.0), "bottom-right": (1.0, 1.0)}
@@ -131,7 +133,7 @@ def test_the_caption_never_hides_the_click(shape, corner):
     img = render.render_overlay(base, f, contours, point_yx=click, caption=caption)
     r = 12
     near = img[max(0, int(y) - r) : int(y) + r, max(0, int(x) - r) : int(x) + r]
-    assert np.all(near == render.COLOURS["marker"], axis=-1).any()  # the marker is drawn, not covered
+    assert np.all(near == COLOURS["marker"], axis=-1).any()  # the marker is drawn, not covered
     box = img[y0:y1, x0:x1]
     assert (box.max(axis=-1) > 200).any() and box.mean() < base.mean()  # the shaded caption is there
 

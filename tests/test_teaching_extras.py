@@ -1,5 +1,5 @@
-"""One ray read with one memory only (:func:`app.features.direction_readouts`), the ablation context
-(:func:`app.teaching.ablation_context`) and the ZeroGPU decorator (:func:`app.zerogpu.gpu`)."""
+"""One ray read with one memory only (:func:`app.readouts.direction_readouts`), the ablation context
+(:func:`app.ablations.ablation_context`) and the ZeroGPU decorator (:func:`app.zerogpu.gpu`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from app import teaching, zerogpu
-from app.features import direction_readouts
+from app import zerogpu
+from app.ablations import ABLATIONS_DIR, ablation_context, training_summary
+from app.readouts import direction_readouts
 from seqpatch_core.method.models import build_model
 
 K, P = 6, 32
@@ -98,20 +99,20 @@ def test_ablation_context_reads_each_record(tmp_path):
     }  # fmt: skip
     for name, rec in recs.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(rec))
-    text = teaching.ablation_context("ablation:forward", tmp_path)
+    text = ablation_context("ablation:forward", tmp_path)
     lines = [ln for ln in text.splitlines() if ln.startswith("- ")]
     assert len(lines) == 2 and "**forward**" in lines[0] and "**seqpatch_paper**" in lines[1]
     assert "7 min on gpu X, 8,096 slices seen" in lines[0] and "0.597" in lines[0]
     assert "4,256 slices seen" in lines[1] and "0.549" in lines[1]
     assert "One slice is one sample" in text and "benchmark figure is the one to trust" in text
     # the reference alone, and a variant without a record
-    assert len([ln for ln in teaching.ablation_context("seqpatch_paper", tmp_path).splitlines() if ln[:2] == "- "]) == 1
-    assert "no training record" in teaching.ablation_context("convgru", tmp_path)
+    assert len([ln for ln in ablation_context("seqpatch_paper", tmp_path).splitlines() if ln[:2] == "- "]) == 1
+    assert "no training record" in ablation_context("convgru", tmp_path)
 
 
 def test_ablation_context_of_the_shipped_records():
-    rec = json.loads((teaching.ABLATIONS_DIR / "seqfcn.json").read_text())
-    text = teaching.ablation_context("ablation:seqfcn")
+    rec = json.loads((ABLATIONS_DIR / "seqfcn.json").read_text())
+    text = ablation_context("ablation:seqfcn")
     assert f"{rec['validation']['synthetic_val_dice_best']:.3f}" in text
     assert f"{rec['training']['samples_seen']:,} slices seen" in text
 
@@ -120,7 +121,7 @@ def test_a_continued_training_says_so():
     model = types.SimpleNamespace(
         record={"training": {"minutes": 55.0, "device": "cpu", "init": "weights/seqpatch.safetensors"}}
     )
-    assert teaching.training_summary(model) == ("–", "55 min on cpu (last phase; continued from seqpatch.safetensors)")
+    assert training_summary(model) == ("–", "55 min on cpu (last phase; continued from seqpatch.safetensors)")
 
 
 # ----------------------------------------------------------------------------- ZeroGPU decorator

@@ -1,6 +1,10 @@
-"""What the sequential patch network computes along one ray (the paper's Fig. 6), for the demo.
+"""Network readouts for the teaching views: what the sequential patch network computes along one ray.
 
-:func:`ray_features` runs one ray's K patches through a :class:`~seqpatch_core.models.SeqPatchNet`
+Two small runs of a shared network on one ray's K patches: its feature maps per level (the paper's
+Fig. 6; :func:`ray_features`, drawn by :func:`render_feature_strips`) and its likelihoods with only the
+forward or only the backward memory (:func:`direction_readouts`).
+
+:func:`ray_features` runs the K patches through a :class:`~seqpatch_core.method.models.SeqPatchNet`
 with forward hooks on its recurrent units ``rnn["bottom"|"middle"|"top"]`` (and on the encoder block
 feeding each level, ``enc3``/``enc2``/``enc1``), and returns per level the channel mean per time step
 before and after the recurrent unit. A level without a unit (the ablations "seqfcn", "bottom",
@@ -17,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from app import render
+from app.drawing import colour_table, outlined_text, ray_colour
 
 #: Level name -> the encoder block whose output that level's recurrent unit reads.
 LEVELS = {"bottom": "enc3", "middle": "enc2", "top": "enc1"}
@@ -115,7 +119,7 @@ def render_feature_strips(
     k = patches.shape[0]
     grey = _to_u8(_cells(np.clip(patches, 0, 1), cell))
     rows: list[tuple[str, np.ndarray]] = [("input patch", np.repeat(grey[..., None], 3, -1))]
-    lut = render._lut(cmap)
+    lut = colour_table(cmap)
 
     def colour(maps: np.ndarray) -> np.ndarray:
         return lut[_to_u8(_cells(_normalise(maps), cell))]
@@ -128,7 +132,7 @@ def render_feature_strips(
         else:
             rows.append((f"{f.level}: encoder\n(no RNN here)", colour(f.after)))
     if likelihoods is not None:
-        mag = render._lut("magma")
+        mag = colour_table("magma")
         rows.append(("likelihood", mag[_to_u8(_cells(np.clip(likelihoods, 0, 1), cell))]))
     left, top, pad = 128, 26, 4
     width = left + k * (cell + pad) + pad
@@ -141,21 +145,21 @@ def render_feature_strips(
             canvas[y0 : y0 + cell, x0 : x0 + cell] = img[j]
     pil = Image.fromarray(canvas)
     draw = ImageDraw.Draw(pil)
-    render._text(
+    outlined_text(
         draw,
         (8, 5),
         f"ray {ray}: channel mean per time step k = 0 … {k - 1} (inside -> outside)",
         13,
-        fill=render.ray_colour(ray, n_rays),
+        fill=ray_colour(ray, n_rays),
     )
     for r, (name, _) in enumerate(rows):
         y0 = top + r * (cell + pad)
         lines = name.split("\n")
         for i, line in enumerate(lines):
-            render._text(draw, (6, y0 + cell // 2 - 8 * len(lines) + 15 * i), line, 11)
+            outlined_text(draw, (6, y0 + cell // 2 - 8 * len(lines) + 15 * i), line, 11)
     for j in range(k):
         x0 = left + j * (cell + pad) + cell // 2 - 4
-        render._text(draw, (x0, height - 18), str(j), 11, (200, 200, 200))
+        outlined_text(draw, (x0, height - 18), str(j), 11, (200, 200, 200))
     return np.asarray(pil)
 
 

@@ -1,6 +1,10 @@
 """What the page shows of a :class:`~app.session.Session`: the slice with its contours, the likelihood
-maps, the per-ray pictures, the planes, the table and the status line, as ``{output name: value}``.
-No network runs here, but the readouts of the ray shown large (cached per ray)."""
+maps, the per-ray pictures, the planes, the table and the status line, as ``{output name: value}``
+(names declared in :mod:`app.outputs`).
+
+Everything is drawn from results already computed, with one exception: the ray shown large carries
+the same network read with only its forward and only its backward memory, one small network run per
+ray (:meth:`~app.session.Session.readouts`, cached per result and ray)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from app import render
-from app.session import Session, _require
+from app import outputs, render
+from app.drawing import NAMES
+from app.render_rays import render_ray_detail, render_ray_grid
+from app.session import Session, require
 from seqpatch_core.base.metrics import evaluate_masks
 from seqpatch_core.images.intensity import apply_window
 from seqpatch_core.images.volume import Volume
 from seqpatch_core.inference.predictor import METHODS, Result
 
 log = logging.getLogger(__name__)
+
 
 def wl_ranges(volume: Volume) -> dict[str, dict[str, float]]:
     """Slider ranges for window width and level in the image's units."""
@@ -39,13 +46,15 @@ def _nice(v: float, step: float) -> float:
     return float(round(v / step) * step)
 
 
-def _best_slice(volume: Volume, label: np.ndarray | None) -> int:
+def best_slice(volume: Volume, label: np.ndarray | None) -> int:
+    """The slice an image opens on: the label's largest (most voxels), else the middle one."""
     if label is not None and label.any():
         return int(np.argmax(label.reshape(label.shape[0], -1).sum(axis=1)))
     return volume.shape[0] // 2
 
 
-def _metrics_table(session: Session, z: int) -> str:
+def metrics_table(session: Session, z: int) -> str:
+    """Markdown: the numbers of every result on slice ``z`` (or what to do when there is none)."""
     res = session.results.get(z) or {}
     device = session.predictor.device
     dev = f"device: **{device}**"
@@ -60,9 +69,9 @@ def _metrics_table(session: Session, z: int) -> str:
     rows = ["| method | Dice | HD95 | CD x | CD y | area | time |", "|---|---:|---:|---:|---:|---:|---:|"]
     for m in METHODS:
         if m in res:
-            v = _metric_values(session, res[m], ref)
+            v = metric_values(session, res[m], ref)
             cells = (v["Dice"], v["HD95"], v["CD x"], v["CD y"], v["area"], v["latency"])
-            rows.append(f"| {render.NAMES[m]} | " + " | ".join(cells) + " |")
+            rows.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
     note = "" if ref is not None else "\n\n_Load a label to see Dice, CD and HD95._"
     return (
         "\n".join(rows)
@@ -94,7 +103,7 @@ def metric_cells(pred: np.ndarray, ref: np.ndarray | None, spacing: tuple[float,
     return out
 
 
-def _metric_values(session: Session, r: Result, ref: np.ndarray | None) -> dict[str, str]:
+def metric_values(session: Session, r: Result, ref: np.ndarray | None) -> dict[str, str]:
     """One result's numbers, formatted: Dice, CD x, CD y, HD95 (– without a label), area and latency."""
     sy, sx = session.volume.spacing[1:]
     area = float(r.mask.sum()) * sy * sx
@@ -118,15 +127,15 @@ def running_note(session: Session) -> str:
     return f"**SeqPatch running…** ({eta} on this machine; the U-net's result is shown meanwhile)"
 
 
-def _partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
+def partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
     """The numbers of the methods done so far, one line each (the full table follows with SeqPatch)."""
     ref = session.label[z] if session.label is not None else None
     lines = []
     for m in METHODS:
         if m in res:
-            v = _metric_values(session, res[m], ref)
+            v = metric_values(session, res[m], ref)
             lines.append(
-                f"**{render.NAMES[m]}**: Dice {v['Dice']} · CD x {v['CD x']} mm · CD y {v['CD y']} mm · "
+                f"**{NAMES[m]}**: Dice {v['Dice']} · CD x {v['CD x']} mm · CD y {v['CD y']} mm · "
                 f"HD95 {v['HD95']} mm · area {v['area']} mm² · {v['latency']} ms"
             )
     lines.append("_SeqPatch: running; the table of both follows._")
@@ -134,7 +143,8 @@ def _partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
     return "\n\n".join(lines)
 
 
-def _status(session: Session, z: int) -> str:
+def status_text(session: Session, z: int) -> str:
+    """Markdown: the click of slice ``z`` in voxels and mm, each method's grid, the window and the notes."""
     res = session.results.get(z) or {}
     parts = []
     if res:
@@ -146,7 +156,7 @@ def _status(session: Session, z: int) -> str:
             f"({phys[0]:.1f}, {phys[1]:.1f}, {phys[2]:.1f}) mm (x, y, z); window {r.window}; "
             f"ray preset {r.preset}; working grid "
             + ", ".join(
-                f"{render.NAMES[m]} {res[m].working_spacing:g} mm"
+                f"{NAMES[m]} {res[m].working_spacing:g} mm"
                 + (" (large object: segmented again on this coarser grid)" if res[m].coarsened else "")
                 for m in METHODS
                 if m in res
@@ -160,7 +170,7 @@ def _status(session: Session, z: int) -> str:
         + (f" ({', '.join(str(k) for k in sorted(session.results))})" if n else "")
         + "."
         + "".join(
-            f" 3D object ({render.NAMES[m]}, dotted): slices {o.prop.z_range[0]}–{o.prop.z_range[1]}, "
+            f" 3D object ({NAMES[m]}, dotted): slices {o.prop.z_range[0]}–{o.prop.z_range[1]}, "
             f"{o.prop.volume_ml:.2f} mL, from the click at ({o.seed_zyx[0]}, {o.seed_zyx[1]:.1f}, "
             f"{o.seed_zyx[2]:.1f})" + ("; on this slice." if o.prop.mask3d[z].any() else "; not on this slice.")
             for m, o in session.objects3d.items()
@@ -191,7 +201,7 @@ def render_planes(session: Session) -> dict[str, np.ndarray]:
     """The coronal (array[:, y, :]) and sagittal (array[:, :, x]) planes through the click, in the
     current slice's window and their physical aspect, with every segmented slice's masks and a line
     at the current axial slice. A numpy slice and a resize each: no network runs."""
-    s = _require(session)
+    s = require(session)
     y, x = plane_point(s)
     w = s.display_window(s.z)
     sz, sy, sx = s.volume.spacing
@@ -209,7 +219,7 @@ def render_planes(session: Session) -> dict[str, np.ndarray]:
                     masks[m][z] = line(r.mask)
         contours = [render.Contour(m, masks[m]) for m in METHODS if masks[m].any()]
         contours += [
-            render.Contour(m, pick(o.prop.mask3d), fill=False, dotted=True, label=f"{render.NAMES[m]} 3D")
+            render.Contour(m, pick(o.prop.mask3d), fill=False, dotted=True, label=f"{NAMES[m]} 3D")
             for m, o in s.objects3d.items()
         ]
         if s.label is not None:
@@ -249,7 +259,7 @@ def ray_detail(session: Session, sp: Result, inside: np.ndarray | None = None) -
     except Exception:  # noqa: BLE001 - a teaching extra must never cost the user the main answer
         log.exception("direction readouts failed")
         r = {}
-    return render.render_ray_detail(
+    return render_ray_detail(
         sp.patches[i],
         sp.ray_likelihoods[i],
         ray=i,
@@ -263,14 +273,14 @@ def ray_detail(session: Session, sp: Result, inside: np.ndarray | None = None) -
 
 def render_view(session: Session) -> dict[str, Any]:
     """Every picture and text of the current slice."""
-    s = _require(session)
+    s = require(session)
     z = s.z
     f = s.factor
     win = s.windowed(z)
     res = s.results.get(z) or {}
     contours = [render.Contour(m, res[m].mask) for m in METHODS if m in res]
     contours += [  # the whole objects followed in 3D, on every slice they reach
-        render.Contour(m, o.prop.mask3d[z], fill=False, dotted=True, label=f"{render.NAMES[m]} 3D")
+        render.Contour(m, o.prop.mask3d[z], fill=False, dotted=True, label=f"{NAMES[m]} 3D")
         for m, o in s.objects3d.items()
         if o.prop.mask3d[z].any()
     ]
@@ -299,7 +309,7 @@ def render_view(session: Session) -> dict[str, Any]:
         r = res.get(m)
         if r is None:
             why = "weights not loaded" if m not in s.predictor.models else "click on the slice"
-            out[f"lik_{m}"] = render.placeholder(f"{render.NAMES[m]} likelihood\n({why})")
+            out[f"lik_{m}"] = render.placeholder(f"{NAMES[m]} likelihood\n({why})")
         else:
             out[f"lik_{m}"] = render.render_likelihood(
                 win,
@@ -309,18 +319,18 @@ def render_view(session: Session) -> dict[str, Any]:
                 key=m,
                 mask=r.mask,
                 point_yx=r.point_zyx[1:],
-                title=f"{render.NAMES[m]} likelihood",
+                title=f"{NAMES[m]} likelihood",
             )
     sp = res.get("seqpatch")
     if sp is not None and sp.patches.ndim == 4:
         inside = centres_inside(sp)
-        out["rays"] = render.render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside, width=RAY_GRID_PX)
+        out["rays"] = render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside, width=RAY_GRID_PX)
         out["ray_detail"] = ray_detail(s, sp, inside)
     else:
         out["rays"] = render.placeholder("Per-ray view: click on the slice\n(SeqPatch: 16 rays × K patches)")
         out["ray_detail"] = render.placeholder("One ray, large: click on the slice")
-    out["metrics"] = _metrics_table(s, z)
-    out["status"] = _status(s, z)
+    out["metrics"] = metrics_table(s, z)
+    out["status"] = status_text(s, z)
     w = s.display_window(z)
     out["width"] = round(w.width, 6)
     out["level"] = round(w.level, 6)
@@ -328,24 +338,13 @@ def render_view(session: Session) -> dict[str, Any]:
     return out
 
 
-def _empty_view(session: Session | None, message: str = "Load an image") -> dict[str, Any]:
-    return {
-        "state": session,
-        "summary": "_No image loaded._",
-        "overlay": render.placeholder(message, (360, 480)),
-        "lik_seqpatch": render.placeholder("SeqPatch likelihood"),
-        "lik_unet": render.placeholder("U-net likelihood"),
-        "rays": render.placeholder("Per-ray view"),
-        "ray_detail": render.placeholder("One ray, large"),
-        "coronal": render.placeholder("Coronal plane", (120, 420)),
-        "sagittal": render.placeholder("Sagittal plane", (120, 420)),
-        "metrics": "",
-        "status": "",
-        "files": None,
-    }
+def empty_view(session: Session | None) -> dict[str, Any]:
+    """The main view with no image: every output at its blank (:mod:`app.outputs`), the session kept."""
+    return {**outputs.empty(*outputs.MAIN), "state": session}
 
 
-def _summary(session: Session) -> str:
+def summary_text(session: Session) -> str:
+    """Markdown: the image (and label) loaded, with the reader's warnings."""
     v = session.volume
     lines = [f"**{v.source}**: {v.summary()}"]
     if session.label is not None:
