@@ -109,11 +109,11 @@ def test_unknown_source_and_empty_bank_are_clear_errors(tmp_path):
 def test_training_mix_and_record_carry_the_atlases(bank_dir):
     bank = atlases.AtlasBank(bank_dir)
     batch = make_batch(np.random.default_rng(1), 3, None, atlases=bank, atlas_ratio=1.0)
-    assert batch["images"].shape == batch["labels"].shape == (3, SLICE_SIZE, SLICE_SIZE)
+    assert batch.images.shape == batch.labels.shape == (3, SLICE_SIZE, SLICE_SIZE)
     # without atlases the stream is drawn exactly as before
     a = make_batch(np.random.default_rng(2), 1, None)
     b = make_batch(np.random.default_rng(2), 1, None, atlases=bank, atlas_ratio=0.0)
-    assert (a["images"] == b["images"]).all()
+    assert (a.images == b.images).all()
     tc = TrainConfig(atlas_ratio=0.25, atlas_bank=str(bank_dir))
     state = {"step": 0, "samples": 0, "best": 0.5, "history": []}
     rec = _record(tc, state, 0.0, "unet")

@@ -37,7 +37,7 @@ def test_pairs_give_training_slices(tmp_path, layout):
     # the disc is 8 px * 0.8 mm = 6.4 mm in radius: about 130 working pixels at 1 mm
     assert 90 < s.label.sum() < 170
     batch = make_batch(np.random.default_rng(1), 3, None, pairs)
-    assert batch["images"].shape[0] == 3
+    assert batch.images.shape[0] == 3
 
 
 def test_empty_folder_is_refused(tmp_path):

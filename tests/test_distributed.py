@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from seqpatch_core.cli.main import main
-from seqpatch_core.training.batches import SliceStream
+from seqpatch_core.training.batches import Batch, SliceStream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def _train(tmp: Path, name: str, procs: int, *args: str, timeout: float = 120) -
     return json.loads(out.with_suffix(".json").read_text())
 
 
-def _batches(stream: SliceStream, workers: int, n: int) -> list[dict]:
+def _batches(stream: SliceStream, workers: int, n: int) -> list[Batch]:
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     got = []
     for batch in loader:
@@ -54,13 +54,13 @@ def test_the_global_batch_does_not_depend_on_processes_or_workers():
     first = _batches(SliceStream(3, 2, None, 0, rays_per_slice=2, first_slice=0), 0, 3)
     second = _batches(SliceStream(3, 2, None, 5, rays_per_slice=2, first_slice=2), 2, 3)
     for w, a, b in zip(whole, first, second, strict=True):
-        assert w["preset"] == a["preset"] == b["preset"]  # one preset per step, on every process
+        assert w.preset == a.preset == b.preset  # one preset per step, on every process
         for key in ("images", "labels", "clicks", "rays"):
-            torch.testing.assert_close(torch.cat([a[key], b[key]]), w[key], rtol=0, atol=0)
+            torch.testing.assert_close(torch.cat([getattr(a, key), getattr(b, key)]), getattr(w, key), rtol=0, atol=0)
     # the steps differ from each other, and a resumed stream continues where the step count is
-    assert not torch.equal(whole[0]["images"], whole[1]["images"])
+    assert not torch.equal(whole[0].images, whole[1].images)
     later = _batches(SliceStream(3, 4, None, 1, rays_per_slice=2, start_step=2), 0, 1)[0]
-    torch.testing.assert_close(later["images"], whole[2]["images"], rtol=0, atol=0)
+    torch.testing.assert_close(later.images, whole[2].images, rtol=0, atol=0)
 
 
 @pytest.mark.slow

@@ -81,14 +81,14 @@ def test_device_stream_mixes_real_pairs_and_feeds_the_networks(tmp_path, arch, o
     (tmp_path / "a_label.nii.gz").write_bytes(lab.read_bytes())
     stream = DeviceStream(4, 6, None, torch.device("cpu"), str(tmp_path), rays_per_slice=3 if arch == "seqpatch" else 0)
     batch = next(iter(stream))
-    assert batch["images"].shape == (6, SLICE_SIZE, SLICE_SIZE) and batch["clicks"].shape == (6, 2)
-    assert batch["preset"] in ("ct", "mr", "promise12")
-    assert torch.equal(stream.batch(0)["images"], batch["images"])  # a step's batch depends on the step alone
-    cfg = rays.get_preset(batch["preset"])
+    assert batch.images.shape == (6, SLICE_SIZE, SLICE_SIZE) and batch.clicks.shape == (6, 2)
+    assert batch.preset in ("ct", "mr", "promise12")
+    assert torch.equal(stream.batch(0).images, batch.images)  # a step's batch depends on the step alone
+    cfg = rays.get_preset(batch.preset)
     x, y = targets_for(arch, batch, cfg, torch.device("cpu"))
     assert x.shape == y.shape and float(y.min()) >= 0 and float(y.max()) <= 1
     if arch == "seqpatch":
-        assert batch["rays"].shape == (6, 3) and x.shape[:2] == (18, cfg.k)
+        assert batch.rays.shape == (6, 3) and x.shape[:2] == (18, cfg.k)
 
 
 def test_generator_choice():

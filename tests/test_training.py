@@ -1,5 +1,6 @@
 """train, resume and curves on tiny budgets (seconds, phantom backgrounds, a small U-net)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -70,18 +71,17 @@ def test_continued_runs_with_other_seeds_validate_on_the_same_slices_from_their_
 def test_ray_subset_takes_whole_sequences_of_the_chosen_rays(rays_per_slice):
     rng = np.random.default_rng(5)
     batch = make_batch(rng, 2, None, rays_per_slice=rays_per_slice)
-    cfg = rays.get_preset(batch["preset"])
+    cfg = rays.get_preset(batch.preset)
     x, y = targets_for("seqpatch", batch, cfg, torch.device("cpu"))
     n = rays_per_slice if 0 < rays_per_slice < cfg.n_rays else cfg.n_rays
     assert x.shape == y.shape == (2 * n, cfg.k, 1, cfg.patch, cfg.patch)
-    if "rays" not in batch:
+    if batch.rays is None:
         return
-    assert all(len(set(r.tolist())) == n for r in batch["rays"])  # distinct rays per slice
-    full = dict(batch)
-    del full["rays"]
+    assert all(len(set(r.tolist())) == n for r in batch.rays)  # distinct rays per slice
+    full = dataclasses.replace(batch, rays=None)
     xf, _ = targets_for("seqpatch", full, cfg, torch.device("cpu"))
     xf = xf.reshape(2, cfg.n_rays, *xf.shape[1:])
-    picked = torch.stack([xf[i, batch["rays"][i]] for i in range(2)]).reshape(x.shape)
+    picked = torch.stack([xf[i, batch.rays[i]] for i in range(2)]).reshape(x.shape)
     torch.testing.assert_close(x, picked)
 
 

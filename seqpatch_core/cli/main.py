@@ -116,6 +116,7 @@ def _add_train_options(tr: argparse.ArgumentParser, default_backgrounds: str) ->
     TRAIN_FIELDS_NOT_OPTIONS), each storing to that field's name with the dataclass default, so that
     ``TrainConfig(**fields)`` takes the parsed values as they are. The one default of its own is
     ``--backgrounds``: the project's bank (the dataclass default, None, trains without one)."""
+    from seqpatch_core.data.recipe import RECIPES
     from seqpatch_core.training.config import LOSSES
     from seqpatch_core.training.config import TrainConfig as D
 
@@ -182,6 +183,11 @@ def _add_train_options(tr: argparse.ArgumentParser, default_backgrounds: str) ->
         "--generator", choices=("auto", "numpy", "torch"), default=D.generator,
         help="synthetic slices from numpy in loader workers or from torch on the training device "
         "(default %(default)s: torch on an accelerator, numpy on a CPU)",
+    )
+    tr.add_argument(
+        "--recipe", choices=tuple(RECIPES), default=D.recipe,
+        help="synthetic recipe (seqpatch_core/data/recipe.py; default %(default)s: objects of 3-80 mm radius "
+        "on the 1-8 mm grids, clicks in their inner half; lesions: the recipe of the phase 1-9 weights)",
     )
 
 

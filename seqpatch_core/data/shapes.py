@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from seqpatch_core.data.phantoms import fft_field
+from seqpatch_core.data.recipe import LESIONS
 
 __all__ = ["MaskFn", "bbox_slices", "draw_shape", "largest_filled"]
 
@@ -136,8 +137,12 @@ def _shape_lobes(rng: np.random.Generator, r0: float) -> tuple[MaskFn, float]:
     return fn, extent
 
 
-def draw_shape(rng: np.random.Generator, r0: float) -> tuple[str, MaskFn, float]:
-    kind = rng.choice(["noise", "fourier", "lobes", "spiculated"], p=[0.3, 0.35, 0.25, 0.1])
+def draw_shape(
+    rng: np.random.Generator, r0: float, kind_p: tuple[float, float, float, float] = LESIONS.shape_p
+) -> tuple[str, MaskFn, float]:
+    """A random shape of nominal radius ``r0`` px: (kind, mask_fn, extent_px); ``kind_p``: the
+    probabilities of noise, fourier, lobes, spiculated (a recipe's ``shape_p``)."""
+    kind = rng.choice(["noise", "fourier", "lobes", "spiculated"], p=list(kind_p))
     if kind == "noise":
         fn, ext = _shape_noise(rng, r0)
     elif kind == "lobes":

@@ -7,9 +7,10 @@ touch the target, texture, partial-volume blur, noise, bias field, the click and
 and the intensity augmentation. The CPU only picks real-anatomy backgrounds from the bank (a crop and
 a window per slice) and copies them over.
 
-The slices follow the same recipe and parameter ranges as ``synth.make_slice`` (radii, contrasts,
-blur, 20 % leak organs, 60 % neighbours, 20 % rims, noise up to 5 %, bias up to 10 %), with these
-simplifications, chosen so that every step is a tensor operation on the whole batch:
+The slices follow the same recipe as ``synth.make_slice``: the constants (radii, contrasts, blur, leak
+organs, neighbours, rims, inner vessels, noise, bias, the click rule) are read from one
+:class:`~seqpatch_core.data.recipe.Recipe`, with these simplifications, chosen so that every step is a
+tensor operation on the whole batch:
 
 * shapes (Fourier ellipses, spiculated, ellipse lobes, thresholded noise) are drawn on the whole
   slice; the label is the shape's component nearest the centre with its holes filled, found by
@@ -32,11 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seqpatch_core.data.recipe import LESIONS, Recipe
+
 __all__ = ["DeviceSynth"]
 
-_KIND_P = (0.3, 0.35, 0.25, 0.1)  # noise, fourier, lobes, spiculated: synth.shapes.draw_shape's mix
-_BANK_PROB_PHANTOM, _LUNG_PROB, _CENTRE_JITTER_PX = 0.4, 0.5, 15.0
-_MAX_SPIKES, _MAX_LOBES, _MAX_NEIGHBOURS, _MAX_VESSELS, _MAX_ORGANS = 15, 4, 4, 21, 6
+# Loop bounds of the shape and phantom primitives (shapes.py's and phantoms.py's counts), not recipe knobs.
+_MAX_SPIKES, _MAX_LOBES, _MAX_VESSELS, _MAX_ORGANS = 15, 4, 21, 6
 
 
 def _c(t: torch.Tensor) -> torch.Tensor:
@@ -50,12 +52,14 @@ class DeviceSynth:
     Args:
         device: where the slices are drawn (and returned).
         size: H = W of a slice in pixels.
-        bank: real anatomy (:class:`~seqpatch_core.data.backgrounds.BackgroundBank`) for 60 % of the
-            backgrounds, picked on the CPU; ``None``: procedural backgrounds only.
+        bank: real anatomy (:class:`~seqpatch_core.data.backgrounds.BackgroundBank`) for
+            1 - ``recipe.bank_prob_phantom`` of the backgrounds, picked on the CPU; ``None``:
+            procedural backgrounds only.
+        recipe: the constants (:mod:`seqpatch_core.data.recipe`), as ``synth.make_slice``'s.
     """
 
-    def __init__(self, device: str | torch.device = "cpu", size: int = 192, bank=None):
-        self.device, self.size, self.bank = torch.device(device), size, bank
+    def __init__(self, device: str | torch.device = "cpu", size: int = 192, bank=None, recipe: Recipe = LESIONS):
+        self.device, self.size, self.bank, self.recipe = torch.device(device), size, bank, recipe
         ar = torch.arange(size, dtype=torch.float32, device=self.device)
         self.yy, self.xx = ar[None, :, None], ar[None, None, :]
         fy, fx = torch.fft.fftfreq(size, device=self.device), torch.fft.rfftfreq(size, device=self.device)
@@ -166,8 +170,8 @@ class DeviceSynth:
         mm = 1.0 / spacing_mm
         use_bank = np.zeros(n, bool)
         if self.bank is not None and len(self.bank):
-            use_bank = rng.random(n) >= _BANK_PROB_PHANTOM
-        lung = ~use_bank & (rng.random(n) < _LUNG_PROB)
+            use_bank = rng.random(n) >= self.recipe.bank_prob_phantom
+        lung = ~use_bank & (rng.random(n) < self.recipe.lung_prob)
         img = torch.empty((n, self.size, self.size), device=self.device)
         if use_bank.any():
             crops = [self.bank._sample(rng, self.size, spacing_mm)[0] for _ in range(int(use_bank.sum()))]
@@ -232,7 +236,7 @@ class DeviceSynth:
     def _shapes(self, r0, cy, cx) -> torch.Tensor:
         """One target shape per slice, (n, H, W) bool, kinds drawn with synth's probabilities."""
         n = r0.shape[0]
-        p = torch.tensor(_KIND_P, device=self.device)
+        p = torch.tensor(self.recipe.shape_p, device=self.device)
         kind = torch.multinomial(p.expand(n, -1), 1, generator=self.g)[:, 0]
         out = torch.zeros((n, self.size, self.size), dtype=torch.bool, device=self.device)
         star = (kind == 1) | (kind == 3)
@@ -317,20 +321,20 @@ class DeviceSynth:
         """
         self.g.manual_seed(int(seed))
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 17]))
-        s, px = self.size, 1.0 / spacing_mm
+        s, px, rc = self.size, 1.0 / spacing_mm, self.recipe
         img, lung = self._backgrounds(n, spacing_mm, rng)
-        radius_mm = torch.where(self._coin(n, 0.75), self._logu(n, 5, 25), self._logu(n, 1.5, 30))
-        r0 = torch.clamp(radius_mm * px, 1.5, 0.22 * s)
-        ang, dist = self._u(n, 0, 2 * math.pi), _CENTRE_JITTER_PX * torch.sqrt(self._u(n, 0, 1))
+        r0 = torch.clamp(self._radius_mm(n, spacing_mm) * px, rc.min_radius_px, rc.fit_frac * s)
+        ang, dist = self._u(n, 0, 2 * math.pi), rc.centre_jitter_px * torch.sqrt(self._u(n, 0, 1))
         cy, cx = (s - 1) / 2 + dist * torch.sin(ang), (s - 1) / 2 + dist * torch.cos(ang)
-        blur = self._u(n, 0.3, 3.0)
+        blur = self._u(n, *rc.blur_px)
         label = self._component_filled(self._shapes(r0, cy, cx), cy, cx, r0)
         lf = label.float()
         area = lf.flatten(1).sum(1)
 
         # intensities, as synth.make_slice: contrast magnitude and sign kept inside [0.02, 0.98]
         bg_mean = (img * lf).flatten(1).sum(1) / area
-        mag = torch.where(self._coin(n, 0.5), self._logu(n, 0.03, 0.12), self._logu(n, 0.03, 0.6))
+        low = self._coin(n, rc.contrast_low_p)
+        mag = torch.where(low, self._logu(n, *rc.contrast_low), self._logu(n, *rc.contrast_wide))
         sign = torch.where(self._coin(n, 0.5), 1.0, -1.0)
         fits = lambda sg, mg: (bg_mean + sg * mg >= 0.02) & (bg_mean + sg * mg <= 0.98)  # noqa: E731
         sign = torch.where(fits(sign, mag), sign, -sign)
@@ -338,9 +342,9 @@ class DeviceSynth:
         neither = ~fits(sign, mag)
         mag = torch.where(neither, torch.clamp(torch.where(roomier > 0, 0.98 - bg_mean, bg_mean - 0.02), min=0.03), mag)
         sign = torch.where(neither, roomier, sign)
-        nodule = lung & self._coin(n, 0.8)  # a solid nodule in aerated lung
+        nodule = lung & self._coin(n, rc.nodule_p)  # a solid nodule in aerated lung
         sign = torch.where(nodule, 1.0, sign)
-        mag = torch.where(nodule, torch.minimum(self._u(n, 0.25, 0.75), 0.98 - bg_mean), mag)
+        mag = torch.where(nodule, torch.minimum(self._u(n, *rc.nodule_mag), 0.98 - bg_mean), mag)
         delta = sign * mag
         value = bg_mean + delta
 
@@ -350,32 +354,34 @@ class DeviceSynth:
         img = self._neighbours(img, label, ccy, ccx, r0, bg_mean, delta, blur, px)
 
         # lesion layer: value + correlated texture (+ enhancing rim around a necrotic core)
-        tex = self._field((self._u(n, 0.7, 3.0) * px)[:, None], (0.1 * self._u(n, 0, 1) ** 1.5)[:, None])
+        tex = self._field((self._u(n, 0.7, 3.0) * px)[:, None], (rc.texture_amp * self._u(n, 0, 1) ** 1.5)[:, None])
         layer = _c(value) + tex
-        ring = self._coin(n, 0.2) & (r0 >= 4)
+        ring = self._coin(n, rc.rim_p) & (r0 >= 4)
         inner = self._blur(lf, r0 / 3) > _c(self._u(n, 0.75, 0.9))
         core = self._blur(inner.float(), torch.ones(n, device=self.device))
         rim_val = bg_mean + torch.where(self._coin(n, 0.7), delta.abs(), -delta.abs())
         core_val = bg_mean - torch.sign(rim_val - bg_mean) * delta.abs() * self._u(n, 0, 1)
         layer = layer + _c(ring.float()) * (_c(rim_val - value) + core * _c(core_val - rim_val))
+        if rc.inner_vessel_p > 0:
+            layer = layer + self._inner_vessels(cy, cx, r0, delta, px)
         alpha = self._blur(lf, blur).clamp(0, 1)
         img = img + alpha * (layer - img)
 
         # acquisition: noise and a smooth multiplicative bias field (+-10 %)
-        img = img + torch.randn(img.shape, generator=self.g, device=self.device) * _c(self._u(n, 0, 0.05))
+        img = img + torch.randn(img.shape, generator=self.g, device=self.device) * _c(self._u(n, 0, rc.noise_sd_max))
         t = torch.linspace(-1, 1, s, device=self.device)
         ty, tx = t[None, :, None], t[None, None, :]
         cf = self._u(n, -1, 1, 5)
         bias = (_c(cf[:, 0]) * ty + _c(cf[:, 1]) * tx + _c(cf[:, 2]) * ty * tx + _c(cf[:, 3]) * ty * ty
                 + _c(cf[:, 4]) * tx * tx)  # fmt: skip
-        bias = bias * _c(self._u(n, 0, 0.1) / bias.abs().flatten(1).amax(1).clamp_min(1e-6))
+        bias = bias * _c(self._u(n, 0, rc.bias_max) / bias.abs().flatten(1).amax(1).clamp_min(1e-6))
         img = (img * (1 + bias)).clamp(0, 1)
         return {"images": img, "labels": label, "clicks": click, "lung": lung}
 
     def _leak_organ(self, img, label, cy, cx, value, delta) -> torch.Tensor:
-        """20 %: a large region of the target's intensity touching it (half-plane or big disc)."""
+        """``recipe.leak_p``: a large region of the target's intensity touching it (half-plane or big disc)."""
         n, s = img.shape[0], float(self.size)
-        on = self._coin(n, 0.2)
+        on = self._coin(n, self.recipe.leak_p)
         ang = self._u(n, 0, 2 * math.pi)
         by, bx = self._boundary(label, cy, cx, ang)
         gap, edge = self._u(n, -1.0, 1.5), self._u(n, 0.5, 2.0)
@@ -391,10 +397,11 @@ class DeviceSynth:
         return img + alpha * (layer - img)
 
     def _neighbours(self, img, label, cy, cx, r0, bg_mean, delta, blur, px) -> torch.Tensor:
-        """60 %: 1-4 blobs or vessel-like tubes of the target's intensity, some touching it."""
-        n = img.shape[0]
-        count = torch.where(self._coin(n, 0.6), self._int(n, 1, _MAX_NEIGHBOURS + 1), 0)
-        for k in range(_MAX_NEIGHBOURS):
+        """``recipe.neighbour_p``: 1..max_neighbours blobs or vessel-like tubes of the target's intensity,
+        some touching it."""
+        n, most = img.shape[0], self.recipe.max_neighbours
+        count = torch.where(self._coin(n, self.recipe.neighbour_p), self._int(n, 1, most + 1), 0)
+        for k in range(most):
             on = k < count
             val = _c(bg_mean + delta * self._u(n, 0.7, 1.3))
             kind = self._u(n, 0, 1)
@@ -417,26 +424,72 @@ class DeviceSynth:
             img = img + alpha * (val - img)
         return img
 
-    def batch(self, n: int, spacing_mm: float, seed: int, jitter: float = 0.3) -> dict:
+    def _radius_mm(self, n: int, spacing_mm: float) -> torch.Tensor:
+        """(n,) nominal target radii in mm by the recipe's size rule (``synth._draw_radius_px``)."""
+        rc = self.recipe
+        lo_mm, hi_mm = rc.radius_limits_mm(self.size, spacing_mm)
+        ranges = [rc.radius_main_mm, rc.radius_wide_mm]
+        if rc.radius_fit_to_grid:
+            ranges = [(min(max(lo, lo_mm), min(hi, hi_mm)), min(hi, hi_mm)) for lo, hi in ranges]
+        return torch.where(self._coin(n, rc.radius_main_p), self._logu(n, *ranges[0]), self._logu(n, *ranges[1]))
+
+    def _inner_vessels(self, cy, cx, r0, delta, px) -> torch.Tensor:
+        """(n, H, W) intensity change of vessels inside the targets (``synth._add_inner_vessels``):
+        with ``recipe.inner_vessel_p`` and r0 >= inner_vessel_min_radius_px, 1..max_inner_vessels
+        tubes through the interior, added to the target's layer (so they show only inside it)."""
+        n, rc = r0.shape[0], self.recipe
+        on = self._coin(n, rc.inner_vessel_p) & (r0 >= rc.inner_vessel_min_radius_px)
+        count = torch.where(on, self._int(n, 1, rc.max_inner_vessels + 1), 0)
+        out = torch.zeros((n, self.size, self.size), device=self.device)
+        for k in range(rc.max_inner_vessels):
+            width = torch.clamp(self._u(n, *rc.inner_vessel_width_mm) * px, min=1.0)
+            tube = self._tube(cy, cx, self._u(n, 0, math.pi), self._u(n, -0.6, 0.6) * r0, width,
+                              self._u(n, 0, 0.3) * r0, self._u(n, 0.5, 1.5) * r0 + 1, self._u(n, 0.5, 1.5) * r0,
+                              self._u(n, -0.5, 0.5) * r0)  # fmt: skip
+            sign = torch.where(self._coin(n, 0.5), 1.0, -1.0)
+            out = out + tube * _c((k < count).float() * sign * self._u(n, *rc.inner_vessel_contrast) * delta.abs())
+        return out
+
+    def _move_clicks(self, label: torch.Tensor, click: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """10 candidate moves per slice by the recipe's click rule (``synth.move_click``): (y, x) each (n, 10)."""
+        n, rc = label.shape[0], self.recipe
+        ang, u = self._u(n, 0, 2 * math.pi, 10), self._u(n, 0, 1, 10)
+        if rc.click_rule == "inner":
+            # up to click_frac of the way to the boundary along each direction, area-uniform
+            reach = torch.stack(
+                [self._reach(label, click[:, 0], click[:, 1], ang[:, j]) for j in range(ang.shape[1])], 1
+            )
+            d = rc.click_frac * torch.sqrt(u) * reach
+        elif rc.click_rule == "jitter":
+            d = u * (rc.click_frac * torch.sqrt(label.flatten(1).sum(1) / math.pi))[:, None]
+        else:
+            raise ValueError(f"unknown click rule {rc.click_rule!r}")
+        return click[:, :1] + d * torch.sin(ang), click[:, 1:] + d * torch.cos(ang)
+
+    def _reach(self, label: torch.Tensor, cy, cx, ang) -> torch.Tensor:
+        """(n,) distance in px from (cy, cx) to the boundary point along ``ang`` (:meth:`_boundary`)."""
+        by, bx = self._boundary(label, cy, cx, ang)
+        return torch.sqrt((by - cy) ** 2 + (bx - cx) ** 2)
+
+    def batch(self, n: int, spacing_mm: float, seed: int) -> dict:
         """A training batch: :meth:`slices` with ``make_batch``'s augmentation.
 
-        80 % of clicks move by up to ``jitter`` x the object's radius (staying inside it), half the
-        slices flip left-right, then gamma and contrast/brightness jitter. Returns images, labels
-        (n, H, W) float32 on the device and clicks (n, 2) float64 on the CPU (the ray geometry's side).
+        With ``recipe.click_move_p`` a click moves by the recipe's rule (staying inside the label),
+        half the slices flip left-right, then gamma and contrast/brightness jitter. Returns images,
+        labels (n, H, W) float32 on the device and clicks (n, 2) float64 on the CPU (the ray
+        geometry's side).
         """
         out = self.slices(n, spacing_mm, seed)
         img, label, click = out["images"], out["labels"], out["clicks"]
         s = self.size
-        # jitter: 10 candidate moves per slice, the first that lands inside the label
-        rmax = jitter * torch.sqrt(label.flatten(1).sum(1) / math.pi)
-        ang, d = self._u(n, 0, 2 * math.pi, 10), self._u(n, 0, 1, 10) * rmax[:, None]
-        y, x = click[:, :1] + d * torch.sin(ang), click[:, 1:] + d * torch.cos(ang)
+        # 10 candidate moves per slice, the first that lands inside the label
+        y, x = self._move_clicks(label, click)
         iy, ix = y.round().long(), x.round().long()
         ok = (iy >= 0) & (iy < s) & (ix >= 0) & (ix < s)
         ok &= label.flatten(1).gather(1, iy.clamp(0, s - 1) * s + ix.clamp(0, s - 1))
         first = ok.float().argmax(1)
         rows = torch.arange(n, device=self.device)
-        move = ok.any(1) & self._coin(n, 0.8)
+        move = ok.any(1) & self._coin(n, self.recipe.click_move_p)
         click = torch.where(move[:, None], torch.stack([y[rows, first], x[rows, first]], 1), click)
         flip = self._coin(n, 0.5)
         img = torch.where(_c(flip), img.flip(-1), img)

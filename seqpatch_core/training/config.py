@@ -46,6 +46,10 @@ class TrainConfig:
     #: Where synthetic slices are drawn: ``numpy`` (``synth``, in DataLoader workers on the CPU),
     #: ``torch`` (``synth_torch``, batched on the training device) or ``auto`` (torch on an accelerator).
     generator: str = "auto"
+    #: The synthetic recipe (``seqpatch_core.data.recipe.RECIPES``): ``all-sizes`` (objects of 3-80 mm
+    #: radius on the 1-8 mm grids, organ-like neighbours and inner vessels, clicks in the inner half)
+    #: or ``lesions`` (the recipe of the phase 1-9 weights and of the evaluation sets).
+    recipe: str = "all-sizes"
 
 
 #: Training losses: the paper's binary cross-entropy, or that plus a soft Dice term.

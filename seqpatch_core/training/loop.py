@@ -1,11 +1,12 @@
 """Training of the sequential patch network, its ablations and the U-net baseline, on one generator.
 
-Both model families see the same stream of synthetic slices (``seqpatch_core.data.synth``), the same clicks
-(mass centre plus jitter up to 30 % of the object's radius), the same augmentations and the same loss
-(binary cross-entropy, as in the paper; ``--loss bce+dice`` adds a soft Dice term), with Adam
-(beta1 0.95, beta2 0.99) and weight decay. Each step draws one ray preset (``ct``, ``mr`` or
-``promise12``) for all its slices and each slice its own working spacing, so one model serves CT and
-MR. The sequential net learns from
+Both model families see the same stream of synthetic slices (``seqpatch_core.data.synth``, made by
+the run's recipe, ``--recipe``: :mod:`seqpatch_core.data.recipe`), the same clicks, the same
+augmentations and the same loss (binary cross-entropy, as in the paper; ``--loss bce+dice`` adds a soft
+Dice term), with Adam (beta1 0.95, beta2 0.99) and weight decay. Each step draws one ray preset
+(``ct``, ``mr`` or ``promise12``) for all its slices and each slice its own working spacing (the
+recipe's grids), so one model serves CT and MR and every grid of the Predictor's pyramid. The
+sequential net learns from
 the 16 ray sequences of each slice; the U-net from the square field of view around the click that the
 same preset covers.
 
@@ -60,15 +61,12 @@ import torch
 import torch.nn.functional as F
 
 from seqpatch_core.base.metrics import dice
+from seqpatch_core.data.recipe import recipe as recipe_named
 from seqpatch_core.inference.predictor import segment_working
 from seqpatch_core.method import rays
 from seqpatch_core.method.models import MODELS, build_model, save_checkpoint
 from seqpatch_core.method.run import model_arch
-
-# the batches and validation slices are made in training_data (SLICE_SIZE and make_batch named here
-# too for their callers)
 from seqpatch_core.training.batches import (
-    SPACING_RANGE,
     TRAIN_PRESETS,
     DeviceStream,
     SliceStream,
@@ -194,6 +192,7 @@ def train(tc: TrainConfig) -> dict:
         raise ValueError(f"unknown model {tc.model!r}")
     if tc.loss not in LOSSES:
         raise ValueError(f"unknown loss {tc.loss!r}; choose from {', '.join(LOSSES)}")
+    recipe_named(tc.recipe)  # an unknown name fails here, before any work
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     rank, world, device, owns_group = _start_distributed(pick_device(tc.device))
@@ -262,14 +261,17 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp_dtype = torch.bfloat16 if tc.amp else None
+    recipe = recipe_named(tc.recipe)
     val = (
-        validation_set(tc.val_slices, tc.val_seed, tc.backgrounds, tc.atlas_ratio, tc.atlas_bank) if rank == 0 else []
+        validation_set(tc.val_slices, tc.val_seed, tc.backgrounds, tc.atlas_ratio, tc.atlas_bank, recipe)
+        if rank == 0
+        else []
     )
     rps = tc.rays_per_slice if arch == "seqpatch" else 0
     share = tc.slices_per_batch // world
     generator = resolve_generator(tc.generator, device)
     stream_args = dict(atlas_bank=tc.atlas_bank, atlas_ratio=tc.atlas_ratio, start_step=state["step"],
-                       first_slice=rank * share)  # fmt: skip
+                       first_slice=rank * share, recipe=recipe)  # fmt: skip
     if generator == "torch":
         # the synthetic slices are drawn on the training device, a step at a time, in this process
         loader = DeviceStream(tc.seed, share, tc.backgrounds, device, tc.data, rps, **stream_args)
@@ -353,7 +355,7 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
         elapsed = agree(time.perf_counter() - start)
         if elapsed >= budget:
             break
-        cfg = rays.get_preset(batch["preset"])
+        cfg = rays.get_preset(batch.preset)
         x, y = targets_for(arch, batch, cfg, device)
         for g in opt.param_groups:
             g["lr"] = lr_at(elapsed / budget)
@@ -361,7 +363,7 @@ def _train(tc: TrainConfig, rank: int, world: int, device: torch.device) -> dict
         # the ranks: the step is that of one process on the whole batch
         losses.append(train_step(net, opt, x, y, tc.amp, tc.loss))
         state["step"] += 1
-        state["samples"] += int(batch["images"].shape[0]) * world
+        state["samples"] += len(batch) * world
         if tc.max_steps and state["step"] >= tc.max_steps:
             break
         if agree(time.perf_counter() - last_eval >= tc.eval_every_s):
@@ -389,7 +391,6 @@ def _record(
         "name": tc.model,
         "ray": {
             "train_presets": TRAIN_PRESETS,
-            "spacing_range_mm": SPACING_RANGE,
             "default": "ct (CT), promise12 (MR)",
         },
         "training": {
@@ -401,7 +402,9 @@ def _record(
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "loss": {"bce": "binary cross-entropy", "bce+dice": "binary cross-entropy + soft Dice"}[tc.loss],
             "optimizer": optimizer_text(opt),
-            "data": "seqpatch_core.data.synth (synthetic lesions in procedural phantoms and real background anatomy)"
+            "recipe_constants": recipe_named(tc.recipe).record(),
+            "data": f"seqpatch_core.data.synth, recipe {tc.recipe} (synthetic objects in procedural phantoms and "
+            "real background anatomy)"
             + (f" + labelled pairs from {tc.data}" if tc.data else "")
             + (f" + real atlas structures ({tc.atlas_ratio:.0%} of slices)" if tc.atlas_ratio > 0 else ""),
             "atlas": _atlas_record(tc),
