@@ -59,8 +59,11 @@ def colour_table(name: str) -> np.ndarray:
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0 + 0.5).astype(np.uint8)
 
 
-def outlined_text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, fill=(255, 255, 255)) -> None:
-    draw.text(xy, text, font=get_font(size), fill=fill, stroke_width=2, stroke_fill=(0, 0, 0))
+def outlined_text(
+    draw: ImageDraw.ImageDraw, xy, text: str, size: int, fill=(255, 255, 255), anchor: str | None = None
+) -> None:
+    """``text`` with a black outline, readable on any grey; ``anchor`` as Pillow's (default: top-left)."""
+    draw.text(xy, text, font=get_font(size), fill=fill, stroke_width=2, stroke_fill=(0, 0, 0), anchor=anchor)
 
 
 def font_len(text: str, size: int) -> float:

@@ -37,6 +37,7 @@ from app.view import (
 from seqpatch_core.base.errors import InputError, SeqPatchError
 from seqpatch_core.images.intensity import WINDOW_NAMES, Window, auto_window
 from seqpatch_core.images.io import read_label
+from seqpatch_core.images.orientation import orientation
 from seqpatch_core.inference.predictor import METHODS, Predictor, Result
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ def load(
                 maximum=max(volume.shape[0] - 1, 1),  # a Gradio slider needs min < max
                 value=session.z,
                 step=1,
+                # the plane the stored slices are, from the direction: a sagittal MR is not axial
+                label=f"{orientation(volume.direction).slices.name.capitalize()} slice (z)",
                 interactive=volume.shape[0] > 1,
                 visible=volume.shape[0] > 1,  # a single slice has nothing to scroll
             ),

@@ -9,12 +9,13 @@ from typing import Any
 
 import gradio as gr
 
-from app import exports, handlers, memory, outputs, render
+from app import exports, handlers, memory, outputs
 from app.binding import bind, bind_steps, clearing
 from app.handlers import WINDOWS
 from app.notices import UserNotice
 from app.panels import EXPLAIN, image, teaching_panels, wire_teaching
 from app.session import SESSION_TTL_S, close_session, weights_message
+from app.view import click_to_voxel
 from seqpatch_core.base.paths import EXAMPLES_DIR
 from seqpatch_core.inference.predictor import Predictor
 
@@ -165,9 +166,10 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     lik_seqpatch = image("lik_seqpatch", "lik-seqpatch", "SeqPatch likelihood", height=260)
                     lik_unet = image("lik_unet", "lik-unet", "U-net likelihood", height=260)
                 with gr.Row():
-                    # rows are slices (z); the yellow line is the slice shown
-                    coronal = image("coronal", "coronal", "Coronal (line: this slice)")
-                    sagittal = image("sagittal", "sagittal", "Sagittal (line: this slice)")
+                    # the two planes across the slices, named in their captions (for an axial
+                    # acquisition coronal and sagittal); the yellow line is the slice shown
+                    coronal = image("coronal", "coronal", "Plane through the click (line: this slice)")
+                    sagittal = image("sagittal", "sagittal", "Plane through the click (line: this slice)")
         with gr.Accordion("Per-ray view (SeqPatch): one ray large, and all 16 rays × K patches", open=True):
             with gr.Row():
                 with gr.Column(scale=3):
@@ -225,10 +227,11 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             )
 
         def on_select(session, z, evt: gr.SelectData):
-            # The only place where Gradio's [x, y] picture position becomes a (y, x) slice point.
+            # The only place where Gradio's [x, y] picture position becomes a (y, x) slice point
+            # (the picture is the slice turned the right way up; the point is in voxel order).
             if session is None or session.volume is None:
                 raise UserNotice("Load an image first, then click on the object.")
-            y, x = render.display_to_slice(evt.index, session.factor, session.shape[1:])
+            y, x = click_to_voxel(session, evt.index)
             yield from segment(session, int(z), y, x)
 
         image_file.change(

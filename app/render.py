@@ -32,6 +32,7 @@ __all__ = [
     "caption_box",
     "display_factor",
     "display_to_slice",
+    "edge_letters",
     "grey_rgb",
     "legend_box",
     "legend_size",
@@ -273,11 +274,13 @@ def render_overlay(
     ray_centres: np.ndarray | None = None,
     fov_corners: np.ndarray | None = None,
     caption: str | None = None,
+    letters: Sequence[str] | None = None,
 ) -> np.ndarray:
     """The slice with filled, outlined masks, the click marker, optional rays and a legend.
 
     base_rgb: the enlarged slice (:func:`grey_rgb`); masks are (y, x) on the slice grid.
     ray_centres: (n_rays, K, 2) patch centres (y, x) in slice px; fov_corners: (4, 2) U-net field of view.
+    letters: the patient directions at the (top, bottom, left, right) edges (:func:`edge_letters`).
     """
     out = base_rgb.astype(np.float32)
     width = max(2, factor)
@@ -337,7 +340,21 @@ def render_overlay(
         shade = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 170))
         img.paste(shade, (x0, y0), shade)
         outlined_text(ImageDraw.Draw(img), (x0 + 6, y0 + 4), caption, size)
+    if letters is not None:
+        edge_letters(img, letters, int(14 * scale))
     return np.asarray(img)
+
+
+def edge_letters(img: Image.Image, letters: Sequence[str], size: int) -> None:
+    """Prints the patient directions ``letters`` (top, bottom, left, right; e.g. "A", "P", "R", "L",
+    :attr:`~seqpatch_core.images.orientation.PlaneDisplay.letters`) in the middle of each edge of
+    ``img``, in place, where a radiologist looks for them."""
+    w, h = img.size
+    draw = ImageDraw.Draw(img)
+    pad = 3
+    spots = ((w / 2, pad, "mt"), (w / 2, h - pad, "mb"), (pad, h / 2, "lm"), (w - pad, h / 2, "rm"))
+    for text, (x, y, anchor) in zip(letters, spots, strict=True):
+        outlined_text(draw, (x, y), text, size, anchor=anchor)
 
 
 def _dashed_line(draw: ImageDraw.ImageDraw, a, b, colour, width: int, dash: float = 6.0) -> None:
@@ -407,15 +424,18 @@ def render_plane(
     contours: Sequence[Contour] = (),
     *,
     opacity: float = 0.3,
-    current_row: int | None = None,
+    current_line: tuple[int, int] | None = None,
     caption: str | None = None,
+    letters: Sequence[str] | None = None,
     longest: int = _TARGET_PX,
 ) -> np.ndarray:
-    """A coronal or sagittal plane (rows = z, top = slice 0) in its physical aspect.
+    """A plane across the slices (e.g. coronal or sagittal), as shown, in its physical aspect.
 
-    windowed: (z, n) in [0, 1]; spacing_rc: (row, column) voxel size in mm; contours: (z, n) masks
-    (filled and outlined in the method's colour); current_row: the axial slice shown, marked by a line.
-    Nearest-neighbour resampling: one resize of the plane and of each mask, no filtering.
+    windowed: (rows, columns) in [0, 1]; spacing_rc: (row, column) pixel size in mm; contours:
+    (rows, columns) masks (filled and outlined in the method's colour); current_line: (0, row) or
+    (1, column): the slice shown in the main view, marked by a line; letters: the patient directions at
+    the (top, bottom, left, right) edges. Nearest-neighbour resampling: one resize of the plane and of
+    each mask, no filtering.
     """
     n_rows, n_cols = windowed.shape
     h, w = plane_size(n_rows, n_cols, spacing_rc[0], spacing_rc[1], longest)
@@ -435,12 +455,21 @@ def render_plane(
         edges.append((_broken(_edge(up, 1), c.style, 2 if c.dotted else 1), colour.astype(np.uint8)))
     for edge, colour in edges:
         out[edge] = colour
-    if current_row is not None and 0 <= current_row < n_rows:
-        y = min(h - 1, int((current_row + 0.5) * h / n_rows))
-        out[y, :] = COLOURS["marker"]
-    if caption and h >= 24:
+    if current_line is not None:
+        axis, at = current_line
+        n, px = (n_rows, h) if axis == 0 else (n_cols, w)
+        if 0 <= at < n:
+            i = min(px - 1, int((at + 0.5) * px / n))
+            if axis == 0:
+                out[i, :] = COLOURS["marker"]
+            else:
+                out[:, i] = COLOURS["marker"]
+    if (caption or letters) and h >= 24:
         img = Image.fromarray(out)
-        outlined_text(ImageDraw.Draw(img), (4, 2), caption, 12)
+        if caption:
+            outlined_text(ImageDraw.Draw(img), (4, 2), caption, 12)
+        if letters is not None:
+            edge_letters(img, letters, 12)
         out = np.asarray(img)
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from app.render_rays import render_ray_detail, render_ray_grid
 from app.session import Session, require
 from seqpatch_core.base.metrics import evaluate_masks
 from seqpatch_core.images.intensity import apply_window
+from seqpatch_core.images.orientation import orientation
 from seqpatch_core.images.volume import Volume
 from seqpatch_core.inference.predictor import METHODS, Result
 
@@ -198,41 +200,60 @@ def plane_point(session: Session) -> tuple[int, int]:
 
 
 def render_planes(session: Session) -> dict[str, np.ndarray]:
-    """The coronal (array[:, y, :]) and sagittal (array[:, :, x]) planes through the click, in the
-    current slice's window and their physical aspect, with every segmented slice's masks and a line
-    at the current axial slice. A numpy slice and a resize each: no network runs."""
+    """The planes across the slices through the click: "coronal" holds array axis 1 (y) and
+    "sagittal" axis 2 (x), the names of an axial acquisition; each picture's caption names the plane it
+    shows. Shown the right way up (:func:`~seqpatch_core.images.orientation.orientation`, superior up
+    for coronal and sagittal, with the edge letters), in the current slice's window and their physical
+    aspect, with every segmented slice's masks and a line at the current slice. A numpy slice and a
+    resize each: no network runs."""
     s = require(session)
     y, x = plane_point(s)
     w = s.display_window(s.z)
-    sz, sy, sx = s.volume.spacing
     arr = s.volume.array
+    planes = orientation(s.volume.direction).planes
     out = {}
-    # (name, plane of a (z, y, x) array, line of a (y, x) slice mask, (row, column) spacing, caption)
-    for name, pick, line, spacing, caption in (
-        ("coronal", lambda a: a[:, y, :], lambda m: m[y, :], (sz, sx), f"coronal, y = {y}"),
-        ("sagittal", lambda a: a[:, :, x], lambda m: m[:, x], (sz, sy), f"sagittal, x = {x}"),
-    ):
-        masks = {m: np.zeros(pick(arr).shape, dtype=bool) for m in METHODS}
+    for name, normal, at in (("coronal", 1, y), ("sagittal", 2, x)):
+        p = planes[normal]
+        shape = p.plane_shape(arr.shape)  # (z, n) in voxel order
+
+        def shown(a: np.ndarray, p=p, at=at) -> np.ndarray:
+            return p.to_display(p.take(a, at))
+
+        masks = {m: np.zeros(shape, dtype=bool) for m in METHODS}
         for z, res in s.results.items():
             for m, r in res.items():
-                if m in masks:
-                    masks[m][z] = line(r.mask)
-        contours = [render.Contour(m, masks[m]) for m in METHODS if masks[m].any()]
+                if m in masks:  # the slice mask's row y (or column x) is the plane's row z
+                    masks[m][z] = np.take(r.mask, at, axis=normal - 1)
+        contours = [render.Contour(m, p.to_display(masks[m])) for m in METHODS if masks[m].any()]
         contours += [
-            render.Contour(m, pick(o.prop.mask3d), fill=False, dotted=True, label=f"{NAMES[m]} 3D")
+            render.Contour(m, shown(o.prop.mask3d), fill=False, dotted=True, label=f"{NAMES[m]} 3D")
             for m, o in s.objects3d.items()
         ]
         if s.label is not None:
-            contours.append(render.Contour("truth", pick(s.label).astype(bool), dashed=True, fill=False))
+            contours.append(render.Contour("truth", shown(s.label).astype(bool), dashed=True, fill=False))
+        # the current slice is a line of the plane's first array axis (z): a row or a column on screen
+        across = p.axes.index(0)
+        line = int(round(p.points_to_display(np.array([s.z, 0.0]), shape)[across]))
         out[name] = render.render_plane(
-            apply_window(pick(arr), w),
-            spacing,
+            apply_window(shown(arr), w),
+            p.display_spacing(s.volume.spacing),
             contours,
             opacity=s.opacity,
-            current_row=s.z,
-            caption=caption,
+            current_line=(across, line),
+            caption=f"{p.name}, {'yx'[normal - 1]} = {at}",
+            letters=p.letters,
         )
     return out
+
+
+def click_to_voxel(session: Session, xy_display: Sequence[float]) -> tuple[float, float]:
+    """A click on the slice picture, Gradio's ``[x, y]`` picture pixel, → the (y, x) voxel of the
+    current slice in the file's own order, clamped to the slice (the picture shows it turned the right
+    way up, :func:`render_view`)."""
+    disp = orientation(session.volume.direction).slices
+    shown_rc = render.display_to_slice(xy_display, session.factor, disp.display_shape(session.shape))
+    y, x = disp.points_to_plane(np.asarray(shown_rc), disp.plane_shape(session.shape))
+    return float(y), float(x)
 
 
 #: Widths (px) the per-ray pictures are drawn at: about the width they are shown at on a laptop.
@@ -272,28 +293,34 @@ def ray_detail(session: Session, sp: Result, inside: np.ndarray | None = None) -
 
 
 def render_view(session: Session) -> dict[str, Any]:
-    """Every picture and text of the current slice."""
+    """Every picture and text of the current slice. The slice and its likelihood maps are shown the
+    right way up (:func:`~seqpatch_core.images.orientation.orientation`: axial anterior up with the
+    patient's right on the left, coronal and sagittal superior up), with the edge letters; results
+    stay in the file's voxel order and are turned here only."""
     s = require(session)
     z = s.z
     f = s.factor
-    win = s.windowed(z)
+    disp = orientation(s.volume.direction).slices
+    shape_yx = disp.plane_shape(s.shape)
+    shown, at = disp.to_display, lambda points: disp.points_to_display(points, shape_yx)
+    win = shown(s.windowed(z))
     res = s.results.get(z) or {}
-    contours = [render.Contour(m, res[m].mask) for m in METHODS if m in res]
+    contours = [render.Contour(m, shown(res[m].mask)) for m in METHODS if m in res]
     contours += [  # the whole objects followed in 3D, on every slice they reach
-        render.Contour(m, o.prop.mask3d[z], fill=False, dotted=True, label=f"{NAMES[m]} 3D")
+        render.Contour(m, shown(o.prop.mask3d[z]), fill=False, dotted=True, label=f"{NAMES[m]} 3D")
         for m, o in s.objects3d.items()
         if o.prop.mask3d[z].any()
     ]
     if s.label is not None:
-        contours.append(render.Contour("truth", s.label[z].astype(bool), dashed=True, fill=not res))
+        contours.append(render.Contour("truth", shown(s.label[z]).astype(bool), dashed=True, fill=not res))
     point = centres = fov = None
     if res:
-        point = next(iter(res.values())).point_zyx[1:]
+        point = at(next(iter(res.values())).point_zyx[1:])
     if s.show_rays and "seqpatch" in res:
-        centres = res["seqpatch"].centres
+        centres = at(res["seqpatch"].centres)
     if s.show_rays and "unet" in res:
-        fov = res["unet"].centres
-    caption = f"slice {z}/{s.shape[0] - 1}  {s.display_window(z)}"
+        fov = at(res["unet"].centres)
+    caption = f"{disp.name} {z}/{s.shape[0] - 1}  {s.display_window(z)}"
     overlay = render.render_overlay(
         render.grey_rgb(win, f),
         f,
@@ -303,6 +330,7 @@ def render_view(session: Session) -> dict[str, Any]:
         ray_centres=centres,
         fov_corners=fov,
         caption=caption,
+        letters=disp.letters,
     )
     out: dict[str, Any] = {"overlay": overlay}
     for m in METHODS:
@@ -313,12 +341,12 @@ def render_view(session: Session) -> dict[str, Any]:
         else:
             out[f"lik_{m}"] = render.render_likelihood(
                 win,
-                r.likelihood,
-                r.coverage,
+                shown(r.likelihood),
+                shown(r.coverage),
                 f,
                 key=m,
-                mask=r.mask,
-                point_yx=r.point_zyx[1:],
+                mask=shown(r.mask),
+                point_yx=at(r.point_zyx[1:]),
                 title=f"{NAMES[m]} likelihood",
             )
     sp = res.get("seqpatch")

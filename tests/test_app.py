@@ -234,8 +234,9 @@ def test_threshold_reuses_cached_likelihoods(loaded, monkeypatch):
 
 
 def _marker_rows(img: np.ndarray) -> np.ndarray:
-    """Rows of a plane picture that are the current-slice line (marker colour across the right half)."""
-    right = img[:, img.shape[1] // 2 :]
+    """Rows of a plane picture that are the current-slice line (marker colour across a band of the
+    right half clear of the edge letters, which are drawn over the line)."""
+    right = img[:, img.shape[1] * 6 // 10 : img.shape[1] * 9 // 10]
     return np.nonzero(np.all(right == COLOURS["marker"], axis=2).all(axis=1))[0]
 
 
@@ -249,8 +250,8 @@ def test_coronal_and_sagittal_views(loaded):
         h, w = img.shape[:2]
         assert max(h, w) <= 512
         assert h / w == pytest.approx(z * sz / (cols * col_mm), rel=0.03)  # physical aspect
-        # the line at the current slice (2 of 4): the middle of row 2 in picture rows
-        assert abs(_marker_rows(img).mean() - (loaded.z + 0.5) * h / z) <= 1.5
+        # the line at the current slice (2 of 4): superior up, so slice k is plane row z - 1 - k
+        assert abs(_marker_rows(img).mean() - (z - 1 - loaded.z + 0.5) * h / z) <= 1.5
         assert np.all(img == COLOURS["truth"], axis=2).any()  # the label's outline
     # a click: the planes go through it and show both methods' masks on its slice
     out = handlers.segment(loaded, 1, *CENTRE)
@@ -260,10 +261,10 @@ def test_coronal_and_sagittal_views(loaded):
         if any(r.mask.any() for r in loaded.results[1].values()):  # outlines (U-net's drawn last)
             assert any(np.all(img == COLOURS[m], axis=2).any() for m in ("seqpatch", "unet")), name
         h = img.shape[0]
-        assert abs(_marker_rows(img).mean() - 1.5 * h / z) <= 1.5
+        assert abs(_marker_rows(img).mean() - (z - 1 - 1 + 0.5) * h / z) <= 1.5
     # slice and window changes redraw them (the line moves)
     out = handlers.change_slice(loaded, 3)
-    assert abs(_marker_rows(out["coronal"]).mean() - 3.5 * out["coronal"].shape[0] / z) <= 1.5
+    assert abs(_marker_rows(out["coronal"]).mean() - (z - 1 - 3 + 0.5) * out["coronal"].shape[0] / z) <= 1.5
     before = out["coronal"]
     out = handlers.change_window(loaded, "bone")
     assert out["coronal"].shape == before.shape and not np.array_equal(out["coronal"], before)
