@@ -1,4 +1,4 @@
-"""The second pass on a coarser grid for large objects (predictor.Coarsen) and ``calibrate``."""
+"""The scale rule: the pyramid of working grids for large objects (run.Coarsen) and ``calibrate``."""
 
 from __future__ import annotations
 
@@ -9,24 +9,24 @@ import numpy as np
 import pytest
 from helpers import BrightNet, sphere_arrays, write_checkpoints
 
+from seqpatch_core.base.metrics import dice
 from seqpatch_core.cli.main import main
-from seqpatch_core.evaluation.calibration import coarsen_sweep, markdown_sweep
+from seqpatch_core.evaluation.calibration import coarsen_sweep, markdown_sweep, replay
 from seqpatch_core.evaluation.evaluate import evaluate_synthetic
 from seqpatch_core.images.volume import volume_from_array
-from seqpatch_core.inference.predictor import Predictor, segment_adaptive, segment_resampled, segment_working
-from seqpatch_core.method import rays
+from seqpatch_core.inference.predictor import Predictor, segment_slice
 from seqpatch_core.method.models import build_model, load_checkpoint
 from seqpatch_core.method.run import Coarsen, equivalent_radius_px, pick_device
 
-#: A 10-mm ball on 1-mm pixels: equivalent radius 10 working px on its middle slice.
+#: A 10-mm ball on 1-mm pixels: equivalent radius 10 working px on its middle slice at 1.0 mm.
 BALL = {"shape": (3, 64, 64), "centre": (1.0, 32.0, 30.0), "radius_mm": 10.0, "spacing_zyx": (4.0, 1.0, 1.0)}
 
 
-def _bright(arch: str, radius_px: float | None, spacing_mm: float = 1.6) -> BrightNet:
-    """BrightNet with a rule; 1.6 mm by default, so that the 1.0-mm CT grids below take it."""
+def _bright(arch: str, radius_px: float | None) -> BrightNet:
+    """BrightNet with the rule ``radius_px`` in its record (None: none)."""
     net = BrightNet(arch)
     if radius_px is not None:
-        net.record["coarsen"] = {"radius_px": radius_px, "spacing_mm": spacing_mm}
+        net.record["coarsen"] = {"radius_px": radius_px}
     return net
 
 
@@ -38,82 +38,76 @@ def test_equivalent_radius_in_working_pixels(area, spacing, working, expected):
     assert equivalent_radius_px(mask, (spacing, spacing), working) == pytest.approx(expected, abs=0.01)
 
 
-def test_rule_comes_from_the_record():
+def test_rule_comes_from_the_record_and_the_pyramid_from_the_first_grid():
     assert Coarsen.of(BrightNet("seqpatch")) is None
     net = _bright("seqpatch", None)
-    net.record["coarsen"] = None  # calibrate stores None when one pass is best
+    net.record["coarsen"] = None  # calibrate stores None when the first grid is best
     assert Coarsen.of(net) is None
-    assert Coarsen.of(_bright("unet", 24.0, 2.0)) == Coarsen(24.0, 2.0)
-    assert Coarsen(24.0).spacing_mm == 1.0
-    assert Coarsen(24.0).applies(0.625) and not Coarsen(24.0).applies(1.0)
+    assert Coarsen.of(_bright("unet", 24.0)) == Coarsen(24.0)
+    assert Coarsen.grids(1.0) == (1.0, 2.0, 4.0, 8.0)  # CT
+    assert Coarsen.grids(0.625) == (0.625, 1.0, 2.0, 4.0, 8.0)  # MR
+    assert Coarsen.grids(0.8) == (0.8, 1.0, 2.0, 4.0, 8.0) and Coarsen.grids(10.0) == (10.0,)
 
 
-@pytest.mark.parametrize(("radius_px", "redone"), [(5.0, True), (15.0, False)])
+@pytest.mark.parametrize(("radius_px", "grids"), [(15.0, (1.0,)), (7.0, (1.0, 2.0)), (4.0, (1.0, 2.0, 4.0))])
 @pytest.mark.parametrize("arch", ["seqpatch", "unet"])
-def test_predictor_redoes_large_objects_on_the_coarser_grid(arch, radius_px, redone):
+def test_a_large_object_climbs_the_pyramid_until_its_mask_fits(arch, radius_px, grids):
     image, label = sphere_arrays(**BALL)
     vol = volume_from_array(image, spacing=BALL["spacing_zyx"], modality="CT")
     pred = Predictor({arch: _bright(arch, radius_px)}, device="cpu")
     pred.set_volume(vol)
     r = pred.predict((1, 32, 30), method=arch)
-    assert r.coarsened is redone
-    assert r.working_spacing == pytest.approx(1.6 if redone else 1.0)
-    assert ("first_pass_ms" in r.timings) is redone
-    # the result is that pass's: the patch centres lie on the coarser grid's stride
+    assert r.grids_mm == grids and r.working_spacing == grids[-1] and r.coarsened is (len(grids) > 1)
+    assert ("coarser_ms" in r.timings) is r.coarsened
+    # the result is the last grid's pass: the patch centres lie on that grid's stride
     if arch == "seqpatch":
         step = np.linalg.norm(r.centres[0, 1] - r.centres[0, 0])
         assert step == pytest.approx(4.0 * r.working_spacing, rel=1e-3)
-    d = 2 * np.logical_and(r.mask, label[1]).sum() / (r.mask.sum() + label[1].sum())
-    assert d > 0.9  # the ball at either resolution
-    # --single-pass (Predictor(coarsen=False)) and predict_many(coarsen=False) keep one pass
+    assert dice(r.mask, label[1]) > 0.85  # the ball at every resolution, mapped back smoothly
+    # --no-coarsen (Predictor(coarsen=False)) and predict_many(coarsen=False) keep the first grid
     one = Predictor(pred.models, device="cpu", coarsen=False)
     one.set_volume(vol)
-    assert not one.predict((1, 32, 30), method=arch).coarsened
+    assert one.predict((1, 32, 30), method=arch).grids_mm == (1.0,)
     other = one.session()  # a new session keeps the setting
     other.set_volume(vol)
     assert not other.predict((1, 32, 30), method=arch).coarsened
     assert not pred.predict_many(1, [(32, 30)], arch, coarsen=False)[0].coarsened
 
 
-def test_only_the_large_clicks_of_a_batch_are_redone():
+def test_only_the_large_clicks_of_a_batch_climb():
     image, _ = sphere_arrays(**BALL)
     image[:, 55:59, 55:59] = 150  # a small object: 4 x 4 px, equivalent radius 2.3 px
-    pred = Predictor({"seqpatch": _bright("seqpatch", 5.0)}, device="cpu")
+    pred = Predictor({"seqpatch": _bright("seqpatch", 6.0)}, device="cpu")
     pred.set_volume(volume_from_array(image, spacing=BALL["spacing_zyx"], modality="CT"))
+    alone = pred.predict((1, 56.5, 56.5))
     res = pred.predict_many(1, [(32, 30), (56.5, 56.5)])
     assert 10 <= res[1].mask.sum() <= 20
-    assert [r.coarsened for r in res] == [True, False]
-    assert [r.working_spacing for r in res] == [pytest.approx(1.6), pytest.approx(1.0)]
+    assert [r.grids_mm for r in res] == [(1.0, 2.0), (1.0,)]
+    # the small object's answer is exactly what it is alone: the first grid's
+    np.testing.assert_array_equal(res[1].mask, alone.mask)
+    np.testing.assert_array_equal(res[1].likelihood, alone.likelihood)
 
 
-def test_segment_adaptive_takes_the_coarse_mask_for_large_objects():
-    yy, xx = np.mgrid[:96, :80]
-    disc = (yy - 50.0) ** 2 + (xx - 37.0) ** 2 < 14.0**2
-    bar = (np.abs(yy - 15.0) < 2) & (np.abs(xx - 40.0) < 3)  # a small object
-    image = np.where(disc | bar, 0.9, 0.1).astype(np.float32)
-    clicks = np.array([[50.0, 37.0], [15.0, 40.0]])
-    cfg, cpu = rays.get_preset("ct"), pick_device("cpu")
-    net = _bright("seqpatch", 8.0, 1.0)
-    masks, redone = segment_adaptive(net, image, clicks, cfg, 0.625, cpu)
-    assert redone == [True, False]
-    coarse = segment_resampled(net, image, clicks[:1], cfg, 0.625, 1.0, cpu)[0]
-    fine = segment_working(net, image, clicks[1:], cfg, cpu)[0]
-    assert np.array_equal(masks[0], coarse) and np.array_equal(masks[1], fine)
-    # no rule, or a grid already as coarse as the rule's: one pass
-    _, redone = segment_adaptive(BrightNet("seqpatch"), image, clicks, cfg, 0.625, cpu)
-    assert redone == [False, False]
-    _, redone = segment_adaptive(net, image, clicks, cfg, 1.0, cpu)
-    assert redone == [False, False]
-
-
-@pytest.mark.parametrize(("modality", "redone"), [("CT", False), ("MR", True)])
-def test_the_default_rule_redoes_mr_grids_at_the_ct_spacing(modality, redone):
+@pytest.mark.parametrize(("modality", "grids"), [("CT", (1.0, 2.0)), ("MR", (0.625, 1.0, 2.0))])
+def test_mr_starts_finer_and_joins_the_ct_grids(modality, grids):
     image, _ = sphere_arrays(**BALL)
-    pred = Predictor({"unet": _bright("unet", 5.0, 1.0)}, device="cpu")
+    pred = Predictor({"unet": _bright("unet", 8.0)}, device="cpu")
     pred.set_volume(volume_from_array(image, spacing=BALL["spacing_zyx"], modality=modality))
-    r = pred.predict((1, 32, 30), method="unet")
-    assert r.coarsened is redone
-    assert r.working_spacing == pytest.approx(1.0 if redone or modality == "CT" else 0.625)
+    assert pred.predict((1, 32, 30), method="unet").grids_mm == grids
+
+
+def test_a_coarse_answer_is_mapped_back_smoothly_not_in_blocks():
+    """The likelihood of an 8-mm grid is resampled onto the 1-mm slice and thresholded there: the
+    mask follows the disc, and its edge is not the 8 x 8 staircase of nearest-neighbour steps."""
+    yy, xx = np.mgrid[:240, :240]
+    disc = (yy - 119.0) ** 2 + (xx - 121.0) ** 2 < 70.0**2
+    image = np.where(disc, 0.9, 0.1).astype(np.float32)
+    (r,) = segment_slice(_bright("unet", 4.0), image, [[119.0, 121.0]], "ct", 1.0, pick_device("cpu"))
+    assert r.grids_mm == (1.0, 2.0, 4.0, 8.0)
+    assert dice(r.mask, disc) > 0.97
+    blocks = r.mask[:232, :232].reshape(29, 8, 29, 8).transpose(0, 2, 1, 3).reshape(29, 29, 64)
+    mixed = blocks.any(-1) & ~blocks.all(-1)
+    assert mixed.sum() > 20  # the edge runs through the coarse cells
 
 
 def test_evaluate_synthetic_applies_the_rule_unless_told_not_to():
@@ -121,13 +115,22 @@ def test_evaluate_synthetic_applies_the_rule_unless_told_not_to():
     cpu = pick_device("cpu")
     with_rule = evaluate_synthetic(models, 2, seed=5, backgrounds=None, device=cpu)
     one = evaluate_synthetic(models, 2, seed=5, backgrounds=None, device=cpu, coarsen=False)
-    redone = [r["coarsened"] for r in with_rule["rows"]]
-    assert with_rule["summary"]["seqpatch"]["coarsened"] == sum(redone) > 0
-    assert one["summary"]["seqpatch"]["coarsened"] == 0 and "one pass" in one["source"]
+    assert all(r.grid_mm > r.spacing_mm for r in with_rule["rows"])  # every mask is "large"
+    assert with_rule["summary"]["seqpatch"]["coarsened"] == 2 and "pyramid" in with_rule["source"]
+    assert [r.grid_mm for r in one["rows"]] == [1.0, 0.625]
+    assert one["summary"]["seqpatch"]["coarsened"] == 0 and "no pyramid" in one["source"]
+
+
+def test_replay_is_the_predictors_rule():
+    levels = [(30.0, 0.5), (15.0, 0.8), (7.0, 0.7)]
+    assert replay(levels, math.inf) == (0.5, 0)
+    assert replay(levels, 20.0) == (0.8, 1)
+    assert replay(levels, 10.0) == (0.7, 2)
+    assert replay(levels, 1.0) == (0.7, 2)  # the pyramid ends
 
 
 @pytest.mark.slow
-def test_sweep_chooses_the_best_radius_and_never_equals_one_pass():
+def test_sweep_chooses_the_best_radius_and_never_equals_the_first_grid():
     models = {"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}
     cpu = pick_device("cpu")
     sweep = coarsen_sweep(models, 4, seed=5, backgrounds=None, device=cpu, radii=[0.5, 1e6])
@@ -136,15 +139,13 @@ def test_sweep_chooses_the_best_radius_and_never_equals_one_pass():
         radii = [row["radius_px"] for row in e["table"]]
         assert radii == [0.5, 1e6, math.inf]
         never = e["table"][-1]
-        # only the 0.625-mm half can be redone (at 1.0 mm), and every BrightNet mask there is > 0.5 px
-        assert never["redone"] == 0 and e["table"][0]["redone"] == 2
-        assert len({row["dice_ct"] for row in e["table"]}) == 1
+        assert never["coarsened"] == 0 and e["table"][0]["coarsened"] == 4  # every BrightNet mask is > 0.5 px
         assert never["dice"] == pytest.approx(one["summary"][name]["dice"]["mean"])
         assert e["table"][1]["dice"] == pytest.approx(never["dice"])  # nothing is that large
         best = max(row["dice"] for row in e["table"])
         chosen = next(row for row in e["table"] if row["radius_px"] == e["chosen"])
         assert chosen["dice"] == pytest.approx(best)
-        if e["table"][0]["dice"] < best:  # ties go to the larger radius: fewer second passes
+        if e["table"][0]["dice"] < best:  # ties go to the larger radius: fewer passes
             assert e["chosen"] == math.inf
     text = markdown_sweep(sweep)
     assert text.count(" * |") == 2 and "never" in text
@@ -172,14 +173,14 @@ def test_calibrate_writes_the_rule_into_the_weights(tmp_path, capsys):
         if math.isinf(chosen):
             assert record["coarsen"] is None and rule is None
         else:
-            assert rule == Coarsen(chosen, 1.0) and record["coarsen"]["chosen_on"].startswith("calibrate")
+            assert rule == Coarsen(chosen) and record["coarsen"]["chosen_on"].startswith("calibrate")
     readable = json.loads(ckpt["seqpatch"].with_suffix(".json").read_text())  # the JSON beside follows
     assert readable["training"] == {"seed": 1}
     assert readable["coarsen"] == load_checkpoint(ckpt["seqpatch"])[0]["coarsen"]
     assert not ckpt["unet"].with_suffix(".json").exists()
 
 
-@pytest.mark.parametrize("bad", [["--radii", "a,b"], ["--radii", "-3"], ["--to-mm", "0.1"]])
+@pytest.mark.parametrize("bad", [["--radii", "a,b"], ["--radii", "-3"]])
 def test_calibrate_rejects_bad_options(tmp_path, capsys, bad):
     ckpt = write_checkpoints(tmp_path)
     rc = main(["calibrate", "--synthetic", "1", "--backgrounds", "none", "--weights-seqpatch", str(ckpt["seqpatch"]),
@@ -197,7 +198,7 @@ def test_mr_volumes_default_to_the_promise12_preset():
     assert pred.predict((1, 32, 30), method="unet").preset == "promise12"
 
 
-@pytest.mark.parametrize("ignored", [["--single-pass"], ["--preset", "mr"], ["--window", "lung"]])
+@pytest.mark.parametrize("ignored", [["--no-coarsen"], ["--preset", "mr"], ["--window", "lung"]])
 def test_calibrate_has_no_click_options_it_would_ignore(capsys, ignored):
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", "--synthetic", "1", "--backgrounds", "none", *ignored])

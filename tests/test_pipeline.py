@@ -1,6 +1,6 @@
 """One inference pipeline: a click in the app (Predictor on a volume) and the slice entry used by
 training's validation, the evaluation command and the calibration (segment_slice and its wrappers)
-give the same masks, and the second-pass rule is applied in one place."""
+give the same masks, and the scale rule (the pyramid of grids) is applied in one place."""
 
 from __future__ import annotations
 
@@ -10,13 +10,7 @@ import torch
 
 from seqpatch_core.images.intensity import Window, apply_window
 from seqpatch_core.images.volume import volume_from_array
-from seqpatch_core.inference.predictor import (
-    Predictor,
-    segment_adaptive,
-    segment_resampled,
-    segment_slice,
-    segment_working,
-)
+from seqpatch_core.inference.predictor import Predictor, segment_slice, segment_working
 from seqpatch_core.method.run import Coarsen
 
 CPU = torch.device("cpu")
@@ -54,29 +48,27 @@ def test_a_resampled_click_equals_the_slice_entry_at_that_spacing(small_models, 
     pred = Predictor(dict(small_models), CPU, coarsen=False)
     pred.set_volume(vol, window=WINDOW)
     app = pred.predict((1, 58.0, 50.0), method, "promise12")
-    (entry,) = segment_resampled(small_models[method], windowed, np.array([[58.0, 50.0]]), "promise12", 0.8, 0.625, CPU)
-    np.testing.assert_array_equal(app.mask, entry)
+    net = small_models[method]
+    (entry,) = segment_slice(net, windowed, [[58.0, 50.0]], "promise12", 0.8, CPU, working_spacing=0.625)
+    np.testing.assert_array_equal(app.mask, entry.mask)
     assert app.working_spacing == 0.625 and app.mask.shape == (120, 110)
 
 
-@pytest.mark.parametrize("radius_px,redone", [(0.5, True), (500.0, False)])
-def test_the_second_pass_is_the_predictors(small_models, radius_px, redone, one_thread):
-    """segment_adaptive is predict_many's rule: redone clicks equal a pass on the coarser grid."""
+@pytest.mark.parametrize("radius_px,grids", [(0.5, (0.625, 1.0, 2.0, 4.0, 8.0)), (500.0, (0.625,))])
+def test_the_scale_rule_is_the_predictors(small_models, radius_px, grids, one_thread):
+    """segment_slice takes predict_many's rule: a click that climbs the pyramid is answered as a first
+    pass on its last grid would be."""
     _, windowed = _volume(0.625, "MR")
     net = small_models["seqpatch"]
-    rule = Coarsen(radius_px, 1.0)
     click = np.array([[58.0, 50.0]])
-    masks, flags = segment_adaptive(net, windowed, click, "promise12", 0.625, CPU, rule=rule)
-    assert masks[0].any(), "the small net finds the bright ellipse"
-    assert flags == [redone]
-    expected = (
-        segment_resampled(net, windowed, click, "promise12", 0.625, 1.0, CPU)
-        if redone
-        else segment_working(net, windowed, click, "promise12", CPU)
-    )
-    np.testing.assert_array_equal(masks[0], expected[0])
-    (res,) = segment_slice(net, windowed, click, "promise12", 0.625, CPU, coarsen=rule)
-    assert res.coarsened == redone and res.working_spacing == (1.0 if redone else 0.625)
+    (res,) = segment_slice(net, windowed, click, "promise12", 0.625, CPU, coarsen=Coarsen(radius_px))
+    assert res.mask.any(), "the small net finds the bright ellipse"
+    assert res.grids_mm[: len(grids)] == grids[: len(res.grids_mm)] and res.working_spacing == res.grids_mm[-1]
+    assert (len(res.grids_mm) > 1) is (radius_px < 1)
+    (last,) = segment_slice(net, windowed, click, "promise12", 0.625, CPU, working_spacing=res.working_spacing,
+                            coarsen=False)  # fmt: skip
+    np.testing.assert_array_equal(res.mask, last.mask)
+    np.testing.assert_array_equal(res.likelihood, last.likelihood)
 
 
 @pytest.mark.parametrize("preset", ["ct", "promise12"])

@@ -169,12 +169,12 @@ def test_cli_missing_weights_exit_2(tmp_path, disc_volume):
     assert p.returncode == 2 and "not found" in p.stderr and "Traceback" not in p.stderr
 
 
-#: Golden cases: (image, label, modality, {method: (Dice, second pass taken)}), measured with the shipped
-#: weights (float32, CPU), centre click on the largest labelled slice. The MR case takes SeqPatch's
-#: second pass at 1.0 mm (its calibrated rule); the CT case is one pass for both.
+#: Golden cases: (image, label, modality, {method: (Dice, grids of the pyramid taken)}), measured with
+#: the shipped weights (float32, CPU), centre click on the largest labelled slice. The MR case takes
+#: SeqPatch from 0.625 mm up to 1.0 mm (its calibrated rule); the CT case stays on 1.0 mm for both.
 GOLDEN = [
-    ("lung2_ct_crop", "CT", {"seqpatch": (0.883, False), "unet": (0.886, False)}),
-    ("brain1_mr_crop", "MR", {"seqpatch": (0.737, True), "unet": (0.725, False)}),
+    ("lung2_ct_crop", "CT", {"seqpatch": (0.883, (1.0,)), "unet": (0.886, (1.0,))}),
+    ("brain1_mr_crop", "MR", {"seqpatch": (0.737, (0.625, 1.0)), "unet": (0.725, (0.625,))}),
 ]
 
 
@@ -183,7 +183,7 @@ GOLDEN = [
 @pytest.mark.slow
 def test_golden_end_to_end_on_the_bundled_real_crops(case, modality, expected):
     """The shipped weights on a bundled real crop. The tolerance (0.05) guards against regressions in
-    reading, windowing, presets, sampling, fusion, the second pass and post-processing."""
+    reading, windowing, presets, sampling, fusion, the scale rule and post-processing."""
     image, label = example(case)
     vol = read_volume(image)
     lab = read_label(label, vol)
@@ -192,7 +192,7 @@ def test_golden_end_to_end_on_the_bundled_real_crops(case, modality, expected):
     ys, xs = np.nonzero(lab[z])
     pred = Predictor(load_models(["seqpatch", "unet"]), device="cpu")
     pred.set_volume(vol)
-    for method, (score, second_pass) in expected.items():
+    for method, (score, grids) in expected.items():
         r = pred.predict((z, ys.mean(), xs.mean()), method=method)
         assert abs(dice(r.mask, lab[z]) - score) <= 0.05, (method, dice(r.mask, lab[z]))
-        assert r.coarsened is second_pass
+        assert r.grids_mm == grids

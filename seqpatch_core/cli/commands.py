@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import fields
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
 from seqpatch_core.method.models import DEFAULT_WEIGHTS, load_models
@@ -35,7 +35,7 @@ def cmd_predict(args) -> int:
         log.warning("%s", w)
     label = read_label(args.label, volume) if args.label else None
     models = load_models([args.method], {args.method: args.weights})
-    pred = Predictor(models, device=args.device, dtype=args.dtype, coarsen=not args.single_pass)
+    pred = Predictor(models, device=args.device, dtype=args.dtype, coarsen=args.coarsen)
     pred.set_volume(volume, window=args.window)
     points = [pred.check_point(p) for p in args.point]  # validate all before any work
     mask = np.zeros(volume.array.shape, dtype=np.uint8)
@@ -187,9 +187,18 @@ def _checked_models(args) -> dict:
     return load_models(args.methods, weights, device=pick_device(args.device))
 
 
-def _write_json(data: dict, path: str | None) -> None:
+def _fields(obj) -> dict:
+    """A dataclass's fields for ``json.dumps`` (anything else is not JSON: TypeError, as json's own)."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _write_json(data, path: str | None) -> None:
+    """``data`` as JSON at ``path`` (None: nothing); dataclasses (evaluation rows, a robustness map)
+    are written as their fields."""
     if path:
-        Path(path).write_text(json.dumps(data, indent=1))
+        Path(path).write_text(json.dumps(data, indent=1, default=_fields))
         log.info("wrote %s", path)
 
 
@@ -202,7 +211,7 @@ def _load_case(args):
     for w in volume.warnings:
         log.warning("%s", w)
     label = read_label(args.label, volume) if args.label else None
-    pred = Predictor(_checked_models(args), device=args.device, coarsen=not args.single_pass)
+    pred = Predictor(_checked_models(args), device=args.device, coarsen=args.coarsen)
     pred.set_volume(volume, window=args.window)
     return pred, label
 
@@ -220,7 +229,7 @@ def cmd_evaluate(args) -> int:
 
         res = evaluation.evaluate_atlas(
             _checked_models(args), args.atlas, args.seed, args.atlas_bank or DEFAULT_DIR, pick_device(args.device),
-            clicks=args.clicks, threshold=args.threshold, coarsen=not args.single_pass,
+            clicks=args.clicks, threshold=args.threshold, coarsen=args.coarsen,
         )
     elif args.synthetic is not None:
         models = _checked_models(args)
@@ -234,7 +243,7 @@ def cmd_evaluate(args) -> int:
             clicks=args.clicks,
             threshold=args.threshold,
             working_spacing=args.working_spacing,
-            coarsen=not args.single_pass,
+            coarsen=args.coarsen,
         )
     else:
         if args.working_spacing is not None:
@@ -281,9 +290,8 @@ def cmd_calibrate(args) -> int:
         raise InputError(f"--radii needs positive radii in working pixels, got {args.radii!r}")
     models = _checked_models(args)
     bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
-    res = calibration.coarsen_sweep(
-        models, args.synthetic, args.seed, bank, pick_device(args.device), radii, args.to_mm, args.threshold
-    )
+    res = calibration.coarsen_sweep(models, args.synthetic, args.seed, bank, pick_device(args.device), radii,
+                                    args.threshold)
     print(calibration.markdown_sweep(res), flush=True)
     _write_json(res, args.json)
     if args.write:
@@ -295,9 +303,8 @@ def cmd_calibrate(args) -> int:
             if math.isfinite(chosen):
                 rule = {
                     "radius_px": chosen,
-                    "spacing_mm": args.to_mm,
                     "chosen_on": f"calibrate --synthetic {args.synthetic} --seed {args.seed}",
-                    "val_dice_one_pass": round(table[math.inf], 4),
+                    "val_dice_first_grid": round(table[math.inf], 4),
                     "val_dice": round(table[chosen], 4),
                 }
             write_record_fields(model, path, coarsen=rule)

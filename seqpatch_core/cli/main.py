@@ -85,9 +85,9 @@ def _add_click_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument(
-        "--single-pass", action="store_true",
-        help="segment at the preset working spacing only, without the weights' second pass on a coarser "
-        "grid for large objects",
+        "--no-coarsen", action="store_false", dest="coarsen",
+        help="segment on the first working grid only (1.0 mm CT, 0.625 mm MR), without the weights' "
+        "coarsen rule, which takes large objects up the pyramid of grids (2, 4, 8 mm)",
     )
     p.add_argument("--device", default="auto")
 
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
         "--working-spacing", type=float, default=None, metavar="MM",
-        help="--synthetic: segment each slice resampled to this spacing (default: its own, 1.0 or 0.625 mm)",
+        help="--synthetic: start each slice's pyramid of grids at this spacing (default: its own, 1.0 or 0.625 mm)",
     )
     ev.add_argument("--atlas", type=int, default=None, metavar="N", help="N held-out atlas structures")
     ev.add_argument("--atlas-bank", default=None, help="prepare-atlases output (default ~/.cache/seqpatch/atlases)")
@@ -246,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     ca = sub.add_parser(
-        "calibrate", help="choose (and store in the weights) the size above which a click is redone at 1.0 mm"
+        "calibrate",
+        help="choose (and store in the weights) the coarsen rule: the mask radius above which a click goes up "
+        "the pyramid of grids",
     )
     ca.add_argument("--synthetic", type=int, default=96, metavar="N", help="N validation slices (default 96)")
     ca.add_argument(
@@ -258,9 +260,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="background bank (folder or .npz; 'none': phantoms)",
     )
     ca.add_argument("--radii", default="12,16,20,24,28,32,40,48", help="candidate radii, working pixels")
-    ca.add_argument(
-        "--to-mm", type=float, default=1.0, help="spacing of the second pass, for grids finer than it (default 1.0)"
-    )
     ca.add_argument("--write", action="store_true", help="store each chosen rule in its weights file")
     _add_model_options(ca, clicks=False)
     ca.set_defaults(func=cmd_calibrate)

@@ -1,9 +1,10 @@
-"""Calibration of the second pass for large objects: the :class:`~seqpatch_core.inference.predictor.Coarsen`
-radius of each model, chosen on synthetic validation slices (``calibrate``).
+"""Calibration of the scale rule: the :class:`~seqpatch_core.method.run.Coarsen` radius of each model,
+chosen on synthetic validation slices (``calibrate``).
 
-:func:`coarsen_sweep` segments every validation slice on its own working grid and, where that grid is
-finer than the second pass's, once more on the coarser grid, then scores each candidate radius;
-:func:`markdown_sweep` prints the tables. ``calibrate --write`` stores the chosen rule in the weights
+:func:`coarsen_sweep` segments every validation slice of :func:`~seqpatch_core.evaluation.evaluate.
+synthetic_set` (all sizes, 3-80 mm) on its own grid and on the coarser grids of the pyramid that a
+candidate radius could send it to, then replays the rule for each candidate; :func:`markdown_sweep`
+prints the tables. ``calibrate --write`` stores the chosen rule in the weights
 (:func:`seqpatch_core.method.models.write_record_fields`).
 """
 
@@ -17,13 +18,25 @@ import torch
 from torch import nn
 
 from seqpatch_core.base.errors import InputError
-from seqpatch_core.base.metrics import evaluate_masks
+from seqpatch_core.base.metrics import dice
 from seqpatch_core.base.progress import Progress
 from seqpatch_core.base.tables import markdown_table
-from seqpatch_core.inference.predictor import segment_resampled, segment_working
+from seqpatch_core.evaluation.evaluate import synthetic_set
+from seqpatch_core.inference.predictor import segment_slice
 from seqpatch_core.method import rays
+from seqpatch_core.method.run import Coarsen, equivalent_radius_px
 
-__all__ = ["coarsen_sweep", "markdown_sweep"]
+__all__ = ["coarsen_sweep", "markdown_sweep", "replay"]
+
+
+def replay(levels: Sequence[tuple[float, float]], radius_px: float) -> tuple[float, int]:
+    """The rule replayed on one click: ``levels`` are (mask's equivalent radius in that grid's px,
+    Dice) per grid of its pyramid, finest first (as far as they were computed). Returns (the Dice of
+    the grid the rule stops on, that grid's index), as :meth:`Predictor.predict_many` decides."""
+    i = 0
+    while i + 1 < len(levels) and levels[i][0] > radius_px:
+        i += 1
+    return levels[i][1], i
 
 
 def coarsen_sweep(
@@ -33,57 +46,49 @@ def coarsen_sweep(
     backgrounds: str | None,
     device: torch.device,
     radii: Sequence[float],
-    to_mm: float = 1.0,
     threshold: float = 0.5,
     progress: Progress | None = None,
 ) -> dict:
-    """Choose each model's :class:`~seqpatch_core.inference.predictor.Coarsen` radius on synthetic slices.
+    """Choose each model's :class:`~seqpatch_core.method.run.Coarsen` radius on synthetic slices.
 
-    Every centre click of ``training_data.validation_set(n, seed, backgrounds)`` is segmented on its own
-    working grid and, where that grid is finer than ``to_mm`` (the 0.625-mm half), once more on a
-    ``to_mm`` grid (:func:`segment_resampled`); a radius R then takes the second mask wherever the
-    first one's equivalent radius exceeds R working pixels. Per model: the mean Dice for each R of
-    ``radii`` (``inf``: never) over all slices and per half, how many slices each R redoes, and the
-    chosen R (the best mean; ties go to the larger R, the fewer second passes). Use validation seeds,
-    never the benchmark's. Returns ``{"n", "seed", "to_mm", "radii", "methods": {name: {...}}}``.
+    The centre click of each of ``synthetic_set(n, seed, backgrounds)`` is segmented on the grids of
+    its pyramid (:meth:`Coarsen.grids` of its own grid), one grid at a time and only as far as the
+    smallest candidate radius could climb; each candidate R of ``radii`` (working px; ``inf``: the
+    first grid only) is then replayed (:func:`replay`). Per model: the mean Dice for each R over all
+    slices and per half, how many clicks each R sends to a coarser grid, and the
+    chosen R (the best mean; ties go to the larger R, the fewer passes). Use validation seeds, never
+    the benchmark's. Returns ``{"n", "seed", "radii", "methods": {name: {"table", "chosen"}}}``.
     """
-    from seqpatch_core.method.run import Coarsen, equivalent_radius_px
-    from seqpatch_core.training.batches import validation_set
-
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
-    if not 0.2 <= to_mm <= 5.0:
-        raise InputError(f"--to-mm must be between 0.2 and 5 mm, got {to_mm}")
     radii = sorted({float(r) for r in radii} | {math.inf})
-    val = validation_set(n, seed, backgrounds)
-    per: dict[str, list[tuple[str, float, float, float]]] = {m: [] for m in models}
+    val = synthetic_set(n, seed, backgrounds)
+    per: dict[str, list[tuple[str, list[tuple[float, float]]]]] = {m: [] for m in models}
     for i, (s, preset) in enumerate(val):
         if progress is not None:
             progress(i / len(val), f"synthetic slice {i}")
         cfg = rays.get_preset(preset)
         click = np.array([s.click])
         px = (s.spacing_mm, s.spacing_mm)
-        fine_enough = Coarsen(0.0, to_mm).applies(s.spacing_mm)
         for name, net in models.items():
-            fine = segment_working(net, s.image, click, cfg, device, threshold)[0]
-            d_fine = evaluate_masks(fine, s.label, px)["dice"]
-            r, d_coarse = -math.inf, d_fine  # grids at to_mm or coarser: never redone
-            if fine_enough:
-                coarse = segment_resampled(net, s.image, click, cfg, s.spacing_mm, to_mm, device, threshold)[0]
-                r = equivalent_radius_px(fine, px, s.spacing_mm)
-                d_coarse = evaluate_masks(coarse, s.label, px)["dice"]
-            per[name].append((preset, r, d_fine, d_coarse))
+            levels: list[tuple[float, float]] = []
+            for grid in Coarsen.grids(s.spacing_mm):
+                (r,) = segment_slice(net, s.image, click, cfg, s.spacing_mm, device, threshold, None, grid, False)
+                levels.append((equivalent_radius_px(r.mask, px, grid), dice(r.mask, s.label)))
+                if levels[-1][0] <= radii[0]:  # no candidate sends this click further up
+                    break
+            per[name].append((preset, levels))
     if progress is not None:
         progress(1.0, "done")
-    out: dict = {"n": n, "seed": seed, "to_mm": to_mm, "radii": radii, "methods": {}}
+    out: dict = {"n": n, "seed": seed, "radii": radii, "methods": {}}
     for name, items in per.items():
         table = []
         for radius in radii:
-            pick = [(p, dc if r > radius else df, r > radius) for p, r, df, dc in items]
-            entry = {"radius_px": radius, "dice": float(np.mean([d for _, d, _ in pick])),
-                     "redone": int(sum(c for _, _, c in pick))}  # fmt: skip
-            for half in dict.fromkeys(p for p, _, _ in pick):
-                entry[f"dice_{half}"] = float(np.mean([d for p, d, _ in pick if p == half]))
+            picks = [(p, *replay(levels, radius)) for p, levels in items]
+            entry = {"radius_px": radius, "dice": float(np.mean([d for _, d, _ in picks])),
+                     "coarsened": int(sum(level > 0 for _, _, level in picks))}  # fmt: skip
+            for half in dict.fromkeys(p for p, _, _ in picks):
+                entry[f"dice_{half}"] = float(np.mean([d for p, d, _ in picks if p == half]))
             table.append(entry)
         best = max(table, key=lambda e: (round(e["dice"], 6), e["radius_px"]))
         out["methods"][name] = {"table": table, "chosen": best["radius_px"]}
@@ -91,16 +96,16 @@ def coarsen_sweep(
 
 
 def markdown_sweep(sweep: dict) -> str:
-    """One table per model: radius, mean Dice (overall and per half), slices redone; * = chosen."""
+    """One table per model: radius, mean Dice (overall and per half), clicks sent coarser; * = chosen."""
     parts = []
     for name, e in sweep["methods"].items():
         halves = [k for k in e["table"][0] if k.startswith("dice_")]
-        head = ["coarsen above (working px)", "Dice", *(h[5:] for h in halves), "redone"]
+        head = ["coarsen above (working px)", "Dice", *(h[5:] for h in halves), "coarser grid"]
         cells = []
         for row in e["table"]:
             mark = " *" if row["radius_px"] == e["chosen"] else ""
             r = "never" if math.isinf(row["radius_px"]) else f"{row['radius_px']:g}"
-            cells.append([r + mark, f"{row['dice']:.3f}", *(f"{row[h]:.3f}" for h in halves), row["redone"]])
-        title = f"{name} (second pass at {sweep['to_mm']:g} mm, {sweep['n']} slices, seed {sweep['seed']}):"
+            cells.append([r + mark, f"{row['dice']:.3f}", *(f"{row[h]:.3f}" for h in halves), row["coarsened"]])
+        title = f"{name} (pyramid of grids, {sweep['n']} slices, seed {sweep['seed']}):"
         parts.append(title + "\n\n" + markdown_table(head, cells))
     return "\n\n".join(parts)

@@ -5,10 +5,10 @@ Two sources of cases:
 * a real volume with its label (:func:`evaluate_volume`): every slice z that holds the label is
   clicked, at the label's mass centre on that slice (the nearest label pixel when the centre falls
   outside it), through the same :class:`~seqpatch_core.inference.predictor.Predictor` path the app uses;
-* held-out synthetic slices (:func:`evaluate_synthetic`): ``training.batches.validation_set`` (half at
-  1.0 mm with preset ``ct``, half at 0.625 mm with ``promise12``; the background bank's ``"val"``
-  split), segmented on their working grid exactly like training's validation
-  (:func:`segment_working`).
+* held-out synthetic slices (:func:`evaluate_synthetic`): :func:`synthetic_set`, an equal share of
+  the slices in each radius range of :data:`SYNTH_RADII_MM` (3 to 80 mm), half at 1.0 mm with preset
+  ``ct``, half at 0.625 mm with ``promise12`` (the background bank's ``"val"`` split), each slice
+  starting the pyramid of grids on its own grid, as a click in the app (:func:`segment_slice`).
 
 Click modes (:func:`parse_clicks`): ``centroid`` (one click per slice at the centre above) or
 ``jitter:N`` (N clicks per slice moved from the centre by a uniform distance of up to 20 % of the
@@ -21,9 +21,11 @@ jittered Dice, per slice then averaged).
 Metrics are :func:`seqpatch_core.base.metrics.evaluate_masks` on 2D slices with the slice's in-plane
 spacing (y, x) in mm: Dice, CD-x/y/z (cd_z is 0 on 2D slices), HD95, ABD (mm) and aRVD.
 
-Beside the per-method summary, results are split by object size (:func:`size_breakdown`) and the
-first method is compared with each other one slice by slice (:func:`paired_comparison`: mean Dice
-difference, bootstrap CI, Wilcoxon signed-rank test), so a difference can be told from noise.
+Each click gives one :class:`Row`. Beside the per-method summary, results are split by object size
+(:func:`size_breakdown`: mean Dice with its bootstrap interval per method and the paired difference,
+per radius bin up to >= 60 mm) and the first method is compared with each other one slice by slice
+(:func:`paired_comparison`: mean Dice difference, bootstrap CI, Wilcoxon signed-rank test), so a
+difference can be told from noise.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +47,18 @@ from seqpatch_core.base.progress import Progress
 from seqpatch_core.base.tables import markdown_table as _table
 from seqpatch_core.data import synth
 from seqpatch_core.data.atlases import AtlasBank
-from seqpatch_core.inference.predictor import Predictor, segment_adaptive, segment_resampled, segment_working
+from seqpatch_core.inference.predictor import Predictor, Result, segment_slice
 from seqpatch_core.method import rays
-from seqpatch_core.training.batches import SLICE_SIZE, validation_set
+from seqpatch_core.training.batches import SLICE_SIZE, load_bank
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "JITTER_FRAC",
     "METRICS",
+    "SIZE_BINS_MM",
+    "SYNTH_RADII_MM",
+    "Row",
     "evaluate_atlas",
     "evaluate_synthetic",
     "evaluate_volume",
@@ -64,6 +70,7 @@ __all__ = [
     "size_breakdown",
     "slice_clicks",
     "summarize",
+    "synthetic_set",
 ]
 
 #: Largest click displacement of ``jitter:N``, as a fraction of the object's equivalent radius.
@@ -79,7 +86,54 @@ METRICS: dict[str, str] = {
 }
 
 #: Bins of object size for :func:`size_breakdown`: the reference's equivalent radius on the slice, mm.
-SIZE_BINS_MM: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, math.inf)
+SIZE_BINS_MM: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0, 40.0, 60.0, math.inf)
+#: Nominal radius ranges (mm) of the synthetic benchmark, one equal share of the slices each: every
+#: size bin gets enough slices for an interval (the generator's own rule puts few above 25 mm).
+SYNTH_RADII_MM: tuple[tuple[float, float], ...] = ((3, 5), (5, 10), (10, 20), (20, 40), (40, 60), (60, 80))
+#: The two halves of the synthetic benchmark: (ray preset, pixel size in mm), the CT and the MR grid.
+SYNTH_HALVES: tuple[tuple[str, float], ...] = (("ct", 1.0), ("promise12", 0.625))
+#: A target's nominal radius is at most this fraction of its slice's side (the generator's limit is
+#: a little larger), which sets the side of the slices of the large ranges.
+_FIT = 0.2
+
+
+@dataclass
+class Row:
+    """One click's answer scored against the reference slice.
+
+    case: the volume's source or the synthetic slice's index; z: the slice; click: (y, x) slice px;
+    click_kind: "centre" or "jitter"; grid_mm: the working grid of the answer (the pyramid's,
+    :class:`~seqpatch_core.method.run.Coarsen`), coarsened: whether it is coarser than the click's
+    first grid. The metrics are :func:`~seqpatch_core.base.metrics.evaluate_masks` on the slice grid
+    (distances in mm, sizes in mm^2). preset, spacing_mm (pixel size) and kind: synthetic and atlas
+    slices only.
+    """
+
+    method: str
+    case: str | int
+    z: int
+    click: tuple[float, float]
+    click_kind: str
+    grid_mm: float
+    coarsened: bool
+    dice: float
+    cd_x: float
+    cd_y: float
+    cd_z: float
+    hd95: float
+    abd: float
+    arvd: float
+    size_pred: float
+    size_ref: float
+    preset: str | None = None
+    spacing_mm: float | None = None
+    kind: str | None = None
+
+    @property
+    def radius_mm(self) -> float:
+        """The reference's equivalent radius sqrt(area / pi) on the slice, mm."""
+        return math.sqrt(self.size_ref / math.pi)
+
 
 def parse_clicks(spec: str) -> tuple[str, int]:
     """``"centroid"`` -> ("centroid", 1); ``"jitter:N"`` (N >= 1) -> ("jitter", N); else InputError."""
@@ -100,6 +154,28 @@ def _jitter_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, 13]))
 
 
+def synthetic_set(n: int, seed: int, backgrounds: str | None) -> list[tuple[synth.SynthSlice, str]]:
+    """``n`` held-out synthetic slices stratified by size: (slice, ray preset).
+
+    The slices are split evenly over the radius ranges of :data:`SYNTH_RADII_MM` (in that order, the
+    remainder to the first ranges) and, within each, over the halves of :data:`SYNTH_HALVES` (1.0 mm
+    with ``ct``, 0.625 mm with ``promise12``); each stratum is ``synth.benchmark_set`` with its own
+    seed stream and the bank's ``"val"`` split, on slices of at least ``SLICE_SIZE`` px whose side
+    holds its largest radius. Use validation seeds for choices, the benchmark's for figures.
+    """
+    bank = load_bank(backgrounds, "val")
+    strata = [(i, r, h) for i, r in enumerate(SYNTH_RADII_MM) for h in SYNTH_HALVES]
+    out = []
+    for j, (i, (lo, hi), (preset, spacing)) in enumerate(strata):
+        k = n // len(strata) + (j < n % len(strata))
+        if k:
+            size = max(SLICE_SIZE, 16 * math.ceil(hi / spacing / _FIT / 16))
+            stream = seed * 1000 + 10 * i + (spacing < 1.0)  # a stream per stratum, apart from the others
+            slices = synth.benchmark_set(k, stream, bank, spacing_mm=spacing, size=size, radius_mm=(lo, hi))
+            out += [(s, preset) for s in slices]
+    return out
+
+
 def slice_clicks(
     label: np.ndarray, mode: str, n: int, rng: np.random.Generator, centre: tuple[float, float] | None = None
 ) -> list[tuple[float, float]]:
@@ -116,37 +192,39 @@ def slice_clicks(
 
 
 def _rows_for_slice(
-    masks_by_method: dict[str, list[np.ndarray]],
+    results: dict[str, list[Result]],
     ref: np.ndarray,
     clicks: Sequence[tuple[float, float]],
     spacing_yx: tuple[float, float],
-    case: dict,
-    coarsened: dict[str, list[bool]] | None = None,
-) -> list[dict]:
-    """One row per (method, click): the case fields, the click, whether the click was segmented
-    again on the coarser grid (``coarsened``, per method and click) and the metrics."""
+    case: str | int,
+    z: int,
+    **extra,
+) -> list[Row]:
+    """One :class:`Row` per (method, click) of one reference slice (H, W); ``results``: per method,
+    one answer per click; ``extra``: the synthetic slice's preset, spacing_mm and kind."""
     rows = []
-    for method, masks in masks_by_method.items():
-        redone = (coarsened or {}).get(method) or [False] * len(masks)
-        for i, (mask, click) in enumerate(zip(masks, clicks, strict=True)):
-            m = evaluate_masks(mask, ref, spacing_yx)
+    for method, answers in results.items():
+        for i, (r, click) in enumerate(zip(answers, clicks, strict=True)):
             rows.append(
-                {
-                    "method": method,
-                    **case,
-                    "click": [round(float(click[0]), 3), round(float(click[1]), 3)],
-                    "click_kind": "centre" if i == 0 else "jitter",
-                    "coarsened": bool(redone[i]),
-                    **m,
-                }
+                Row(
+                    method=method,
+                    case=case,
+                    z=z,
+                    click=(round(float(click[0]), 3), round(float(click[1]), 3)),
+                    click_kind="centre" if i == 0 else "jitter",
+                    grid_mm=float(r.working_spacing),
+                    coarsened=r.coarsened,
+                    **evaluate_masks(r.mask, ref, spacing_yx),
+                    **extra,
+                )
             )
     return rows
 
 
-def _select(rows: list[dict], mode: str) -> list[dict]:
+def _select(rows: list[Row], mode: str) -> list[Row]:
     """The rows the summary is about: centre clicks (centroid mode) or jittered ones."""
     kind = "centre" if mode == "centroid" else "jitter"
-    return [r for r in rows if r["click_kind"] == kind]
+    return [r for r in rows if r.click_kind == kind]
 
 
 def evaluate_volume(
@@ -162,9 +240,10 @@ def evaluate_volume(
     """Evaluate ``methods`` on every labelled slice of the predictor's volume.
 
     label: (z, y, x) of the volume's shape, non-zero = object. All clicks of one slice go through
-    one :meth:`Predictor.predict_many` batch per method. Returns ``{"clicks", "seed", "spacing_zyx",
-    "slices": [z...], "rows": [...], "summary": {method: ...}, "by_size": [...]}`` (see
-    :func:`summarize` and :func:`size_breakdown`).
+    one :meth:`Predictor.predict_many` batch per method (the predictor's scale rule applies). Returns
+    ``{"clicks", "seed", "spacing_zyx", "slices": [z...], "rows": [Row...], "summary": {method: ...},
+    "by_size": [...], "paired": [...]}`` (see :func:`summarize`, :func:`size_breakdown` and
+    :func:`paired_comparison`).
     """
     mode, n = parse_clicks(clicks)
     vol = predictor.volume
@@ -178,17 +257,13 @@ def evaluate_volume(
         raise InputError("the label is empty: nothing to evaluate")
     spacing_yx = (float(vol.spacing[1]), float(vol.spacing[2]))
     rng = _jitter_rng(seed)
-    rows: list[dict] = []
+    rows: list[Row] = []
     for i, z in enumerate(zs):
         if progress is not None:
             progress(i / len(zs), f"slice {z}")
         pts = slice_clicks(lab[z], mode, n, rng)
-        masks, redone = {}, {}
-        for m in methods:
-            res = predictor.predict_many(z, pts, m, preset=preset, threshold=threshold)
-            masks[m] = [r.mask for r in res]
-            redone[m] = [r.coarsened for r in res]
-        rows += _rows_for_slice(masks, lab[z], pts, spacing_yx, {"case": vol.source, "z": z}, redone)
+        res = {m: predictor.predict_many(z, pts, m, preset=preset, threshold=threshold) for m in methods}
+        rows += _rows_for_slice(res, lab[z], pts, spacing_yx, vol.source, z)
     if progress is not None:
         progress(1.0, "done")
     return {
@@ -204,6 +279,37 @@ def evaluate_volume(
     }
 
 
+def _segment_slices(
+    models: dict[str, nn.Module],
+    val: Sequence[tuple[synth.SynthSlice, str]],
+    device: torch.device,
+    mode: str,
+    k: int,
+    rng: np.random.Generator,
+    threshold: float,
+    working_spacing: float | None,
+    coarsen: bool,
+    progress: Progress | None,
+) -> list[Row]:
+    """Rows of every model on windowed slices (slice, preset), each clicked by :func:`slice_clicks`
+    and segmented by :func:`segment_slice` from ``working_spacing`` (None: the slice's own grid)."""
+    rows: list[Row] = []
+    for i, (s, preset) in enumerate(val):
+        if progress is not None:
+            progress(i / len(val), f"synthetic slice {i}")
+        pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
+        cfg, clicks = rays.get_preset(preset), np.array(pts)
+        res = {
+            m: segment_slice(net, s.image, clicks, cfg, s.spacing_mm, device, threshold, None, working_spacing, coarsen)
+            for m, net in models.items()
+        }
+        px = (s.spacing_mm, s.spacing_mm)
+        rows += _rows_for_slice(res, s.label, pts, px, i, 0, preset=preset, spacing_mm=s.spacing_mm, kind=s.kind)
+    if progress is not None:
+        progress(1.0, "done")
+    return rows
+
+
 def evaluate_synthetic(
     models: dict[str, nn.Module],
     n: int,
@@ -216,65 +322,39 @@ def evaluate_synthetic(
     working_spacing: float | None = None,
     coarsen: bool = True,
 ) -> dict:
-    """Evaluate ``models`` (name -> network) on ``n`` held-out synthetic slices.
+    """Evaluate ``models`` (name -> network) on the ``n`` held-out slices of :func:`synthetic_set`.
 
-    The slices are ``training.batches.validation_set(n, seed, backgrounds)``; each is already a windowed
-    working-grid image, so it is segmented by :func:`segment_working` with the slice's preset.
-    ``working_spacing`` (mm) segments each slice resampled to that spacing instead
-    (:func:`segment_resampled`), scored against the label on the slice's own grid: how the result
-    depends on the working resolution. Otherwise, with ``coarsen``, each model's
-    :class:`~seqpatch_core.inference.predictor.Coarsen` rule applies (:func:`segment_adaptive`), as in the app.
-    Returns the same structure as :func:`evaluate_volume`
+    Each slice is a windowed image on its own grid and starts the pyramid there (``working_spacing``,
+    mm: on that grid instead, the slice resampled, scored against the label on its own grid); with
+    ``coarsen`` each model's :class:`~seqpatch_core.method.run.Coarsen` rule climbs the pyramid, as in
+    the app (False: the first grid only). Returns the same structure as :func:`evaluate_volume`
     (``case`` is the slice index), plus ``"by_preset"``: ``{preset: {"summary", "by_size"}}``.
     """
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
-    if working_spacing is not None and not 0.2 <= working_spacing <= 5.0:
-        raise InputError(f"--working-spacing must be between 0.2 and 5 mm, got {working_spacing}")
+    if working_spacing is not None and not 0.2 <= working_spacing <= 10.0:
+        raise InputError(f"--working-spacing must be between 0.2 and 10 mm, got {working_spacing}")
     mode, k = parse_clicks(clicks)
-    val = validation_set(n, seed, backgrounds)
-    rng = _jitter_rng(seed)
-    rows: list[dict] = []
-    for i, (s, preset) in enumerate(val):
-        if progress is not None:
-            progress(i / len(val), f"synthetic slice {i}")
-        cfg = rays.get_preset(preset)
-        pts = slice_clicks(s.label, mode, k, rng, centre=s.click)
-        clicks_w = np.array(pts)  # a synthetic slice is its own working grid
-        masks, redone = {}, {}
-        for name, net in models.items():
-            if working_spacing is not None:
-                masks[name] = segment_resampled(
-                    net, s.image, clicks_w, cfg, s.spacing_mm, working_spacing, device, threshold
-                )
-            elif coarsen:
-                masks[name], redone[name] = segment_adaptive(
-                    net, s.image, clicks_w, cfg, s.spacing_mm, device, threshold
-                )
-            else:
-                masks[name] = segment_working(net, s.image, clicks_w, cfg, device, threshold)
-        case = {"case": i, "z": 0, "preset": preset, "spacing_mm": s.spacing_mm, "kind": s.kind}
-        rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case, redone)
-    if progress is not None:
-        progress(1.0, "done")
+    val = synthetic_set(n, seed, backgrounds)
+    rows = _segment_slices(models, val, device, mode, k, _jitter_rng(seed), threshold, working_spacing, coarsen,
+                           progress)  # fmt: skip
+    names = list(models)
     # the two halves differ in working spacing and ray preset: each gets its own summary
     by_preset: dict[str, dict] = {}
-    for preset in dict.fromkeys(r["preset"] for r in rows):
-        half = [r for r in rows if r["preset"] == preset]
-        by_preset[preset] = {
-            "summary": summarize(half, list(models), mode),
-            "by_size": size_breakdown(half, list(models), mode),
-        }
+    for preset in dict.fromkeys(r.preset for r in rows):
+        half = [r for r in rows if r.preset == preset]
+        by_preset[preset] = {"summary": summarize(half, names, mode), "by_size": size_breakdown(half, names, mode)}
+    grids = f"first grid {working_spacing} mm" if working_spacing else "first grid the slice's"
     return {
-        "source": f"synthetic (n={n}, seed={seed}, backgrounds={backgrounds or 'phantoms'}"
-        + (f", segmented at {working_spacing} mm)" if working_spacing else ", one pass)" if not coarsen else ")"),
+        "source": f"synthetic (n={n}, seed={seed}, backgrounds={backgrounds or 'phantoms'}, {grids}, "
+        + ("pyramid)" if coarsen else "no pyramid)"),
         "clicks": clicks,
         "seed": seed,
         "slices": list(range(len(val))),
         "rows": rows,
-        "summary": summarize(rows, list(models), mode),
-        "by_size": size_breakdown(rows, list(models), mode),
-        "paired": paired_comparison(rows, list(models), mode),
+        "summary": summarize(rows, names, mode),
+        "by_size": size_breakdown(rows, names, mode),
+        "paired": paired_comparison(rows, names, mode),
         "by_preset": by_preset,
     }
 
@@ -288,20 +368,9 @@ def evaluate_atlas(models: dict, n: int, seed: int, bank_path: str | Path, devic
         raise InputError(f"--atlas needs at least 1 object, got {n}")
     mode, k = parse_clicks(clicks)
     bank = AtlasBank(bank_path)
-    rng, jrng = np.random.default_rng(np.random.SeedSequence([seed, 17])), _jitter_rng(seed)
-    cfg, rows = rays.get_preset("promise12"), []
-    for i in range(n):
-        s = bank.sample(rng, SLICE_SIZE, "val")
-        pts = slice_clicks(s.label, mode, k, jrng, centre=s.click)
-        masks, redone = {}, {}
-        for name, net in models.items():
-            if coarsen:
-                masks[name], redone[name] = segment_adaptive(net, s.image, np.array(pts), cfg, s.spacing_mm,
-                                                             device, threshold)
-            else:
-                masks[name] = segment_working(net, s.image, np.array(pts), cfg, device, threshold)
-        case = {"case": i, "z": 0, "preset": "promise12", "spacing_mm": s.spacing_mm, "kind": s.kind}
-        rows += _rows_for_slice(masks, s.label, pts, (s.spacing_mm, s.spacing_mm), case, redone)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+    val = [(bank.sample(rng, SLICE_SIZE, "val"), "promise12") for _ in range(n)]
+    rows = _segment_slices(models, val, device, mode, k, _jitter_rng(seed), threshold, None, coarsen, None)
     names = list(models)
     return {"source": f"atlas val (n={n}, seed={seed}, sources={','.join(bank.ids())})", "clicks": clicks,
             "seed": seed, "slices": list(range(n)), "rows": rows, "summary": summarize(rows, names, mode),
@@ -313,9 +382,9 @@ def _mean_sd(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else 0.0}
 
 
-def summarize(rows: list[dict], methods: Sequence[str], mode: str = "centroid") -> dict:
+def summarize(rows: list[Row], methods: Sequence[str], mode: str = "centroid") -> dict:
     """Per method: ``{metric: {"mean", "sd"}}`` over the mode's rows, ``"n"`` (rows), ``"slices"`` and
-    ``"coarsened"`` (rows segmented again on the coarser grid).
+    ``"coarsened"`` (rows answered on a coarser grid of the pyramid than their first).
 
     The sd is the sample standard deviation (0 for one row). In jitter mode also
     ``"dice_centre"`` (mean Dice of the centre clicks) and ``"dice_lost"``: the mean over slices of
@@ -323,59 +392,88 @@ def summarize(rows: list[dict], methods: Sequence[str], mode: str = "centroid") 
     """
     out: dict[str, dict] = {}
     for method in methods:
-        mine = [r for r in rows if r["method"] == method]
+        mine = [r for r in rows if r.method == method]
         sel = _select(mine, mode)
         if not sel:
             continue
-        entry: dict = {k: _mean_sd([r[k] for r in sel]) for k in METRICS}
+        entry: dict = {k: _mean_sd([getattr(r, k) for r in sel]) for k in METRICS}
         entry["n"] = len(sel)
-        entry["slices"] = len({(r["case"], r["z"]) for r in sel})
-        entry["coarsened"] = sum(bool(r.get("coarsened")) for r in sel)
+        entry["slices"] = len({(r.case, r.z) for r in sel})
+        entry["coarsened"] = sum(r.coarsened for r in sel)
         if mode == "jitter":
-            centre = {(r["case"], r["z"]): r["dice"] for r in mine if r["click_kind"] == "centre"}
+            centre = {(r.case, r.z): r.dice for r in mine if r.click_kind == "centre"}
             lost: dict[tuple, list[float]] = {}
             for r in sel:
-                lost.setdefault((r["case"], r["z"]), []).append(centre[(r["case"], r["z"])] - r["dice"])
+                lost.setdefault((r.case, r.z), []).append(centre[(r.case, r.z)] - r.dice)
             entry["dice_centre"] = _mean_sd(list(centre.values()))
             entry["dice_lost"] = _mean_sd([float(np.mean(v)) for v in lost.values()])
         out[method] = entry
     return out
 
 
-def size_breakdown(rows: list[dict], methods: Sequence[str], mode: str = "centroid") -> list[dict]:
+def _mean_ci(values: Sequence[float], seed: int = 0) -> list[float]:
+    """Percentile bootstrap 95 % interval of the mean (9,999 resamples, seeded), as :func:`_paired`."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size < 2 or np.ptp(a) == 0:
+        return [float(a.mean()), float(a.mean())]
+    ci = stats.bootstrap((a,), np.mean, confidence_level=0.95, n_resamples=9999, method="percentile", rng=seed)
+    return [float(ci.confidence_interval.low), float(ci.confidence_interval.high)]
+
+
+def size_breakdown(rows: list[Row], methods: Sequence[str], mode: str = "centroid", seed: int = 0) -> list[dict]:
     """Dice and area bias by object size: one entry per non-empty bin of :data:`SIZE_BINS_MM`.
 
     The size is the reference's equivalent radius ``sqrt(area / pi)`` (mm) on the clicked slice.
-    Each entry: ``{"lo", "hi", "n", method: {"dice": mean, "area_ratio": median predicted /
-    reference area}}``. An area ratio far from 1 in opposite directions for small and large objects
-    means a method answers with a typical size more than with what the image shows.
+    Each entry: ``{"lo", "hi", "n", method: {"dice": mean, "ci95": [lo, hi] (bootstrap over the bin's
+    rows), "area_ratio": median predicted / reference area, "coarsened": rows answered on a coarser
+    grid, "grid_mm": median grid}, "paired": [...]}``, where ``paired`` is :func:`paired_comparison`
+    of the bin's rows (the first method against each other one). An area ratio far from 1 in opposite
+    directions for small and large objects means a method answers with a typical size more than with
+    what the image shows.
     """
-    by_method = {m: [r for r in _select(rows, mode) if r["method"] == m and r["size_ref"] > 0] for m in methods}
+    sel = [r for r in _select(rows, mode) if r.method in methods and r.size_ref > 0]
     out = []
     for lo, hi in zip(SIZE_BINS_MM[:-1], SIZE_BINS_MM[1:], strict=True):
+        inside = [r for r in sel if lo <= r.radius_mm < hi]
+        if not inside:
+            continue
         entry: dict = {"lo": lo, "hi": hi, "n": 0}
-        for m, sel in by_method.items():
-            inside = [r for r in sel if lo <= math.sqrt(r["size_ref"] / math.pi) < hi]
-            if inside:
-                entry["n"] = len(inside)
+        for m in methods:
+            mine = [r for r in inside if r.method == m]
+            if mine:
+                entry["n"] = len(mine)
                 entry[m] = {
-                    "dice": float(np.mean([r["dice"] for r in inside])),
-                    "area_ratio": float(np.median([r["size_pred"] / r["size_ref"] for r in inside])),
+                    "dice": float(np.mean([r.dice for r in mine])),
+                    "ci95": _mean_ci([r.dice for r in mine], seed),
+                    "area_ratio": float(np.median([r.size_pred / r.size_ref for r in mine])),
+                    "coarsened": sum(r.coarsened for r in mine),
+                    "grid_mm": float(np.median([r.grid_mm for r in mine])),
                 }
-        if entry["n"]:
-            out.append(entry)
+        entry["paired"] = paired_comparison(inside, methods, mode, seed)
+        out.append(entry)
     return out
 
 
 def markdown_size_table(breakdown: list[dict], methods: Sequence[str]) -> str:
-    """Rows of size bins; per method the mean Dice and the median predicted/reference area."""
-    head = ["object radius (mm)", "n"] + [f"{m} {h}" for m in methods for h in ("Dice", "area ratio")]
+    """Rows of size bins; per method the mean Dice with its 95 % interval, the median predicted /
+    reference area and the median grid; then the paired difference of the first method and the next."""
+    head = ["object radius (mm)", "n"] + [f"{m} {h}" for m in methods for h in ("Dice", "area ratio", "grid mm")]
+    pair = len(methods) > 1
+    if pair:
+        head.append(f"{methods[0]} − {methods[1]}")
     rows = []
     for e in breakdown:
         span = f"≥ {e['lo']:g}" if math.isinf(e["hi"]) else f"{e['lo']:g}–{e['hi']:g}"
         cells = [span, e["n"]]
         for m in methods:
-            cells += [f"{e[m]['dice']:.3f}", f"{e[m]['area_ratio']:.2f}"] if m in e else ["", ""]
+            if m in e:
+                (lo, hi), b = e[m]["ci95"], e[m]
+                cells += [f"{b['dice']:.3f} ({lo:.3f}–{hi:.3f})", f"{b['area_ratio']:.2f}", f"{b['grid_mm']:g}"]
+            else:
+                cells += ["", "", ""]
+        if pair:
+            d = next((p for p in e["paired"] if p["b"] == methods[1]), None)
+            cells.append("" if d is None else f"{d['mean']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})")
         rows.append(cells)
     return _table(head, rows)
 
@@ -402,7 +500,7 @@ def _paired(diffs: np.ndarray, seed: int) -> dict:
     }
 
 
-def paired_comparison(rows: list[dict], methods: Sequence[str], mode: str = "centroid", seed: int = 0) -> list[dict]:
+def paired_comparison(rows: list[Row], methods: Sequence[str], mode: str = "centroid", seed: int = 0) -> list[dict]:
     """The first method against each other one, slice by slice: is the Dice difference real?
 
     Both methods are clicked at the same points, so the comparison is paired: per slice, the Dice of
@@ -421,8 +519,8 @@ def paired_comparison(rows: list[dict], methods: Sequence[str], mode: str = "cen
     for kind in kinds:
         per: dict[str, dict[tuple, list[float]]] = {m: {} for m in methods}
         for r in rows:
-            if r["click_kind"] == kind and r["method"] in per:
-                per[r["method"]].setdefault((r["case"], r["z"]), []).append(r["dice"])
+            if r.click_kind == kind and r.method in per:
+                per[r.method].setdefault((r.case, r.z), []).append(r.dice)
         a = methods[0]
         for b in methods[1:]:
             keys = sorted(set(per[a]) & set(per[b]), key=str)

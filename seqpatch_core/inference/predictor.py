@@ -8,7 +8,8 @@ only the network differs.
 
 The network pass itself (:func:`~seqpatch_core.method.run.run_network`: patches or field of view of
 N clicks in one batch, fused on the working grid) lives in :mod:`seqpatch_core.method.run` with the
-device and precision choice and the :class:`Coarsen` rule; this module re-exports those names.
+device and precision choice and the :class:`Coarsen` rule (which grid of the pyramid answers a click),
+which :meth:`Predictor.predict_many` applies.
 :func:`segment_slice` and its wrappers run the app's pipeline on one windowed slice and are shared with
 training's validation, the evaluation command and the calibration.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,12 +28,14 @@ import torch
 from torch import nn
 
 from seqpatch_core.base.errors import InputError, WeightsError
+from seqpatch_core.base.lru import LRU
 from seqpatch_core.images.intensity import Window, apply_window, resolve_window
 from seqpatch_core.method import rays
 
 # the network pass lives in network_run (WorkingResult and equivalent_radius_px named here too for
 # their callers)
 from seqpatch_core.method.run import (
+    PYRAMID_MM,
     Coarsen,
     Runner,
     model_arch,
@@ -44,6 +46,7 @@ from seqpatch_core.method.run import (
 
 if TYPE_CHECKING:  # annotations only: inference needs no image reader (nor SimpleITK)
     from seqpatch_core.images.volume import Volume
+    from seqpatch_core.inference.engines import Choice
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +66,18 @@ def segment_slice(
     threshold: float = 0.5,
     dtype: torch.dtype | None = None,
     working_spacing: float | None = None,
-    coarsen: bool | Coarsen = False,
+    coarsen: bool | Coarsen = True,
 ) -> list[Result]:
     """The app's pipeline (:meth:`Predictor.predict_many`) on one windowed slice, for N clicks.
 
     image: (H, W) float in [0, 1] with square pixels of ``spacing_mm``; clicks_yx: (N, 2) (y, x) in
-    its pixels. ``working_spacing`` None segments on the slice's own grid; a spacing resamples it
-    there and maps the answer back. ``coarsen``: False (one pass), True (the model's
-    :class:`Coarsen` rule) or a rule. Returns N :class:`Result` on the slice grid. Training's
+    its pixels. ``working_spacing``: the first grid of the pyramid (None: the slice's own grid).
+    ``coarsen``: True (the model's :class:`Coarsen` rule: large objects climb the pyramid), False
+    (the first grid only) or a rule. Returns N :class:`Result` on the slice grid. Training's
     validation, the evaluation command and the calibration use this, so they measure what a click
     in the app gives.
     """
-    pred = Predictor({"net": net}, device, dtype, cache_slices=2)
+    pred = Predictor({"net": net}, device, dtype, cache_slices=len(PYRAMID_MM) + 1)
     pred.set_slice(image, spacing_mm, working_spacing)
     return pred.predict_many(0, np.asarray(clicks_yx, dtype=np.float64).reshape(-1, 2), "net", cfg, threshold, coarsen)
 
@@ -83,52 +86,17 @@ def segment_working(
     model: nn.Module,
     image_w: np.ndarray,
     clicks_w: np.ndarray,
-    cfg: rays.RayConfig,
+    cfg: rays.RayConfig | str,
     device: torch.device,
     threshold: float = 0.5,
     dtype: torch.dtype | None = None,
+    spacing_mm: float = 1.0,
 ) -> list[np.ndarray]:
-    """Masks for N clicks on one windowed slice that is its own working grid, in one pass.
-
-    image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) px. Returns N (Hw, Ww) bool masks
-    (:func:`segment_slice`, which the grid's spacing does not change).
-    """
-    return [r.mask for r in segment_slice(model, image_w, clicks_w, cfg, 1.0, device, threshold, dtype)]
-
-
-def segment_resampled(
-    net: nn.Module,
-    image: np.ndarray,
-    clicks_yx: np.ndarray,
-    cfg: rays.RayConfig,
-    spacing_mm: float,
-    working_spacing: float,
-    device: torch.device,
-    threshold: float = 0.5,
-    dtype: torch.dtype | None = None,
-) -> list[np.ndarray]:
-    """Masks for N clicks on ``image`` (square pixels of ``spacing_mm``) segmented on a working grid
-    of ``working_spacing`` mm and mapped back: N (H, W) bool masks (:func:`segment_slice`)."""
-    res = segment_slice(net, image, clicks_yx, cfg, spacing_mm, device, threshold, dtype, working_spacing)
-    return [r.mask for r in res]
-
-
-def segment_adaptive(
-    net: nn.Module,
-    image: np.ndarray,
-    clicks_yx: np.ndarray,
-    cfg: rays.RayConfig,
-    spacing_mm: float,
-    device: torch.device,
-    threshold: float = 0.5,
-    dtype: torch.dtype | None = None,
-    rule: Coarsen | None = None,
-) -> tuple[list[np.ndarray], list[bool]]:
-    """Masks for N clicks on a windowed slice that is its own working grid, with the second pass
-    of ``rule`` (None: the model's own :class:`Coarsen` rule; none: one pass), as in the app.
-    Returns the N (H, W) bool masks and, per click, whether it was redone (:func:`segment_slice`)."""
-    res = segment_slice(net, image, clicks_yx, cfg, spacing_mm, device, threshold, dtype, None, rule or True)
-    return [r.mask for r in res], [r.coarsened for r in res]
+    """Masks for N clicks on one windowed slice whose own grid (square pixels of ``spacing_mm``)
+    starts the pyramid, with the model's :class:`Coarsen` rule, as a click in the app (training's
+    validation). image_w: (Hw, Ww) float in [0, 1]; clicks_w: (N, 2) (y, x) px. Returns N (Hw, Ww)
+    bool masks (:func:`segment_slice`)."""
+    return [r.mask for r in segment_slice(model, image_w, clicks_w, cfg, spacing_mm, device, threshold, dtype)]
 
 
 # ----------------------------------------------------------------------------- per-session predictor
@@ -160,7 +128,10 @@ class Result:
     mask: (H, W) bool; likelihood, coverage: (H, W) float32 (fused, mapped back from the working grid);
     patches, ray_likelihoods: (n_rays, K, P, P) float32 inputs and outputs per ray (seqpatch), or
     (S, S) field of view (unet); centres: (n_rays, K, 2) patch centres (y, x) in slice px (seqpatch),
-    or the field of view's four corners (4, 2) (unet); timings: ms per stage and "total_ms".
+    or the field of view's four corners (4, 2) (unet); timings: ms per stage and "total_ms" (every
+    grid's passes; "coarser_ms": the passes after the first grid's). ``working_spacing`` is the grid
+    (mm) of this answer, the last of ``grids_mm``: every grid the click was segmented on, finest first
+    (:class:`Coarsen`); the arrays are those of the last grid's pass.
     """
 
     method: str
@@ -177,7 +148,12 @@ class Result:
     working_spacing: float
     threshold: float
     timings: dict[str, float]
-    coarsened: bool = False  # segmented again on the coarser grid (:class:`Coarsen`)
+    grids_mm: tuple[float, ...] = ()
+
+    @property
+    def coarsened(self) -> bool:
+        """Whether the click climbed the pyramid: its answer is from a coarser grid than its first."""
+        return len(self.grids_mm) > 1
 
     def rethreshold(self, threshold: float) -> np.ndarray:
         """The mask at another threshold from the cached likelihoods (no network run)."""
@@ -201,8 +177,8 @@ class Predictor:
         engine: str = "torch",
         engine_for: Iterable[str] | None = None,
     ):
-        """``coarsen``: apply each model's :class:`Coarsen` rule (False: always one pass at the
-        preset working spacing, as ``--single-pass`` asks). ``runner``: what runs a network on a
+        """``coarsen``: apply each model's :class:`Coarsen` rule, the pyramid of grids (False: the
+        first grid only, as ``--no-coarsen`` asks). ``runner``: what runs a network on a
         batch of clicks (default :func:`run_network`); a host that must run networks elsewhere (a
         Hugging Face ZeroGPU Space: :mod:`app.zerogpu`) passes its own, called with the model's name.
         ``engine``: "torch" (the reference), "auto" (the fastest path on this CPU whose masks agree
@@ -223,8 +199,8 @@ class Predictor:
                     m.to(memory_format=torch.channels_last)
         #: name -> what runs that network's clicks (the model, or a compiled copy of it)
         self.nets: dict[str, object] = dict(self.models)
-        #: name -> the path it runs on ("torch-float32", "openvino-bfloat16", ...) and what was tried
-        self.engines: dict[str, dict] = {}
+        #: name -> the path it runs on (``.label``: "torch-float32", "openvino-bfloat16", ...) and what was tried
+        self.engines: dict[str, Choice] = {}
         #: name -> the autocast dtype of its PyTorch pass (a network whose bfloat16 masks disagree with
         #: float32 runs in float32 under ``engine="auto"``)
         self.net_dtypes: dict[str, torch.dtype | None] = {name: self.dtype for name in self.models}
@@ -237,19 +213,19 @@ class Predictor:
                 choice = engines.choose(m, engine, self.dtype)
                 self.nets[name] = choice.net
                 self.net_dtypes[name] = choice.dtype
-                self.engines[name] = {"path": choice.label, "tried": choice.tried}
+                self.engines[name] = choice
         self.volume: Volume | _SliceVolume | None = None
         self.window_spec: str | Window = "auto"
         #: the working grid's spacing when :meth:`set_slice` fixed it (None: the modality's)
         self.working_spacing: float | None = None
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = cache_slices
+        #: (z, window lo, hi, working spacing) -> (windowed working slice, its grid)
+        self.slice_cache = LRU(cache_slices)
         # one session's clicks may run at once (a second click while the first one runs)
         self._lock = threading.Lock()
 
     def session(self) -> Predictor:
         """A new predictor for another session that shares this one's models."""
-        other = Predictor(self.models, self.device, self.dtype, self._cache_size, self.coarsen, self.runner)
+        other = Predictor(self.models, self.device, self.dtype, self.slice_cache.maxsize, self.coarsen, self.runner)
         other.nets, other.engines, other.net_dtypes = self.nets, self.engines, self.net_dtypes  # once per process
         return other
 
@@ -259,7 +235,7 @@ class Predictor:
         self.volume = volume
         self.window_spec = window
         self.working_spacing = None
-        self._cache.clear()
+        self.slice_cache.clear()
 
     def set_slice(self, image: np.ndarray, spacing_mm: float, working_spacing: float | None = None) -> None:
         """Hold one windowed slice instead of a volume (a generated or validation slice).
@@ -272,7 +248,7 @@ class Predictor:
         self.volume = _SliceVolume(arr, (1.0, float(spacing_mm), float(spacing_mm)))
         self.window_spec = WINDOWED
         self.working_spacing = float(working_spacing or spacing_mm)
-        self._cache.clear()
+        self.slice_cache.clear()
 
     def resolve_window(self, point_zyx, window: str | Window | None = None) -> Window:
         """The window for a click at ``point_zyx``: ``window`` (a Window, or a spec for
@@ -285,18 +261,13 @@ class Predictor:
     def working_slice(self, z: int, window: Window, spacing_mm: float) -> tuple[np.ndarray, rays.SliceGrid]:
         """The windowed slice z on its working grid (cached per slice, window and spacing)."""
         key = (z, window.lo, window.hi, spacing_mm)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
+        hit = self.slice_cache.get(key)
+        if hit is not None:
+            return hit
         vol = self.volume
         grid = rays.SliceGrid(vol.array.shape[1:], (vol.spacing[1], vol.spacing[2]), spacing_mm)
         img = rays.resample_to_working(apply_window(vol.array[z], window), grid)
-        with self._lock:
-            self._cache[key] = (img, grid)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self.slice_cache.put(key, (img, grid))
         return img, grid
 
     def check_point(self, point_zyx) -> tuple[int, float, float]:
@@ -354,14 +325,16 @@ class Predictor:
         """Segment slice ``z`` at several clicks (y, x) in one batch (the robustness grid).
 
         ``window``: a :class:`Window` or a spec ("auto", "lung", "W,L", ...); None: ``window_spec``.
-        "auto" is resolved once, at the first click, for the whole batch.
-
-        With ``coarsen`` (None: the predictor's setting; a :class:`Coarsen`: that rule instead of the
-        model's) and a :class:`Coarsen` rule in the model's record, clicks whose first mask is large
-        are segmented again on the coarser grid, in one more batch, and their results (mask,
-        likelihoods, patches, centres, ``working_spacing``) are those of that pass, marked
-        ``coarsened``. This is the one place the second-pass rule is applied. ``preset``: a name or a
+        "auto" is resolved once, at the first click, for the whole batch. ``preset``: a name or a
         :class:`~seqpatch_core.method.rays.RayConfig`.
+
+        The scale rule, the one place it is applied: every click starts on the first grid (the
+        modality's, or :meth:`set_slice`'s); with ``coarsen`` (None: the predictor's setting; a
+        :class:`Coarsen`: that rule instead of the model's) and a rule in the model's record, the
+        clicks whose mask is too large for their grid are segmented again, in one batch per grid,
+        on the next grid of the pyramid (:data:`~seqpatch_core.method.run.PYRAMID_MM`), until it
+        fits or the pyramid ends. Each answer is its last grid's, mapped back onto the slice grid
+        by resampling the likelihood and thresholding there (no blocky masks from coarse grids).
         """
         t0 = time.perf_counter()
         pts = [self.check_point((z, *p)) for p in points_yx]
@@ -369,21 +342,27 @@ class Predictor:
         model = self.model(method)
         preset = preset or self.default_preset()
         window = self.resolve_window(pts[0], window)
-        spacing_mm = self.working_spacing or rays.WORKING_SPACING_MM.get(self.volume.modality, 1.0)
-        results = self._pass(z, pts, method, preset, window, spacing_mm, threshold, t0)
+        first = self.working_spacing or rays.WORKING_SPACING_MM.get(self.volume.modality, 1.0)
         coarsen = self.coarsen if coarsen is None else coarsen
         rule = coarsen if isinstance(coarsen, Coarsen) else (Coarsen.of(model) if coarsen else None)
-        if rule is not None:
-            pixel_mm = tuple(self.volume.spacing[1:])
-            redo = [i for i, r in enumerate(results) if rule.wants(r.mask, pixel_mm, spacing_mm)]
-            if redo:
-                t1 = time.perf_counter()
-                again = self._pass(z, [pts[i] for i in redo], method, preset, window, rule.spacing_mm, threshold, t1)
-                for i, r in zip(redo, again, strict=True):
-                    r.timings["first_pass_ms"] = results[i].timings["total_ms"]
-                    r.timings["total_ms"] += r.timings["first_pass_ms"]
-                    r.coarsened = True
-                    results[i] = r
+        grids = Coarsen.grids(first) if rule is not None else (first,)
+        pixel_mm = tuple(self.volume.spacing[1:])
+        results: list[Result | None] = [None] * len(pts)
+        todo = list(range(len(pts)))
+        for level, spacing_mm in enumerate(grids):
+            t1 = t0 if level == 0 else time.perf_counter()  # the first pass's preparation: checks, window
+            answers = self._pass(z, [pts[i] for i in todo], method, preset, window, spacing_mm, threshold, t1)
+            for i, r in zip(todo, answers, strict=True):
+                before = results[i]
+                if before is not None:
+                    r.timings["coarser_ms"] = before.timings.get("coarser_ms", 0.0) + r.timings["total_ms"]
+                    r.timings["total_ms"] += before.timings["total_ms"]
+                r.grids_mm = (*(before.grids_mm if before else ()), spacing_mm)
+                results[i] = r
+            if level + 1 < len(grids):
+                todo = [i for i in todo if rule.wants(results[i].mask, pixel_mm, spacing_mm)]
+                if not todo:
+                    break
         return results
 
     def _pass(self, z, pts, method, preset, window, spacing_mm, threshold, t0) -> list[Result]:

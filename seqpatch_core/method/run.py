@@ -4,8 +4,8 @@
 windowed working-grid slice, runs the network on them in one batch (in chunks, under
 ``torch.inference_mode`` and the chosen autocast) and fuses each click's likelihoods back onto the
 working grid: a :class:`WorkingResult` per click. :func:`pick_device` and :func:`resolve_dtype` choose
-where and in what precision; :class:`Coarsen` is the weights' rule for redoing a large object on a
-coarser grid. Nothing here holds a volume or post-processes a mask: that is
+where and in what precision; :class:`Coarsen` is the weights' rule that takes a large object up the pyramid of
+coarser grids (:data:`PYRAMID_MM`). Nothing here holds a volume or post-processes a mask: that is
 :class:`seqpatch_core.inference.predictor.Predictor`, which uses this module and re-exports its names.
 """
 
@@ -73,21 +73,29 @@ def input_shape(model: nn.Module, cfg: rays.RayConfig, slices: int = 1) -> tuple
     return (slices, 1, cfg.fov, cfg.fov)
 
 
+#: The pyramid of working grids (mm), finest first: a click starts on its modality's grid (1.0 mm for
+#: CT, 0.625 mm for MR: :data:`~seqpatch_core.method.rays.WORKING_SPACING_MM`) or on the grid a caller
+#: fixes, and climbs to the coarser ones of this list (:meth:`Coarsen.grids`).
+PYRAMID_MM: tuple[float, ...] = (0.625, 1.0, 2.0, 4.0, 8.0)
+
+
 @dataclass(frozen=True)
 class Coarsen:
-    """Second pass for large objects on fine grids: when a click was segmented on a working grid finer
-    than ``spacing_mm`` and its mask's equivalent radius exceeds ``radius_px`` working pixels, it is
-    segmented again on a ``spacing_mm`` grid, and that answer is used.
+    """The scale rule: a click whose mask's equivalent radius exceeds ``radius_px`` pixels of the grid
+    it was segmented on is segmented again on the next coarser grid of the pyramid, until its mask
+    fits (the boundary closes well inside the rays) or the pyramid ends; the last grid's answer is used.
 
-    Why: a 32-pixel patch at 0.625 mm (MR) sees 20 mm; on large objects the nets under-segment at that
-    spacing and recover at 1.0 mm (CT's), while small objects need the fine grid (docs/results.md, "Working
-    resolution"). The rule belongs to the weights: ``calibrate`` chooses ``radius_px`` on validation
-    slices and stores it in the checkpoint's record under ``"coarsen"``; a checkpoint without it
-    segments in one pass. Grids at ``spacing_mm`` or coarser (CT at 1.0 mm) always take one pass.
+    Why: the networks read objects of a few to a few tens of working pixels (the generator's radii,
+    5-25 mm on 0.625-1.0 mm grids); an organ of 60 mm is 60 px at 1.0 mm, where both return a blob
+    inside it, and 15 px at 4.0 mm, where it looks like what they learnt. A mask larger than
+    ``radius_px`` says the object is too large for this grid, whether the mask already reaches the
+    outer patches of the rays or stops short of the boundary (under-segmentation, the usual failure).
+    Small objects, whose masks stay under ``radius_px`` on their first grid, take one pass, as before.
+    The rule belongs to the weights: ``calibrate`` chooses ``radius_px`` on validation slices and
+    stores it in the checkpoint's record under ``"coarsen"``; a checkpoint without it takes one grid.
     """
 
     radius_px: float
-    spacing_mm: float = 1.0
 
     @classmethod
     def of(cls, model: nn.Module) -> Coarsen | None:
@@ -95,17 +103,17 @@ class Coarsen:
         rule = getattr(model, "record", {}).get("coarsen")
         if not rule or rule.get("radius_px") is None:
             return None
-        return cls(float(rule["radius_px"]), float(rule.get("spacing_mm", 1.0)))
+        return cls(float(rule["radius_px"]))
 
-    def applies(self, working_spacing: float) -> bool:
-        """Whether a grid of ``working_spacing`` mm is fine enough for a second pass."""
-        return working_spacing < self.spacing_mm - 1e-9
+    @staticmethod
+    def grids(first_mm: float) -> tuple[float, ...]:
+        """The grids (mm) a click starting on a ``first_mm`` grid may take: that one, then the
+        pyramid's coarser ones (a first grid coarser than the pyramid's last: itself alone)."""
+        return (float(first_mm), *(g for g in PYRAMID_MM if g > first_mm * (1 + 1e-6)))
 
     def wants(self, mask: np.ndarray, pixel_mm: tuple[float, float], working_spacing: float) -> bool:
         """Whether ``mask`` ((H, W) bool on a grid of ``pixel_mm`` (y, x) pixels), segmented on a
-        working grid of ``working_spacing`` mm, is to be redone on the coarser grid."""
-        if not self.applies(working_spacing):
-            return False
+        working grid of ``working_spacing`` mm, is too large for that grid (to be redone coarser)."""
         return equivalent_radius_px(mask, pixel_mm, working_spacing) > self.radius_px
 
 
