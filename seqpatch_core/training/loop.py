@@ -140,7 +140,8 @@ def validate(model, val: list[tuple], device: torch.device, amp_dtype=None) -> f
     model.eval()
     scores = [
         dice(
-            segment_working(model, s.image, np.array([s.click]), rays.get_preset(preset), device, dtype=amp_dtype)[0],
+            segment_working(model, s.image, np.array([s.click]), rays.get_preset(preset), device, dtype=amp_dtype,
+                            spacing_mm=s.spacing_mm)[0],
             s.label,
         )
         for s, preset in val
