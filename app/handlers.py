@@ -65,9 +65,9 @@ def load(
 
     threshold, opacity, show_rays, second_pass: the controls' current values, kept by the new session.
     """
-    if not image_path and old is not None and old.upload_cleared:
-        old.upload_cleared = False  # the box emptied after a refused file: keep the loaded image
-        return {}
+    loaded = old is not None and old.volume is not None
+    if not image_path and loaded:
+        return {}  # an empty box unloads nothing: the image stays until another one has been read
     session = new_session(predictor)
     session.second_pass = second_pass is not False
     session.threshold = float(threshold) if threshold and 0 < float(threshold) < 1 else 0.5
@@ -79,10 +79,11 @@ def load(
         return empty_view(session)
     try:
         volume = memory.shared_volume(image_path)  # one read-only copy per file, shared by sessions
-    except SeqPatchError as exc:  # a refused file leaves the current session as it was
-        out: dict[str, Any] = {"image_file": None}  # not left in its box looking loaded
-        if old is not None and old.volume is not None:
-            old.upload_cleared = True
+    except SeqPatchError as exc:
+        # A refused file leaves the session as it was, and its box shows what is loaded (the
+        # image before, or nothing), not the refused file.
+        out: dict[str, Any] = {"image_file": old.image_path if loaded else None}
+        if loaded:
             out["state"] = old
         raise UserNotice(one_line(exc), out) from None
     session.volume = volume
@@ -139,12 +140,13 @@ def _set_label(session: Session, label_path: str) -> None:
 
 @user_errors
 def load_label(session: Session | None, image_path: str | None, label_path: str | None) -> dict[str, Any]:
-    """A label chosen after the image: checked against the image's geometry.
+    """A label chosen after the image: checked against the image's geometry. No ``label_path``
+    removes the label (an API call; on the page the box's × keeps it: :func:`box_cleared`).
 
-    Does nothing while the image itself is (re)loading (the image handler reads the label too).
+    Does nothing while another image is loading (the image handler reads the label too).
     """
-    if session is None or session.volume is None or str(image_path or "") != (session.image_path or ""):
-        return {}
+    if session is None or session.volume is None or (image_path and str(image_path) != session.image_path):
+        return {}  # no image, or another one loading (its handler reads the label too)
     if (label_path or None) == session.label_path:
         return {}
     if not label_path:
@@ -153,13 +155,31 @@ def load_label(session: Session | None, image_path: str | None, label_path: str 
     else:
         try:
             _set_label(session, label_path)
-        except SeqPatchError as exc:  # said in one line; the box is emptied, the image stays as it was
-            raise UserNotice(one_line(exc), {"label_file": None}) from None
+        except SeqPatchError as exc:
+            # said in one line; the image, the label in use and the results stay as they were, and
+            # the box shows that label again (or nothing), not the refused file
+            raise UserNotice(one_line(exc), {"label_file": session.label_path}) from None
         if not session.results:
             session.z = best_slice(session.volume, session.label)
     out = render_view(session)
     out.update({"state": session, "summary": summary_text(session), "slice": session.z})
     return out
+
+
+def box_cleared(session: Session | None, box: str) -> dict[str, Any]:
+    """An upload box emptied (×) by hand: nothing is unloaded (the image and label stay until a
+    replacement has been read, so a refused replacement loses nothing); the summary says so.
+
+    box: "image" or "label"."""
+    if session is None or session.volume is None:
+        return {}
+    what = "image" if box == "image" else "label"
+    if what == "label" and session.label is None:
+        return {}
+    note = (
+        f"_The {what} box is empty: the {what} above stays in use until another {what} file has been read._"
+    )
+    return {"summary": summary_text(session) + "\n\n" + note}
 
 
 @user_errors

@@ -97,8 +97,9 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                     height=110,
                     elem_id="label-file",
                 )
+                picks = None
                 if examples:
-                    gr.Examples(
+                    picks = gr.Examples(
                         examples=examples,
                         inputs=[image_file, label_file],
                         example_labels=[_example_label(e[0]) for e in examples],
@@ -234,18 +235,23 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             y, x = click_to_voxel(session, evt.index)
             yield from segment(session, int(z), y, x)
 
-        image_file.change(
-            bind(clearing(load), load_names),
-            [state, image_file, label_file, window, threshold, opacity, show_rays, second_pass],
-            load_outputs,
-            api_name="load",
-        )
-        label_file.change(
+        # Uploads and example picks load; "change" would also fire when a handler puts a box back
+        # (after a refused file), and an emptied box (×) unloads nothing: what is loaded stays until
+        # a replacement has been read.
+        load_inputs = [state, image_file, label_file, window, threshold, opacity, show_rays, second_pass]
+        image_file.upload(bind(clearing(load), load_names), load_inputs, load_outputs, api_name="load")
+        if picks is not None:
+            picks.load_input_event.then(
+                bind(clearing(load), load_names), load_inputs, load_outputs, api_visibility="private"
+            )
+        label_file.upload(
             bind(handlers.load_label, main + ("label_file",)),
             [state, image_file, label_file],
             main_outputs + [label_file],
             api_name="load_label",
         )
+        image_file.clear(bind(clear_image), [state], main_outputs, **quiet)
+        label_file.clear(bind(clear_label), [state], main_outputs, **quiet)
         slice_slider.input(
             bind(handlers.change_slice), [state, slice_slider], main_outputs, trigger_mode="always_last", **quiet
         )
@@ -295,6 +301,16 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
 
     demo.queue(default_concurrency_limit=2)
     return demo
+
+
+def clear_image(session):
+    """The image box emptied by hand: :func:`handlers.box_cleared`."""
+    return handlers.box_cleared(session, "image")
+
+
+def clear_label(session):
+    """The label box emptied by hand: :func:`handlers.box_cleared`."""
+    return handlers.box_cleared(session, "label")
 
 
 def segment(session, z, y, x) -> Iterator[dict[str, Any]]:

@@ -106,8 +106,6 @@ class Session:
     #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
     seqpatch_seconds: float | None = None
     tmpdir: str | None = None
-    #: The image box was emptied after a refused file: its "change" must not unload the image.
-    upload_cleared: bool = False
     #: The server released this session's arrays while it was idle (:class:`app.memory.SessionPool`).
     released: bool = False
     #: Runs in progress (a click, a grid, a 3D object): the memory pool leaves a busy session alone.

@@ -9,6 +9,7 @@ pipeline in milliseconds with a predictable answer.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -96,17 +97,28 @@ def test_every_declared_output_has_a_component(predictor):
     assert demo is not None
 
 
-def test_a_refused_upload_keeps_the_image_and_empties_its_box(predictor, session, tmp_path):
+def test_a_refused_replacement_keeps_image_label_and_results(predictor, session, tmp_path):
+    """Issue 26 item 2: the box emptied (×), then a text file named .nii.gz: nothing is lost, and the
+    box shows the image that is loaded, not the refused file."""
+    handlers.segment(session, *CENTRE)
+    results, label, volume = dict(session.results), session.label, session.volume
+    assert handlers.box_cleared(session, "image")["summary"].endswith("another image file has been read._")
+    assert handlers.load(predictor, session, None) == {}  # an empty box unloads nothing
     bad = tmp_path / "bad.nii.gz"
     bad.write_text("not an image")
     with pytest.raises(UserNotice) as info:
         handlers.load(predictor, session, str(bad))
-    assert info.value.outputs == {"image_file": None, "state": session}
-    # the emptied box fires "change" with no file: the loaded image stays
-    assert handlers.load(predictor, session, None) == {}
-    assert session.volume is not None
-    # emptying the box by hand afterwards unloads it, as before
-    assert handlers.load(predictor, session, None)["summary"] == "_No image loaded._"
+    assert info.value.outputs == {"image_file": session.image_path, "state": session}
+    assert session.volume is volume and session.label is label and session.results == results
+    assert "Dice" in render_view(session)["metrics"]
+
+
+def test_a_refused_first_upload_leaves_its_box_empty(predictor, tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("not an image")
+    with pytest.raises(UserNotice) as info:
+        handlers.load(predictor, None, str(bad))
+    assert info.value.outputs == {"image_file": None}
 
 
 def test_a_single_slice_has_no_slice_slider(predictor, tmp_path):
@@ -275,16 +287,21 @@ def test_the_ablation_note_gives_budget_and_validation(small_models, case):
     assert out["cmp_var"].shape[1] <= COMPARE_GRID_PX + 2
 
 
-def test_a_refused_label_empties_its_box(session, tmp_path):
-    bad = tmp_path / "small.nii.gz"
+def test_a_refused_label_keeps_the_label_in_use(session, tmp_path):
+    """Issue 26 item 2: the label box emptied, then a label of another geometry: the good label, its
+    Dice and the box showing it stay."""
     import SimpleITK as sitk
 
+    handlers.segment(session, *CENTRE)
+    label_before, path_before = session.label, session.label_path
+    assert "label above stays in use" in handlers.box_cleared(session, "label")["summary"]
+    bad = tmp_path / "small.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 5, 5), np.uint8)), str(bad))
-    label_before = session.label
     with pytest.raises(UserNotice, match="label not used") as info:
-        handlers.load_label(session, session.image_path, str(bad))
-    assert info.value.outputs == {"label_file": None}
+        handlers.load_label(session, None, str(bad))  # the image box may be empty meanwhile
+    assert info.value.outputs == {"label_file": path_before}
     assert session.label is label_before and session.volume is not None
+    assert re.search(r"\| SeqPatch \| \d\.\d{3} \|", render_view(session)["metrics"])
 
 
 @pytest.mark.slow

@@ -1,0 +1,96 @@
+"""The page as a radiologist expects it (issue 26), in a real Chromium at 1366×768: nothing lost on a
+refused upload, examples that open on their label, numbers applied on Enter, a click on nothing said
+so, small contours seen, the eye's places (progress, Export, legend, likelihood maps), a quiet
+console, the teaching text true to its curves, and the time from a click to both contours.
+
+One server for the module (the shipped weights when present, else small random networks, as in
+``test_browser_flows``); every test opens its own page, that is its own session.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from test_browser import CHROMIUM
+from test_browser_flows import VIEWPORT, Page, _case, browser, server  # noqa: F401 - fixtures
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture()
+def page(server, browser):  # noqa: F811 - the fixtures above
+    url, _ = server
+    p = Page(browser, url)
+    p.console = []
+    p.page.on("console", lambda m: p.console.append((m.type, m.text)))
+    yield p
+    assert not p.errors, p.errors
+    p.close()
+
+
+def _dice(page: Page, method: str = "SeqPatch") -> str:
+    """The Dice cell of ``method`` in the table of the slice shown."""
+    m = re.search(rf"{method}\s+([\d.]+|–|n/a[^\t\n]*)", page.page.locator("#metrics table").inner_text())
+    assert m, page.page.locator("#metrics").inner_text()
+    return m.group(1)
+
+
+def _box_file(page: Page, elem: str) -> str:
+    """The file name an upload box shows ("" when it is empty)."""
+    cell = page.page.locator(f"#{elem} td.filename")
+    return cell.first.get_attribute("aria-label") if cell.count() else ""
+
+
+def _upload(page: Page, elem: str, path: Path) -> None:
+    """Empty the box (×), as a user must before choosing another file, then choose ``path``."""
+    page.page.locator(f"#{elem} button[aria-label=Clear]").click()
+    page.page.locator(f"#{elem} input[type=file]").set_input_files(str(path))
+
+
+# ----------------------------------------------------------------------------- item 2
+
+
+def test_a_refused_replacement_loses_nothing(page, server, tmp_path):
+    """Item 2: a text file named .nii.gz, then a label of another geometry, each after emptying its
+    box: the image, the label, the results stay, the boxes name what is loaded, the slice answers."""
+    from playwright.sync_api import expect
+
+    image, label, (z, y, x), f, _ = _case(server[1])
+    page.pick_example(image)
+    yx = page.click_slice(y, x, f)
+    page.wait_done(z, yx)
+    dice = _dice(page)
+    assert re.fullmatch(r"\d\.\d{3}", dice), dice
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_text("this is not an image\n")
+    _upload(page, "image-file", bad)
+    page.toast("bad.nii.gz")
+    expect(page.page.locator("#image-file td.filename")).to_have_attribute(
+        "aria-label", Path(image).name, timeout=30_000
+    )
+    assert _box_file(page, "label-file") == Path(label).name
+    expect(page.page.locator("#summary")).to_contain_text(Path(image).name)
+    assert _dice(page) == dice and page.point() is not None
+
+    small = tmp_path / "small_label.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 5, 5), np.uint8)), str(small))
+    _upload(page, "label-file", small)
+    page.toast("label not used")
+    expect(page.page.locator("#label-file td.filename")).to_have_attribute(
+        "aria-label", Path(label).name, timeout=30_000
+    )
+    assert _dice(page) == dice
+    page.assert_not_blanked()
+    yx = page.click_slice(y + 2, x, f)  # still loaded and clickable
+    page.wait_done(z, yx)
+    assert re.fullmatch(r"\d\.\d{3}", _dice(page))
