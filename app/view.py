@@ -64,7 +64,8 @@ def metrics_table(session: Session, z: int) -> str:
         lines = [f"_Click on the object in the slice to segment it._  {dev}"]
         if session.label is not None:
             area = int(session.label[z].sum())
-            lines.append(f"Ground truth on slice {z}: {area} px.")
+            where = "drawn green and dashed: click inside it" if area else "none on this slice"
+            lines.append(f"Ground truth on slice {z}: {area} px ({where}).")
         return "\n\n".join(lines)
     ref = session.label[z] if session.label is not None else None
     # short headers: the table sits in a third of a laptop screen; units are in the line below it

@@ -9,13 +9,17 @@ One server for the module (the shipped weights when present, else small random n
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from PIL import Image
 from test_browser import CHROMIUM
 from test_browser_flows import VIEWPORT, Page, _case, browser, server  # noqa: F401 - fixtures
 
@@ -48,6 +52,25 @@ def _box_file(page: Page, elem: str) -> str:
     """The file name an upload box shows ("" when it is empty)."""
     cell = page.page.locator(f"#{elem} td.filename")
     return cell.first.get_attribute("aria-label") if cell.count() else ""
+
+
+def picture(page: Page, elem: str = "overlay") -> np.ndarray:
+    """The picture of output ``elem`` as the page has it (no browser scaling): (h, w, 3) uint8."""
+    page.page.wait_for_function(
+        f"() => {{ const i = document.querySelector('#{elem} img'); return i && i.complete && i.naturalWidth > 0; }}",
+        timeout=30_000,
+    )
+    src = page.page.locator(f"#{elem} img").get_attribute("src")
+    if src.startswith("data:"):
+        data = base64.b64decode(src.split(",", 1)[1])
+    else:
+        data = page.page.request.get(urljoin(page.page.url, src)).body()
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def colour_pixels(pic: np.ndarray, colour: tuple[int, int, int], tol: int = 12) -> np.ndarray:
+    """(h, w) bool: the pixels of ``pic`` within ``tol`` of ``colour`` in every channel."""
+    return (np.abs(pic.astype(int) - np.asarray(colour)) <= tol).all(axis=-1)
 
 
 def _upload(page: Page, elem: str, path: Path) -> None:
@@ -94,3 +117,26 @@ def test_a_refused_replacement_loses_nothing(page, server, tmp_path):
     yx = page.click_slice(y + 2, x, f)  # still loaded and clickable
     page.wait_done(z, yx)
     assert re.fullmatch(r"\d\.\d{3}", _dice(page))
+
+
+# ----------------------------------------------------------------------------- item 7
+
+
+def test_each_example_opens_on_its_label(page, server):
+    """Item 7: every example opens on its label's largest slice, with the label drawn there."""
+    from playwright.sync_api import expect
+
+    from app.drawing import COLOURS
+
+    for image, label in server[1]:
+        lab = sitk.GetArrayFromImage(sitk.ReadImage(label)) != 0
+        z = int(np.argmax(lab.reshape(lab.shape[0], -1).sum(axis=1)))
+        page.pick_example(image)
+        expect(page.page.locator("#summary")).to_contain_text(Path(image).name, timeout=60_000)
+        expect(page.page.locator("#metrics")).to_contain_text(
+            f"Ground truth on slice {z}: {int(lab[z].sum())} px (drawn green", timeout=60_000
+        )
+        if lab.shape[0] > 1:
+            assert int(page.page.locator("#slice input[type=number]").input_value()) == z, image
+        truth = colour_pixels(picture(page), COLOURS["truth"], tol=40)
+        assert truth.sum() > 50, (image, int(truth.sum()))
