@@ -17,7 +17,7 @@ from seqpatch_core.training.config import TrainConfig
 from seqpatch_core.training.loop import _record
 
 
-def _tiny_atlas(folder, name="labels.nii.gz"):
+def tiny_atlas_source(folder, name="labels.nii.gz"):
     """A template (40 x 36 x 30 voxels of 1.5 x 1.2 x 2.0 mm, flipped x axis) with a bright ellipsoid
     brain, and a label map on another grid (1 mm, identity) with two blobs: label 1 left (RAS x < 0,
     LPS x > 0) and label 2 right; the midline is x = 0."""
@@ -44,7 +44,7 @@ def _tiny_atlas(folder, name="labels.nii.gz"):
 @pytest.fixture(scope="module")
 def bank_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("atlas")
-    summary = atlases.prepare_atlases(d / "bank", [_tiny_atlas(d)])
+    summary = atlases.prepare_atlases(d / "bank", [tiny_atlas_source(d)])
     assert summary["tiny"]["objects"] == summary["tiny"]["train"] + summary["tiny"]["val"]
     return d / "bank"
 
@@ -91,7 +91,7 @@ def test_bank_samples_each_split_from_its_own_hemisphere(bank_dir):
 def test_colin27_and_its_atlases_are_refused(tmp_path, name):
     with pytest.raises(InputError, match="Colin27"):
         atlases.check_allowed(tmp_path / name)
-    src = _tiny_atlas(tmp_path, name=name) if name.endswith(".nii.gz") else None
+    src = tiny_atlas_source(tmp_path, name=name) if name.endswith(".nii.gz") else None
     if src is not None:  # prepare refuses before reading anything
         with pytest.raises(InputError, match="Colin27"):
             atlases.prepare_atlases(tmp_path / "bank", [src])
@@ -126,7 +126,7 @@ def test_training_mix_and_record_carry_the_atlases(bank_dir):
 def test_evaluate_atlas_reports_dice_per_method(bank_dir, small_weights, one_thread, capsys):
     from seqpatch_core.cli.main import main
 
-    argv = ["evaluate", "--atlas", "2", "--atlas-bank", str(bank_dir), "--device", "cpu", "--single-pass",
+    argv = ["evaluate", "--atlas", "2", "--atlas-bank", str(bank_dir), "--device", "cpu", "--no-coarsen",
             "--weights-seqpatch", str(small_weights["seqpatch"]), "--weights-unet", str(small_weights["unet"])]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -138,7 +138,7 @@ def test_keep_leaves_only_the_listed_labels(tmp_path):
     """A source's ``keep`` (structures with visible borders) drops every other label before objects are listed."""
     from dataclasses import replace
 
-    src = replace(_tiny_atlas(tmp_path), keep=(2,))
+    src = replace(tiny_atlas_source(tmp_path), keep=(2,))
     atlases.prepare_atlases(tmp_path / "bank", [src])
     with np.load(tmp_path / "bank" / "tiny.npz") as z:
         cols = dict(zip(atlases.OBJECT_COLUMNS, z["objects"].T, strict=True))
