@@ -3,7 +3,9 @@
 The image type, its (z, y, x) axis order and its validation live in :mod:`seqpatch_core.images.volume`;
 this module reads NIfTI, MetaImage, NRRD, DICOM (file, folder or zip) and 2D pictures with SimpleITK,
 refuses oversized or damaged files from their headers, and writes masks with the image's exact
-geometry (:func:`write_mask`).
+geometry (:func:`write_mask`). DICOM series are found, chosen, checked and ordered from their headers
+by :mod:`seqpatch_core.images.dicom` (which keeps the source instances for a DICOM SEG, see
+:mod:`seqpatch_core.images.dicom_seg`); a DICOM SEG is read as a label through its references.
 
 Every refusal is an :class:`~seqpatch_core.base.errors.InputError` with a one-line message; SimpleITK's
 multi-line exceptions never reach the user.
@@ -11,6 +13,7 @@ multi-line exceptions never reach the user.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -19,13 +22,14 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from seqpatch_core.base.errors import InputError, first_line
+from seqpatch_core.images import dicom
 from seqpatch_core.images.formats import PICTURE_FORMATS, SUPPORTED, VOLUME_FORMATS, VOLUME_SUFFIXES, file_suffix
 from seqpatch_core.images.volume import Volume, volume_from_sitk
 
@@ -81,12 +85,6 @@ def _check_size(size_xyz: Sequence[int], max_voxels: int, what: str) -> None:
     n = math.prod(int(s) for s in size_xyz)
     if n > max_voxels:
         raise InputError(f"{what} is too large: {_fmt_size(size_xyz)} = {n:,} voxels, the limit is {max_voxels:,}")
-
-
-def _dicom_modality(reader: sitk.ImageFileReader) -> str | None:
-    if reader.HasMetaDataKey("0008|0060"):
-        return reader.GetMetaData("0008|0060").strip() or None
-    return None
 
 
 def _nifti_expected_bytes(header: bytes) -> int | None:
@@ -147,8 +145,6 @@ def _check_nifti_complete(path: Path, gz: bool) -> None:
 def _read_file(path: Path, fmt: str, *, max_voxels: int, picture: bool, allow_constant: bool) -> Volume:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    if fmt == "DICOM":
-        reader.SetImageIO("GDCMImageIO")
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -158,7 +154,6 @@ def _read_file(path: Path, fmt: str, *, max_voxels: int, picture: bool, allow_co
     _check_size(size, max_voxels, path.name)
     if math.prod(size) * reader.GetNumberOfComponents() > 4 * max_voxels:
         raise InputError(f"{path.name} has too many components per voxel ({reader.GetNumberOfComponents()})")
-    tag = _dicom_modality(reader) if fmt == "DICOM" else None
     if fmt == "NIfTI":
         _check_nifti_complete(path, gz=path.name.lower().endswith(".gz"))
     try:
@@ -171,7 +166,6 @@ def _read_file(path: Path, fmt: str, *, max_voxels: int, picture: bool, allow_co
         img,
         source=f"{path.name} ({fmt})",
         warnings=[],
-        modality_tag=tag,
         picture=picture,
         allow_constant=allow_constant,
     )
@@ -181,56 +175,68 @@ def _read_file(path: Path, fmt: str, *, max_voxels: int, picture: bool, allow_co
 # DICOM series
 
 
-def _find_series(folder: Path) -> list[tuple[str, list[str]]]:
-    """(series UID, sorted file names) of every DICOM series under ``folder`` (all sub-folders)."""
-    found: list[tuple[str, list[str]]] = []
-    for dirpath, _dirs, files in os.walk(folder):
-        if not files:
-            continue
-        for sid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(dirpath):
-            names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(dirpath, sid))
-            if names:
-                found.append((sid, names))
-    return found
+def _read_sitk_series(paths: list[Path], what: str, syntax: str) -> sitk.Image:
+    """Decodes the slices ``paths`` in this order (one file: a single 2D slice) with GDCM."""
+    if len(paths) == 1:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(paths[0]))
+    else:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(f) for f in paths])
+    reader.SetImageIO("GDCMImageIO")
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"cannot read {what} ({syntax}): {_short_cause(exc)}") from None
 
 
-def _read_dicom_series(folder: Path, label: str, *, max_voxels: int, allow_constant: bool) -> Volume | None:
-    """Reads the longest DICOM series in ``folder``; None when it holds no DICOM series."""
-    series = _find_series(folder)
-    if not series:
+def _read_dicom(
+    files: list[Path], label: str, *, series: str | None, max_voxels: int, allow_constant: bool
+) -> Volume | None:
+    """The chosen DICOM image series among ``files``: ``series`` (a SeriesInstanceUID), else the one
+    with the most slices. None when no file is a DICOM image or SEG.
+
+    The Volume keeps its source instances in slice order (``Volume.dicom``).
+    """
+    found = dicom.scan(files)
+    if not found:
         return None
+    images = sorted((s for s in found if s.kind != "seg"), key=lambda s: s.n_slices, reverse=True)
+    if not images:
+        holds = "is" if len(files) == 1 else "holds only"
+        raise InputError(f"{label} {holds} a DICOM Segmentation, a label and not an image: load it as the label")
     warnings: list[str] = []
-    series.sort(key=lambda s: len(s[1]), reverse=True)
-    _sid, files = series[0]
-    if len(series) > 1:
-        others = ", ".join(str(len(f)) for _s, f in series[1:])
-        warnings.append(f"found {len(series)} DICOM series; took the largest ({len(files)} slices, others: {others})")
-    first = sitk.ImageFileReader()
-    first.SetFileName(files[0])
-    first.SetImageIO("GDCMImageIO")
-    try:
-        first.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read the DICOM series in {label}: {_short_cause(exc)}") from None
-    size = list(first.GetSize())
-    if len(size) < 3:
-        size.append(1)
-    # A series is len(files) slices of the first slice's size; a multi-frame file counts its frames.
-    _check_size([size[0], size[1], size[2] * len(files)], max_voxels, label)
-    tag = _dicom_modality(first)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        img = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"cannot read the DICOM series in {label}: {_short_cause(exc)}") from None
-    return volume_from_sitk(
-        img,
-        source=f"{label} (DICOM series, {len(files)} slices)",
-        warnings=warnings,
-        modality_tag=tag,
-        allow_constant=allow_constant,
+    if series is not None:
+        chosen = [s for s in images if s.uid == series.strip()]
+        if not chosen:
+            listed = "; ".join(s.describe() for s in images)
+            raise InputError(f"{label} has no image series {series}; it holds {listed}")
+        pick = chosen[0]
+    else:
+        pick = images[0]
+        if len(images) > 1:
+            others = "; ".join(s.describe() for s in images[1:])
+            warnings.append(f"found {len(images)} DICOM series; took the largest, {pick.describe()}; others: {others}")
+    if len(found) > len(images):
+        warnings.append(f"left out {len(found) - len(images)} DICOM SEG file(s): a SEG is loaded as the label")
+    what = f"the DICOM series in {label}" if len(files) > 1 else label
+    _check_size(pick.size_xyz, max_voxels, label)
+    if pick.kind == "multiframe":
+        arr, geometry, source = dicom.multiframe_image(pick, what)
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing(geometry["spacing"])
+        img.SetOrigin(geometry["origin"])
+        img.SetDirection(geometry["direction"])
+        desc = f"{label} (DICOM multi-frame, {pick.n_slices} slices)"
+    else:
+        paths, source = dicom.slice_order(pick, what)
+        img = _read_sitk_series(paths, what, pick.transfer_syntax)
+        desc = f"{label} (DICOM series, {len(paths)} slices)" if len(paths) > 1 else f"{label} (DICOM)"
+    vol = volume_from_sitk(
+        img, source=desc, warnings=warnings, modality_tag=pick.modality, allow_constant=allow_constant
     )
+    vol.dicom = source
+    return vol
 
 
 def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[Path]:
@@ -273,42 +279,65 @@ def _extract_zip(path: Path, dest: Path, max_bytes: int) -> list[Path]:
     return out
 
 
-def _read_zip(path: Path, *, max_voxels: int, max_bytes_zip: int, allow_constant: bool) -> Volume:
-    with tempfile.TemporaryDirectory(prefix="seqpatch_zip_") as tmp:
-        files = _extract_zip(path, Path(tmp), max_bytes_zip)
-        vol = _read_dicom_series(Path(tmp), path.name, max_voxels=max_voxels, allow_constant=allow_constant)
+@contextlib.contextmanager
+def _dicom_candidates(path: Path, max_bytes_zip: int) -> Iterator[list[Path]]:
+    """The files that may hold DICOM: every file under a folder, a zip's members (unpacked into a
+    temporary folder that lives as long as the context), or the file itself."""
+    if path.is_dir():
+        yield [Path(d) / f for d, _dirs, names in os.walk(path) for f in names]
+    elif file_suffix(path.name) == ".zip":
+        with tempfile.TemporaryDirectory(prefix="seqpatch_zip_") as tmp:
+            yield _extract_zip(path, Path(tmp), max_bytes_zip)
+    else:
+        yield [path]
+
+
+def _read_dicom_input(
+    path: Path, *, series: str | None, max_voxels: int, max_bytes_zip: int, allow_constant: bool
+) -> Volume:
+    """A folder, .zip or .dcm: its DICOM image series; a zip of one other image file is read as that file."""
+    ext = file_suffix(path.name)
+    with _dicom_candidates(path, max_bytes_zip) as files:
+        vol = _read_dicom(files, path.name, series=series, max_voxels=max_voxels, allow_constant=allow_constant)
         if vol is not None:
             return vol
-        # Not DICOM: accept a zip that wraps exactly one image file of another supported format.
-        images = [f for f in files if file_suffix(f.name) not in ("", ".zip", ".dcm")]
-        if len(images) == 1:
-            vol = _read_path(
-                images[0], max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant
-            )
-            vol.source = f"{path.name} → {images[0].name.split('_', 1)[1]}"
-            return vol
+        if ext == ".zip":  # not DICOM: accept a zip that wraps exactly one image file of another format
+            images = [f for f in files if file_suffix(f.name) not in ("", ".zip", ".dcm")]
+            if len(images) == 1:
+                vol = _read_path(
+                    images[0], series=None, max_voxels=max_voxels, max_bytes_zip=max_bytes_zip,
+                    allow_constant=allow_constant,
+                )
+                vol.source = f"{path.name} → {images[0].name.split('_', 1)[1]}"
+                return vol
+    if path.is_dir():
+        raise InputError(f"no DICOM series found in the folder {path.name}")
+    if ext == ".zip":
         raise InputError(f"{path.name} holds no DICOM series (and not exactly one image file)")
+    raise InputError(f"cannot read {path.name} as DICOM: not a DICOM image file")
 
 
 # ---------------------------------------------------------------------------------------------
 # public API
 
 
-def _read_path(path: Path, *, max_voxels: int, max_bytes_zip: int, allow_constant: bool) -> Volume:
+def _read_path(
+    path: Path, *, series: str | None, max_voxels: int, max_bytes_zip: int, allow_constant: bool
+) -> Volume:
     if not path.exists():
         raise InputError(f"file not found: {path.name or path}")
-    if path.is_dir():
-        vol = _read_dicom_series(path, path.name, max_voxels=max_voxels, allow_constant=allow_constant)
-        if vol is None:
-            raise InputError(f"no DICOM series found in the folder {path.name}")
-        return vol
     ext = file_suffix(path.name)
-    if not ext:
-        raise InputError(f"unknown file type {path.name!r}; supported: {SUPPORTED}")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path.name} is an empty file")
-    if ext == ".zip":
-        return _read_zip(path, max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant)
+    if not path.is_dir():
+        if not ext:
+            raise InputError(f"unknown file type {path.name!r}; supported: {SUPPORTED}")
+        if path.stat().st_size == 0:
+            raise InputError(f"{path.name} is an empty file")
+    if path.is_dir() or ext in (".zip", ".dcm"):
+        return _read_dicom_input(
+            path, series=series, max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=allow_constant
+        )
+    if series is not None:
+        raise InputError(f"a series was chosen ({series}), but {path.name} is not DICOM")
     picture = ext in PICTURE_FORMATS
     fmt = PICTURE_FORMATS[ext] if picture else VOLUME_FORMATS[ext]
     return _read_file(path, fmt, max_voxels=max_voxels, picture=picture, allow_constant=allow_constant)
@@ -317,14 +346,20 @@ def _read_path(path: Path, *, max_voxels: int, max_bytes_zip: int, allow_constan
 def read_volume(
     path: str | Path,
     *,
+    series: str | None = None,
     max_voxels: int = DEFAULT_MAX_VOXELS,
     max_bytes_zip: int = DEFAULT_MAX_BYTES_ZIP,
 ) -> Volume:
     """Reads an image file, DICOM folder or DICOM .zip into a :class:`Volume` ((z, y, x) float32).
 
     Formats: NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd + data file), NRRD (.nrrd, .nhdr), DICOM
-    (a folder or a .zip of one or more series: the series with the most slices is taken; a single
-    .dcm is one slice), and 2D pictures PNG/JPEG/TIFF/BMP (one slice, shape (1, y, x)).
+    (a folder or a .zip of one or more series: ``series``, a SeriesInstanceUID, or else the series
+    with the most slices; a single .dcm is one slice, or an enhanced multi-frame CT/MR volume), and
+    2D pictures PNG/JPEG/TIFF/BMP (one slice, shape (1, y, x)).
+
+    DICOM slices are stacked along their normal; a series with mixed slice sizes or orientations,
+    several slices at one position, a gap, uneven spacing or gantry tilt is refused, and so is a
+    DICOM SEG (a label). The Volume keeps the source instances in slice order (``Volume.dicom``).
 
     The header is read first and images over ``max_voxels`` (counting every dimension) are refused
     before their voxels are allocated. 4D+ images: the first 3D volume is kept; multi-component
@@ -340,7 +375,9 @@ def read_volume(
     Raises:
         InputError: with one line, for anything that cannot be read or used.
     """
-    return _read_path(Path(path), max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=False)
+    return _read_path(
+        Path(path), series=series, max_voxels=max_voxels, max_bytes_zip=max_bytes_zip, allow_constant=False
+    )
 
 
 def write_mask(mask: np.ndarray, like: Volume, path: str | Path) -> None:
@@ -372,10 +409,24 @@ def read_label(path: str | Path, like: Volume) -> np.ndarray:
     Same safety as :func:`read_volume` but an all-zero (constant) label is valid. Refused when the
     size differs from the image's, or spacing/origin/direction differ beyond 1e-3 relative
     (relative to max(1, |value|), so a difference of up to 0.001 mm near 0 is tolerated).
+
+    A DICOM SEG (a .dcm, or a folder or zip holding one) is placed on the image through the source
+    instances it references, which must be ``like``'s (see
+    :func:`~seqpatch_core.images.dicom_seg.read_seg_label`); 1 where any segment holds the voxel.
     """
+    path = Path(path)
+    if path.is_dir() or (path.is_file() and path.stat().st_size and file_suffix(path.name) in (".zip", ".dcm")):
+        with _dicom_candidates(path, DEFAULT_MAX_BYTES_ZIP) as files:
+            segs = [s for s in dicom.scan(files) if s.kind == "seg"]
+            if len(segs) > 1:
+                raise InputError(f"{path.name} holds {len(segs)} DICOM SEG files; give the one to compare against")
+            if segs:
+                from seqpatch_core.images.dicom_seg import read_seg_label
+
+                return read_seg_label(segs[0].files[0], like, path.name)
     z, y, x = like.shape
     lab = _read_path(
-        Path(path), max_voxels=DEFAULT_MAX_VOXELS, max_bytes_zip=DEFAULT_MAX_BYTES_ZIP, allow_constant=True
+        path, series=None, max_voxels=DEFAULT_MAX_VOXELS, max_bytes_zip=DEFAULT_MAX_BYTES_ZIP, allow_constant=True
     )
     if lab.shape != like.shape:
         lz, ly, lx = lab.shape

@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # SimpleITK is imported where geometry is converted, so that 
     # background bank (on machines without it) can use the Volume type and the CT rule
     import SimpleITK as sitk
 
+    from seqpatch_core.images.dicom import DicomSource
+
 __all__ = ["MIN_INPLANE", "Volume", "volume_from_array", "volume_from_sitk"]
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class Volume:
         modality: "CT", "MR" or "unknown".
         source: short human description, e.g. ``"lung2_image.nrrd (NRRD)"``.
         warnings: what the reader changed and the user should be told, one line each.
+        dicom: the DICOM instances it was read from, in slice order (what a DICOM SEG references);
+            None for other formats and for arrays.
     """
 
     array: np.ndarray
@@ -65,6 +69,7 @@ class Volume:
     modality: str = "unknown"
     source: str = "array"
     warnings: list[str] = field(default_factory=list)
+    dicom: DicomSource | None = None
 
     @property
     def is_ct(self) -> bool:
