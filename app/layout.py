@@ -31,9 +31,21 @@ CSS = """
 #metrics th, #metrics td { padding: 3px 6px; }
 #header h2 { margin-bottom: 0.2em; }
 """
-#: Keyword arguments for ``demo.launch`` (Gradio 6 takes css and theme there, not in ``gr.Blocks``).
+#: Run once on page load. A number typed into a slider's box applies on Enter as it does when the box
+#: loses focus: Gradio's slider sends "release" (which the threshold, W, L and opacity listen to) on
+#: blur only. A blur event sent to the box itself runs that path and leaves the focus where it is.
+ENTER_APPLIES = """() => {
+  document.addEventListener("keydown", (e) => {
+    const box = e.target;
+    if (e.key === "Enter" && box instanceof HTMLInputElement && box.type === "number") {
+      box.dispatchEvent(new FocusEvent("blur"));
+    }
+  }, true);
+}"""
+#: Keyword arguments for ``demo.launch`` (Gradio 6 takes css, js and theme there, not in ``gr.Blocks``).
 LAUNCH_KWARGS: dict[str, Any] = {
     "css": CSS,
+    "js": ENTER_APPLIES,
     "max_file_size": "1gb",
     "state_session_capacity": memory.GRADIO_SESSIONS,  # Gradio's per-session store, bounded
 }

@@ -140,3 +140,26 @@ def test_each_example_opens_on_its_label(page, server):
             assert int(page.page.locator("#slice input[type=number]").input_value()) == z, image
         truth = colour_pixels(picture(page), COLOURS["truth"], tol=40)
         assert truth.sum() > 50, (image, int(truth.sum()))
+
+
+# ----------------------------------------------------------------------------- item 3
+
+
+def test_typed_numbers_apply_on_enter(page, server):
+    """Item 3: 0.9 typed in Threshold and 400 in W, each with Enter and the focus left in the box,
+    change the page."""
+    from playwright.sync_api import expect
+
+    image, _, (z, y, x), f, _ = _case(server[1])
+    page.pick_example(image)
+    page.wait_done(z, page.click_slice(y, x, f))
+    box = page.page.locator("#threshold input[type=number]")
+    box.fill("0.9")
+    box.press("Enter")
+    expect(page.page.locator("#metrics")).to_contain_text("threshold 0.90", timeout=15_000)
+    assert box.evaluate("b => document.activeElement === b")  # applied without leaving the box
+    width = page.page.locator("#width input[type=number]")
+    width.fill("400")
+    width.press("Enter")
+    expect(page.page.locator("#status")).to_contain_text("(W 400,", timeout=15_000)
+    assert width.evaluate("b => document.activeElement === b")
