@@ -27,10 +27,11 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from seqpatch_core.base.metrics import evaluate_masks
+    from seqpatch_core.images.formats import file_suffix
     from seqpatch_core.images.io import read_label, read_volume, write_mask
     from seqpatch_core.inference.predictor import Predictor
 
-    volume = read_volume(args.image)
+    volume = read_volume(args.image, series=args.series)
     for w in volume.warnings:
         log.warning("%s", w)
     label = read_label(args.label, volume) if args.label else None
@@ -68,8 +69,23 @@ def cmd_predict(args) -> int:
         ms = (time.perf_counter() - t0) * 1e3
         record = {"method": args.method, "slice": z, "point_zyx": [z, y, x], **info, "latency_ms": round(ms, 1)}
         print(json.dumps(record), flush=True)
-    write_mask(mask, volume, args.out)
+    if file_suffix(args.out) == ".dcm":
+        _write_seg(mask, volume, args.out, models[args.method].record)
+    else:
+        write_mask(mask, volume, args.out)
     return 0
+
+
+def _write_seg(mask, volume, out: str, record: dict) -> None:
+    """The (z, y, x) mask as a one-segment DICOM SEG of the DICOM input; each repair of the source's
+    identifiers is logged as a warning."""
+    from seqpatch_core import __version__
+    from seqpatch_core.images.dicom_seg import Segment, write_seg
+
+    name = record.get("name", "model")
+    segment = Segment(label=name, mask=mask, algorithm=name, version=record.get("sha256") or "unknown")
+    for note in write_seg([segment], volume, out, software_version=__version__):
+        log.warning("%s", note)
 
 
 def _rounded(metrics: dict) -> dict:

@@ -212,8 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--weights", default=None, help="checkpoint (default: weights/<method>.safetensors)")
     pr.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPUs that have it), float32, bfloat16")
     pr.add_argument("--propagate", action="store_true", help="segment the whole object through neighbouring slices")
-    pr.add_argument("--label", default=None, help="reference label: adds Dice, CD, HD95 (3D with --propagate)")
-    pr.add_argument("--out", required=True)
+    pr.add_argument(
+        "--label", default=None,
+        help="reference label (an image or a DICOM SEG): adds Dice, CD, HD95 (3D with --propagate)",
+    )
+    pr.add_argument(
+        "--series", default=None, metavar="UID",
+        help="the DICOM series to segment, by SeriesInstanceUID (default: the one with the most slices)",
+    )
+    pr.add_argument(
+        "--out", required=True,
+        help="the mask: .nii.gz, .nii, .nrrd, .mha, or .dcm for a DICOM SEG of a DICOM input",
+    )
     pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("train", help="train a model on synthetic lesions (and optional labelled data)")
@@ -346,6 +356,8 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr
     )
+    if not args.verbose:  # highdicom tells at INFO every module it copies into a DICOM SEG
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
     try:
         _make_output_folders(args)
         return args.func(args)
