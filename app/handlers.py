@@ -22,7 +22,7 @@ import numpy as np
 
 from app import memory, render
 from app.drawing import NAMES
-from app.notices import UserNotice, one_line, user_errors, warn
+from app.notices import UserNotice, user_errors, warn
 from app.session import WEIGHTS_HELP, Click, ObjectStep, Session, new_session, require, weights_message
 from app.view import (
     best_slice,
@@ -34,7 +34,7 @@ from app.view import (
     summary_text,
     wl_ranges,
 )
-from seqpatch_core.base.errors import InputError, SeqPatchError
+from seqpatch_core.base.errors import InputError, SeqPatchError, first_line
 from seqpatch_core.images.intensity import WINDOW_NAMES, Window, auto_window
 from seqpatch_core.images.io import read_label
 from seqpatch_core.images.orientation import orientation
@@ -85,7 +85,7 @@ def load(
         out: dict[str, Any] = {"image_file": old.image_path if loaded else None}
         if loaded:
             out["state"] = old
-        raise UserNotice(one_line(exc), out) from None
+        raise UserNotice(first_line(exc), out) from None
     session.volume = volume
     session.image_path = str(image_path)
     session.window_name = window_name if window_name in WINDOWS and window_name != "custom" else "auto"
@@ -94,8 +94,8 @@ def load(
         try:
             _set_label(session, label_path)
         except SeqPatchError as exc:  # the image is fine: use it, and say why the label is not
-            session.label_note = f"⚠ {one_line(exc)}"
-            warn(one_line(exc))
+            session.label_note = f"⚠ {first_line(exc)}"
+            warn(first_line(exc))
             out["label_file"] = None
     if old is not None:
         old.close()
@@ -134,7 +134,7 @@ def _set_label(session: Session, label_path: str) -> None:
     try:
         session.label = read_label(label_path, session.volume)
     except SeqPatchError as exc:
-        raise InputError(f"label not used: {one_line(exc)}") from None
+        raise InputError(f"label not used: {first_line(exc)}") from None
     session.label_path = str(label_path)
 
 
@@ -158,7 +158,7 @@ def load_label(session: Session | None, image_path: str | None, label_path: str 
         except SeqPatchError as exc:
             # said in one line; the image, the label in use and the results stay as they were, and
             # the box shows that label again (or nothing), not the refused file
-            raise UserNotice(one_line(exc), {"label_file": session.label_path}) from None
+            raise UserNotice(first_line(exc), {"label_file": session.label_path}) from None
         if not session.results:
             session.z = best_slice(session.volume, session.label)
     out = render_view(session)

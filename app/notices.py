@@ -19,15 +19,9 @@ from typing import Any
 
 import gradio as gr
 
-from seqpatch_core.base.errors import SeqPatchError
+from seqpatch_core.base.errors import SeqPatchError, first_line
 
 log = logging.getLogger(__name__)
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (its type's name when the message is empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class UserNotice(gr.Error):
@@ -53,8 +47,8 @@ def user_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except SeqPatchError as exc:
-                log.info("%s: %s", fn.__name__, one_line(exc))
-                raise UserNotice(one_line(exc)) from None
+                log.info("%s: %s", fn.__name__, first_line(exc))
+                raise UserNotice(first_line(exc)) from None
 
         return steps
 
@@ -63,8 +57,8 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except SeqPatchError as exc:
-            log.info("%s: %s", fn.__name__, one_line(exc))
-            raise UserNotice(one_line(exc)) from None
+            log.info("%s: %s", fn.__name__, first_line(exc))
+            raise UserNotice(first_line(exc)) from None
 
     return inner
 
