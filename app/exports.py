@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def export(session: Session | None) -> dict[str, Any]:
         files.append(str(p))
     if s.robustness is not None:
         p = d / f"{stem}_robustness.json"
-        p.write_text(json.dumps(s.robustness, indent=1))
+        p.write_text(json.dumps(asdict(s.robustness), indent=1))
         files.append(str(p))
     # The overlay of a slice that has a result: the one shown, else the latest click's still kept.
     shown = s.z

@@ -19,6 +19,7 @@ from app import memory, render, zerogpu
 from app.drawing import NAMES
 from seqpatch_core.base.errors import InputError
 from seqpatch_core.base.lru import LRU
+from seqpatch_core.evaluation.robustness import RobustnessMap
 from seqpatch_core.images.intensity import Window, apply_window, auto_window, resolve_window
 from seqpatch_core.images.volume import Volume
 from seqpatch_core.inference.predictor import Predictor, Result
@@ -102,7 +103,7 @@ class Session:
     history: list[Click | ObjectStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     objects3d: dict[str, Object3D] = field(default_factory=dict)
-    robustness: dict | None = None
+    robustness: RobustnessMap | None = None
     #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
     seqpatch_seconds: float | None = None
     tmpdir: str | None = None

@@ -115,9 +115,8 @@ def robustness(
             coarsen=s.second_pass,
         )
     s.robustness = result
-    shown = {NAMES.get(k, k) if k in methods else k: v for k, v in result.items()}
-    fig = robustness_figure(shown)
-    if result["reference"] == "label":
+    fig = robustness_figure(result, NAMES)
+    if result.reference == "label":
         ref = f"**Scored against the label** on slice {z} (the ground truth): accuracy as the click moves."
     else:
         ref = (
@@ -125,16 +124,16 @@ def robustness(
             "how stable the answer is, not how right."
         )
     means = ", ".join(
-        f"{NAMES[m]} mean Dice {np.nanmean([v for r in result[m] for v in r if v is not None]):.3f}"
+        f"{NAMES[m]} mean Dice {result.mean(m):.3f}"
         for m in methods
     )
-    n_out = int(np.sum(result["outside"]))
+    n_out = int(np.sum(result.outside))
     note = (
         f"{ref} {grid_n}×{grid_n} clicks, {step:g} mm apart, around {_where(s, (z, y, x))}, all in the "
-        f"window {result['window']}. {means}. "
+        f"window {result.window}. {means}. "
         f"Cells marked × (hatched): the moved click lies outside the object ({n_out} of them); "
         f"red frame: the original click; n/a: outside the image. "
-        f"{result['seconds']['total']:.1f} s."
+        f"{result.seconds['total']:.1f} s."
     )
     return {"state": s, "rob_plot": fig, "rob_note": note}
 

@@ -122,17 +122,18 @@ def test_status_and_clicks_record_say_which_working_grid_each_method_used(volume
     from helpers import BrightNet
 
     coarse = BrightNet("seqpatch")
-    coarse.record["coarsen"] = {"radius_px": 1.0, "spacing_mm": 1.6}  # any object is "large"; CT grids too
+    coarse.record["coarsen"] = {"radius_px": 1.0}  # any object is "large": up the pyramid
     pred = Predictor({"seqpatch": coarse, "unet": BrightNet("unet")}, device="cpu")
     s = handlers.load(pred, None, *volume_files)["state"]
     out = handlers.segment(s, 2, *CENTRE)
     res = s.results[2]
     assert res["seqpatch"].coarsened and not res["unet"].coarsened
     base = rays.WORKING_SPACING_MM["CT"]
-    assert f"SeqPatch {base * 1.6:g} mm (large object: segmented again" in out["status"]
+    grid = res["seqpatch"].working_spacing
+    assert grid > base and f"SeqPatch {grid:g} mm (large object: segmented again" in out["status"]
     assert f"U-net {base:g} mm." in out["status"]
     rec = clicks_record(s)["clicks"][-1]["results"]
-    assert rec["seqpatch"]["coarsened"] is True and rec["seqpatch"]["working_spacing_mm"] == pytest.approx(1.6)
+    assert rec["seqpatch"]["coarsened"] is True and rec["seqpatch"]["working_spacing_mm"] == pytest.approx(grid)
     assert rec["unet"]["coarsened"] is False and rec["unet"]["working_spacing_mm"] == pytest.approx(1.0)
     # the page's checkbox: this session's next clicks take one pass; another session keeps its own
     other = handlers.load(pred, None, *volume_files)["state"]

@@ -148,7 +148,7 @@ def test_robustness_names_the_click_it_started_from(session):
     out = robustness(session, 3, 1.0, progress=progress)
     assert later and session.results[z]["seqpatch"].point_zyx[1] == y + 3
     assert f"({y:.1f}, {x:.1f})" in out["rob_note"] and f"({y + 3:.1f}, {x + 3:.1f})" not in out["rob_note"]
-    assert session.robustness["point_yx"] == [y, x]
+    assert session.robustness.point_yx == (y, x)
 
 
 @pytest.mark.slow

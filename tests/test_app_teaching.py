@@ -115,15 +115,15 @@ def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
     assert isinstance(out["rob_plot"], Figure)
     assert "Scored against the label" in out["rob_note"]
     res = clicked.robustness
-    assert res["reference"] == "label" and res["slice"] == CENTRE[0]
-    assert np.asarray(res["seqpatch"]).shape == (3, 3) and np.asarray(res["unet"]).shape == (3, 3)
+    assert res.reference == "label" and res.slice == CENTRE[0]
+    assert np.asarray(res.dice["seqpatch"]).shape == (3, 3) and np.asarray(res.dice["unet"]).shape == (3, 3)
     assert calls and calls[-1][0] == 1.0
     # 9 clicks per network in batches of ROBUSTNESS_CHUNK = 5: the bar moves within each network
     assert [round(f, 3) for f, _ in calls] == [0.0, 0.278, 0.5, 0.778, 1.0]
     assert "5 of 9 clicks done" in calls[1][1]
     z = CENTRE[0]
     for m in ("seqpatch", "unet"):  # the centre cell is the click itself, scored against the label
-        assert res[m][1][1] == pytest.approx(dice(clicked.results[z][m].mask, clicked.label[z] != 0))
+        assert res.dice[m][1][1] == pytest.approx(dice(clicked.results[z][m].mask, clicked.label[z] != 0))
     titles = [ax.get_title() for ax in out["rob_plot"].axes]
     assert any(t.startswith("SeqPatch") for t in titles) and any(t.startswith("U-net") for t in titles)
     # the click's window is held for the moved clicks and restored afterwards
@@ -132,9 +132,9 @@ def test_robustness_against_label_then_self(clicked, predictor, sphere_files):
     s = handlers.load(predictor, None, sphere_files[0])["state"]  # no label
     handlers.segment(s, *CENTRE)
     out = robustness(s, 3, 2.0)
-    assert s.robustness["reference"] == "self"
+    assert s.robustness.reference == "self"
     assert "against each method's own result at the original click" in out["rob_note"]
-    assert s.robustness["seqpatch"][1][1] == pytest.approx(1.0)  # the original click vs itself
+    assert s.robustness.dice["seqpatch"][1][1] == pytest.approx(1.0)  # the original click vs itself
 
     with pytest.raises(gr.Error, match="grid"):
         robustness(s, 0, 2.0)

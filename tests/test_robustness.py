@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -10,11 +11,12 @@ from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, writ
 
 from seqpatch_core.base.errors import InputError
 from seqpatch_core.cli.main import main
-from seqpatch_core.evaluation.robustness import click_robustness, robustness_figure, robustness_table
+from seqpatch_core.evaluation.robustness import RobustnessMap, click_robustness, robustness_figure, robustness_table
 from seqpatch_core.images.volume import volume_from_array
 from seqpatch_core.inference.predictor import Predictor
 
-KEYS = {"offsets_mm", "seqpatch", "unet", "reference", "outside", "point_yx", "slice", "window", "seconds"}
+#: The fields of a RobustnessMap, as its JSON has them.
+KEYS = {"offsets_mm", "dice", "grids_mm", "reference", "outside", "point_yx", "slice", "window", "seconds"}
 
 
 @pytest.fixture
@@ -37,28 +39,30 @@ def test_grid_against_label_in_one_batch_per_method(spy):
     fractions = []
     res = click_robustness(pred, 6, (32.0, 30.0), grid=5, step_mm=4.0, label_slice=label[6],
                            progress=lambda f, text: fractions.append(f))
-    assert set(res) == KEYS
-    assert res["offsets_mm"] == [-8.0, -4.0, 0.0, 4.0, 8.0]
-    assert res["reference"] == "label" and res["slice"] == 6 and res["point_yx"] == [32.0, 30.0]
+    assert isinstance(res, RobustnessMap) and res.methods == ["seqpatch", "unet"]
+    assert res.offsets_mm == [-8.0, -4.0, 0.0, 4.0, 8.0]
+    assert res.reference == "label" and res.slice == 6 and res.point_yx == (32.0, 30.0)
     assert spy == [("seqpatch", 25), ("unet", 25)]  # the whole grid in one batch per method
     for method in ("seqpatch", "unet"):
-        grid = np.array(res[method], dtype=float)
+        grid = np.array(res.dice[method], dtype=float)
         assert grid.shape == (5, 5)
         assert grid[2, 2] > 0.85  # BrightNet finds the ball from its centre
-        assert res["seconds"][method] > 0
-    outside = np.array(res["outside"])
+        assert res.seconds[method] > 0
+        assert res.grids_mm[method] == [[1.0] * 5] * 5  # no rule in BrightNet's record: the first grid
+        assert res.mean(method) == pytest.approx(np.mean(grid))
+    outside = np.array(res.outside)
     assert outside.shape == (5, 5)
     # (8, 8) mm from the centre is 11.3 mm away: outside the 9 mm ball; (4, 4) is inside
     assert outside[0, 0] and outside[4, 4] and not outside[2, 2] and not outside[1, 3]
     assert fractions[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in fractions)
-    json.dumps(res)
+    assert set(json.loads(json.dumps(asdict(res)))) == KEYS
 
 
 def test_self_reference_and_clicks_outside_the_image(spy):
     pred = bright_predictor()
     res = click_robustness(pred, 6, (1.0, 30.0), grid=5, step_mm=3.0, methods=("unet",))
-    assert res["reference"] == "self" and set(res) == KEYS - {"seqpatch"}
-    grid = res["unet"]
+    assert res.reference == "self" and res.methods == ["unet"]
+    grid = res.dice["unet"]
     assert grid[0] == [None] * 5 and grid[1] == [None] * 5  # y - 6 mm and y - 3 mm leave the image
     assert grid[2][2] == 1.0  # the original click against itself
     assert spy == [("unet", 15)]  # skipped clicks are not sent
@@ -88,7 +92,7 @@ def test_cli(tmp_path, capsys):
     assert rc == 0
     res = json.loads(out.read_text())
     assert set(res) == KEYS and res["reference"] == "label"
-    assert np.array(res["seqpatch"]).shape == (3, 3) and np.array(res["unet"]).shape == (3, 3)
+    assert np.array(res["dice"]["seqpatch"]).shape == (3, 3) and np.array(res["dice"]["unet"]).shape == (3, 3)
     assert res["point_yx"] == pytest.approx([20.0, 20.0])  # default: the label's centre on the slice
     assert png.stat().st_size > 1000
     assert "**unet**" in capsys.readouterr().out
@@ -109,8 +113,8 @@ def test_chunked_batches_give_the_same_result_and_advance_the_progress(spy):
                                progress=lambda f, text: ticks.append((f, text)))
     assert spy == [("seqpatch", 7), ("seqpatch", 7), ("seqpatch", 7), ("seqpatch", 4),
                    ("unet", 7), ("unet", 7), ("unet", 7), ("unet", 4)]
-    for key in ("seqpatch", "unet", "outside", "offsets_mm", "reference", "point_yx", "slice"):
-        assert chunked[key] == whole[key]
+    for key in ("dice", "grids_mm", "outside", "offsets_mm", "reference", "point_yx", "slice"):
+        assert getattr(chunked, key) == getattr(whole, key)
     fractions = [f for f, _ in ticks]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert len(set(fractions)) == 9  # 4 batches per method and the end
@@ -119,9 +123,9 @@ def test_chunked_batches_give_the_same_result_and_advance_the_progress(spy):
     spy.clear()
     self_ref = click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",), chunk=4)
     assert spy == [("unet", 4), ("unet", 4), ("unet", 1)]
-    assert self_ref["unet"] == click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",))["unet"]
-    assert click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",), chunk=50)["unet"] == \
-        self_ref["unet"]
+    assert self_ref.dice == click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",)).dice
+    assert click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=4.0, methods=("unet",), chunk=50).dice == \
+        self_ref.dice
     with pytest.raises(InputError, match="chunk"):
         click_robustness(pred, 6, (32.0, 30.0), grid=3, chunk=-1)
 
@@ -149,4 +153,16 @@ def test_one_window_for_the_whole_grid(monkeypatch):
     monkeypatch.setattr(Predictor, "predict_many", spy)
     res = click_robustness(pred, 1, (40.0, 47.0), grid=5, step_mm=13.0, chunk=1)
     assert len(seen) == 2 * 25 and len(set(seen)) == 1
-    assert res["window"] == str(seen[0])
+    assert res.window == str(seen[0])
+
+
+def test_the_map_names_the_grid_of_every_click():
+    """With a scale rule in the record, the ball's clicks climb the pyramid; the map says where."""
+    image, label = sphere_arrays()
+    net = BrightNet("unet")
+    net.record["coarsen"] = {"radius_px": 6.0}  # the 9-mm ball is too large for 1.0 mm, fits 2.0 mm
+    pred = Predictor({"unet": net}, device="cpu")
+    pred.set_volume(volume_from_array(image, spacing=(2.0, 1.0, 1.0), modality="CT"))
+    res = click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=3.0, methods=("unet",), label_slice=label[6])
+    assert res.grids_mm["unet"][1][1] == 2.0 and res.dice["unet"][1][1] > 0.85
+    assert "grids 2 mm" in robustness_table(res)

@@ -49,10 +49,10 @@ def test_cell(value, text):
 
 def test_reports_keep_their_layout():
     """The package's tables: header, rule, one line per row, the same text as before the helper."""
-    from seqpatch_core.evaluation.robustness import robustness_table
+    from seqpatch_core.evaluation.robustness import RobustnessMap, robustness_table
 
-    res = {"offsets_mm": [-3.0, 0.0], "point_yx": (1.0, 2.0), "slice": 4, "reference": "label",
-           "seconds": {"seqpatch": 0.5}, "outside": [[False, True]] * 2,
-           "seqpatch": [[None, 0.5], [0.1, 0.2]]}  # fmt: skip
+    res = RobustnessMap(offsets_mm=[-3.0, 0.0], point_yx=(1.0, 2.0), slice=4, reference="label", window="soft",
+                        seconds={"seqpatch": 0.5}, outside=[[False, True]] * 2,
+                        dice={"seqpatch": [[None, 0.5], [0.1, 0.2]]}, grids_mm={"seqpatch": [[None, 1.0], [1.0, 1.0]]})
     table = robustness_table(res).split("\n\n")[-1]
     assert table == "| y \\ x | -3 | +0 |\n|---|---|---|\n| -3 | n/a | 0.500 × |\n| +0 | 0.100 | 0.200 × |"

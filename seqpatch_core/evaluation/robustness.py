@@ -8,16 +8,12 @@ Dice against the label slice when one is given (reference ``"label"``), else aga
 own result at the original click (reference ``"self"``; offset (0, 0) is always in the grid, since
 ``grid // 2`` is one of ``arange(grid)``).
 
-Result (JSON-ready; grids are lists of rows, row i = y offset ``offsets_mm[i]``, column j = x
-offset ``offsets_mm[j]``; +y is down the image, +x to the right)::
-
-    {"offsets_mm": [...], "<method>": [[dice or null, ...], ...], ..., "reference": "label"|"self",
-     "outside": [[bool, ...], ...], "point_yx": [y, x], "slice": z,
-     "seconds": {"<method>": s, ..., "total": s}}
-
-Dice is null where the moved click falls outside the image (skipped). ``outside`` marks clicks that
-fall outside the object: outside the label slice (reference "label"), or, for reference "self",
-outside the original mask of at least one method (with one method: exactly its own object).
+The result is a :class:`RobustnessMap`: grids are lists of rows, row i = y offset ``offsets_mm[i]``,
+column j = x offset ``offsets_mm[j]``; +y is down the image, +x to the right. Dice is None where the
+moved click falls outside the image (skipped). ``outside`` marks clicks that fall outside the object:
+outside the label slice (reference "label"), or, for reference "self", outside the original mask of
+at least one method (with one method: exactly its own object). ``grids_mm`` gives the working grid
+each click was answered on (the scale rule's pyramid, :class:`~seqpatch_core.method.run.Coarsen`).
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,7 +34,37 @@ from seqpatch_core.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["click_robustness", "robustness_figure", "robustness_table"]
+__all__ = ["RobustnessMap", "click_robustness", "robustness_figure", "robustness_table"]
+
+
+@dataclass
+class RobustnessMap:
+    """Dice of every method over a grid of click offsets on one slice (see the module docstring).
+
+    offsets_mm: (G,) offsets along y and along x; dice and grids_mm: method -> G x G rows (None where
+    the click fell outside the image); outside: G x G bool; reference: "label" or "self"; point_yx:
+    the original click (y, x) in slice px; slice: z; window: the held window's name; seconds: per
+    method and "total".
+    """
+
+    offsets_mm: list[float]
+    dice: dict[str, list[list[float | None]]]
+    grids_mm: dict[str, list[list[float | None]]]
+    outside: list[list[bool]]
+    reference: str
+    point_yx: tuple[float, float]
+    slice: int
+    window: str
+    seconds: dict[str, float]
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods measured, in their order."""
+        return list(self.dice)
+
+    def mean(self, method: str) -> float:
+        """Mean Dice of ``method`` over the clicks inside the image."""
+        return float(np.mean([v for row in self.dice[method] for v in row if v is not None]))
 
 
 def _inside(mask: np.ndarray, y: float, x: float) -> bool:
@@ -59,7 +86,7 @@ def click_robustness(
     chunk: int | None = None,
     window: str | Window | None = None,
     coarsen: bool | None = None,
-) -> dict:
+) -> RobustnessMap:
     """Dice of every method over a grid of click offsets on slice ``z`` (see the module docstring).
 
     point_yx: the original click (y, x) in slice px; label_slice: optional (H, W) reference, non-zero
@@ -94,85 +121,89 @@ def click_robustness(
     centre = cells.index((grid // 2, grid // 2))  # the original click, inside by check_point
     points = [(float(ys[i]), float(xs[j])) for i, j in cells]
 
-    result: dict = {"offsets_mm": [float(o) for o in offsets_mm]}
+    dices: dict[str, list[list[float | None]]] = {}
+    grids: dict[str, list[list[float | None]]] = {}
     seconds: dict[str, float] = {}
     outside = np.zeros((grid, grid), dtype=bool)
     n = len(points)
     step = int(chunk) if chunk and int(chunk) < n else n
     for mi, method in enumerate(methods):
         t0 = time.perf_counter()
-        masks: list[np.ndarray] = []
+        answers = []
         for start in range(0, n, step):
             if progress is not None:
                 done = f"{start} of {n} clicks done" if start else f"{n} clicks"
                 progress((mi + start / n) / len(methods), f"{method}: {done}")
-            batch = predictor.predict_many(
+            answers += predictor.predict_many(
                 z, points[start : start + step], method, preset=preset, threshold=threshold, coarsen=coarsen,
                 window=held,
             )
-            masks.extend(r.mask for r in batch)
-        ref = label_slice if label_slice is not None else masks[centre]
-        scores: list[list[float | None]] = [[None] * grid for _ in range(grid)]
-        for (i, j), (y, x), m in zip(cells, points, masks, strict=True):
-            scores[i][j] = dice(m, ref)
+        ref = label_slice if label_slice is not None else answers[centre].mask
+        dices[method] = [[None] * grid for _ in range(grid)]
+        grids[method] = [[None] * grid for _ in range(grid)]
+        for (i, j), (y, x), r in zip(cells, points, answers, strict=True):
+            dices[method][i][j] = dice(r.mask, ref)
+            grids[method][i][j] = float(r.working_spacing)
             outside[i, j] |= not _inside(ref, y, x)
-        result[method] = scores
         seconds[method] = round(time.perf_counter() - t0, 3)
         log.info("%s: %d clicks in %.2f s", method, n, seconds[method])
     seconds["total"] = round(time.perf_counter() - t_start, 3)
     if progress is not None:
         progress(1.0, "done")
-    result.update(
-        {
-            "reference": "label" if label_slice is not None else "self",
-            "outside": outside.tolist(),
-            "point_yx": [float(y0), float(x0)],
-            "slice": int(z),
-            "window": str(held),
-            "seconds": seconds,
-        }
+    return RobustnessMap(
+        offsets_mm=[float(o) for o in offsets_mm],
+        dice=dices,
+        grids_mm=grids,
+        outside=outside.tolist(),
+        reference="label" if label_slice is not None else "self",
+        point_yx=(float(y0), float(x0)),
+        slice=int(z),
+        window=str(held),
+        seconds=seconds,
     )
-    return result
 
 
-def _methods(result: dict) -> list[str]:
-    """The method names in a result: the keys holding Dice grids."""
-    fixed = {"offsets_mm", "reference", "outside", "point_yx", "slice", "window", "seconds"}
-    return [k for k in result if k not in fixed]
-
-
-def robustness_table(result: dict) -> str:
-    """Markdown: one Dice grid per method (rows y offsets, columns x offsets, mm), × = click outside."""
-    offs = result["offsets_mm"]
-    y, x = result["point_yx"]
+def robustness_table(result: RobustnessMap) -> str:
+    """Markdown: one Dice grid per method (rows y offsets, columns x offsets, mm), × = click outside;
+    the working grids the clicks were answered on follow the mean."""
+    offs = result.offsets_mm
+    y, x = result.point_yx
     out = [
-        f"slice {result['slice']}, click (y, x) = ({y:.1f}, {x:.1f}), reference: {result['reference']}; "
+        f"slice {result.slice}, click (y, x) = ({y:.1f}, {x:.1f}), reference: {result.reference}; "
         "rows: y offset, columns: x offset (mm); × = click outside the object"
     ]
-    for method in _methods(result):
-        vals = [v for row in result[method] for v in row if v is not None]
-        out += ["", f"**{method}** (mean Dice {np.mean(vals):.3f}, {result['seconds'][method]:.2f} s)", ""]
+    for method in result.methods:
+        used = sorted({g for row in result.grids_mm[method] for g in row if g is not None})
+        where = ", ".join(f"{g:g}" for g in used)
+        out += ["", f"**{method}** (mean Dice {result.mean(method):.3f}, min {_worst(result, method):.3f}, "
+                f"grids {where} mm, {result.seconds[method]:.2f} s)", ""]  # fmt: skip
         rows = []
-        for i, row in enumerate(result[method]):
-            out_i = result["outside"][i]
+        for i, row in enumerate(result.dice[method]):
+            out_i = result.outside[i]
             cells = ["n/a" if v is None else f"{v:.3f}" + (" ×" if out_i[j] else "") for j, v in enumerate(row)]
             rows.append([f"{offs[i]:+g}", *cells])
         out.append(markdown_table(["y \\ x", *(f"{o:+g}" for o in offs)], rows))
     return "\n".join(out)
 
 
-def robustness_figure(result: dict):
+def _worst(result: RobustnessMap, method: str) -> float:
+    """The lowest Dice of ``method`` over the clicks inside the image."""
+    return float(min(v for row in result.dice[method] for v in row if v is not None))
+
+
+def robustness_figure(result: RobustnessMap, names: dict[str, str] | None = None):
     """Dice heat maps side by side, one per method (a matplotlib Figure, no pyplot state).
 
     viridis on 0..1, each cell annotated with its Dice; clicks outside the object are hatched and
     marked ×; skipped cells (click outside the image) are grey "n/a"; the original click's cell is
-    outlined in red. Axes are offsets in mm (x to the right, y down, as on the image).
+    outlined in red. Axes are offsets in mm (x to the right, y down, as on the image). ``names``:
+    display names of the methods (default: their own).
     """
     from matplotlib.figure import Figure
 
-    methods = _methods(result)
-    offs = np.asarray(result["offsets_mm"], dtype=float)
-    outside = np.asarray(result["outside"], dtype=bool)
+    methods = result.methods
+    offs = np.asarray(result.offsets_mm, dtype=float)
+    outside = np.asarray(result.outside, dtype=bool)
     n = len(offs)
     step = float(offs[1] - offs[0]) if n > 1 else 1.0
     extent = (offs[0] - step / 2, offs[-1] + step / 2, offs[-1] + step / 2, offs[0] - step / 2)
@@ -180,7 +211,7 @@ def robustness_figure(result: dict):
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
     image = None
     for ax, method in zip(axes, methods, strict=True):
-        grid = np.array([[np.nan if v is None else v for v in row] for row in result[method]], dtype=float)
+        grid = np.array([[np.nan if v is None else v for v in row] for row in result.dice[method]], dtype=float)
         image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, extent=extent, interpolation="nearest")
         ax.set_facecolor("0.8")  # skipped cells (NaN) show the background
         for i in range(n):
@@ -205,9 +236,9 @@ def robustness_figure(result: dict):
         ax.set_xlabel("x offset (mm)")
         ax.set_ylabel("y offset (mm)")
         mean = np.nanmean(grid) if np.isfinite(grid).any() else float("nan")
-        ax.set_title(f"{method}: mean Dice {mean:.3f}")
-    fig.colorbar(image, ax=list(axes), label=f"Dice vs {result['reference']}", shrink=0.9)
-    fig.suptitle(f"click robustness, slice {result['slice']} (× = click outside the object)", fontsize=10)
+        ax.set_title(f"{(names or {}).get(method, method)}: mean Dice {mean:.3f}")
+    fig.colorbar(image, ax=list(axes), label=f"Dice vs {result.reference}", shrink=0.9)
+    fig.suptitle(f"click robustness, slice {result.slice} (× = click outside the object)", fontsize=10)
     return fig
 
 
