@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,7 +11,16 @@ import pytest
 from scipy import ndimage as ndi
 
 from seqpatch_core.data.backgrounds import BackgroundBank
-from seqpatch_core.data.synth import SynthSlice, benchmark_set, jitter_click, make_slice, training_rng
+from seqpatch_core.data.recipe import ALL_SIZES, LESIONS, recipe
+from seqpatch_core.data.synth import (
+    SynthSlice,
+    benchmark_set,
+    inner_click,
+    jitter_click,
+    make_slice,
+    move_click,
+    training_rng,
+)
 
 SEEDS = [0, 1, 2, 3, 4, 5]
 
@@ -173,3 +183,60 @@ def test_radius_range_must_fit() -> None:
         benchmark_set(1, seed=0, backgrounds=None, spacing_mm=1.0, size=192, radius_mm=(40.0, 80.0))
     with pytest.raises(ValueError, match="lo <= hi"):
         make_slice(np.random.default_rng(0), radius_mm=(5.0, 2.0))
+
+
+def test_lesions_recipe_is_the_default_and_all_sizes_changes_only_training() -> None:
+    """The evaluation sets use LESIONS whatever train's default; a recipe's record is JSON and names it."""
+    a = make_slice(np.random.default_rng(4), size=128)
+    b = make_slice(np.random.default_rng(4), size=128, recipe=LESIONS)
+    np.testing.assert_array_equal(a.image, b.image)
+    rec = json.loads(json.dumps(ALL_SIZES.record()))
+    assert rec["name"] == "all-sizes" and rec["grids_mm"] == [1.0, 2.0, 4.0, 8.0]
+    assert recipe("lesions") is LESIONS
+    with pytest.raises(ValueError, match="all-sizes"):
+        recipe("organs")
+
+
+def test_all_sizes_covers_3_to_80_mm_on_every_grid() -> None:
+    """Each grid of the pyramid gets objects of every radius it can hold (in mm and in pixels), and
+    the large ones (>= 40 mm) appear on the coarse grids as they would there."""
+    rng = np.random.default_rng(21)
+    by_grid: dict[float, list[tuple[float, float]]] = {}
+    for _ in range(160):
+        spacing = ALL_SIZES.draw_spacing(rng)
+        grid = min(ALL_SIZES.grids_mm, key=lambda g: abs(math.log(spacing / g / 0.85)))
+        s = make_slice(rng, size=192, spacing_mm=spacing, recipe=ALL_SIZES)
+        _check_slice(s, 192)
+        r_nom = float(s.kind.split(" r=")[1].split("mm")[0])
+        by_grid.setdefault(grid, []).append((r_nom, r_nom / spacing))
+    assert set(by_grid) == set(ALL_SIZES.grids_mm)
+    radii = np.array([r for rows in by_grid.values() for r, _ in rows])
+    assert radii.min() >= 3.0 - 1e-6 and radii.max() <= 80.0 + 1e-6
+    assert (radii >= 40).sum() >= 10 and (radii < 10).sum() >= 10
+    for rows in by_grid.values():
+        px = np.array([p for _, p in rows])
+        assert px.min() >= ALL_SIZES.min_radius_px - 1e-6 and px.max() <= ALL_SIZES.fit_frac * 192 + 1e-6
+    assert max(p for _, p in by_grid[1.0]) > 25  # large in pixels on the fine grid
+    assert max(r for r, _ in by_grid[4.0] + by_grid[8.0]) >= 40  # large in mm on the coarse grids
+
+
+def test_inner_clicks_spread_over_the_inner_half() -> None:
+    """The training clicks of ALL_SIZES stay inside, reach well beyond the LESIONS jitter (30 % of the
+    equivalent radius) and never pass half-way to the boundary along their direction."""
+    yy, xx = np.mgrid[:160, :160]
+    label = ((yy - 80) ** 2 + (xx - 80) ** 2 <= 40**2).astype(np.uint8)
+    rng = np.random.default_rng(5)
+    clicks = np.array([move_click((80.0, 80.0), label, rng, ALL_SIZES) for _ in range(400)])
+    d = np.hypot(clicks[:, 0] - 80, clicks[:, 1] - 80)
+    assert all(label[int(round(y)), int(round(x))] for y, x in clicks)
+    assert d.max() <= 0.5 * 40 + 1.0 and d.max() > 0.4 * 40
+    assert (d > 0.3 * 40).mean() > 0.2  # beyond the old jitter's reach
+    assert (d == 0).mean() == pytest.approx(1 - ALL_SIZES.click_move_p, abs=0.06)  # the rest: the centre
+    assert inner_click((10.0, 10.0), np.zeros((20, 20), np.uint8), rng) == (10.0, 10.0)
+
+
+def test_all_sizes_draws_vessels_inside_large_objects_without_changing_the_label() -> None:
+    rng = np.random.default_rng(8)
+    kinds = [make_slice(rng, size=160, spacing_mm=1.0, recipe=ALL_SIZES).kind for _ in range(40)]
+    assert any("vessels-in" in k for k in kinds)
+    assert not any("vessels-in" in make_slice(rng, size=160).kind for _ in range(40))

@@ -6,6 +6,8 @@ import torch
 from scipy import ndimage as ndi
 
 from seqpatch_core.bench.speed import generator_benchmark, percentiles_text
+from seqpatch_core.data.recipe import ALL_SIZES
+from seqpatch_core.data.synth import make_slice
 from seqpatch_core.data.synth_torch import DeviceSynth
 from seqpatch_core.method import rays
 from seqpatch_core.training.batches import SLICE_SIZE, DeviceStream, resolve_generator, targets_for
@@ -115,3 +117,21 @@ def test_generator_benchmark_reports_both_generators(one_thread):
     assert out["numpy_1_thread_slices_per_s"] > 0 and out["torch_cpu_slices_per_s"] > 0
     assert "torch_device" not in out
     assert percentiles_text(out["numpy_objects"]).count(" / ") == 4
+
+
+@pytest.mark.parametrize("spacing", [1.0, 4.0])
+def test_all_sizes_on_the_device_follows_the_numpy_generator(spacing, one_thread):
+    """The torch generator reads the same recipe: on one grid its objects' equivalent radii (median and
+    90th percentile) are those of synth.make_slice's within a third, and its moved clicks stay inside."""
+    dev = DeviceSynth("cpu", SLICE_SIZE, recipe=ALL_SIZES)
+    out = dev.batch(24, spacing, seed=7)
+    lab = out["labels"].numpy() > 0
+    for m, (y, x) in zip(lab, out["clicks"].tolist(), strict=True):
+        assert m[int(round(y)), int(round(x))]
+    r_torch = np.sqrt(lab.reshape(24, -1).sum(1) / np.pi)
+    rng = np.random.default_rng(7)
+    r_numpy = [np.sqrt(make_slice(rng, SLICE_SIZE, spacing, recipe=ALL_SIZES).label.sum() / np.pi) for _ in range(24)]
+    for q in (50, 90):
+        a, b = np.percentile(r_torch, q), np.percentile(r_numpy, q)
+        assert abs(a - b) <= max(a, b) / 3 + 1.0, (q, a, b)
+    assert r_torch.max() > (12 if spacing == 1.0 else 4)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from seqpatch_core.cli.main import main
+from seqpatch_core.data.recipe import ALL_SIZES
 from seqpatch_core.method import rays
 from seqpatch_core.method.models import build_model
-from seqpatch_core.training.batches import make_batch, targets_for
+from seqpatch_core.training.batches import make_batch, targets_for, validation_set
 from seqpatch_core.training.config import TrainConfig
 from seqpatch_core.training.loop import make_optimizer, soft_dice_loss, train, train_step
 
@@ -109,3 +110,15 @@ def test_train_step_with_each_loss_lowers_it_on_a_fixed_batch(loss, one_thread):
     assert last < first
     with pytest.raises(ValueError, match="unknown loss"):
         train_step(model, opt, x, y, amp=False, loss_name="l2")
+
+
+def test_validation_of_the_all_sizes_recipe_holds_large_objects():
+    """A third of the synthetic validation slices are large objects (20-80 mm at 2 mm) under ALL_SIZES;
+    under LESIONS the set is the one every earlier phase validated on."""
+    val = validation_set(6, 1000, None, recipe=ALL_SIZES)
+    assert [p for _, p in val] == ["ct", "ct", "promise12", "promise12", "ct", "ct"]
+    large = [s for s, _ in val[4:]]
+    assert all(s.spacing_mm == ALL_SIZES.val_large_spacing_mm for s in large)
+    assert all(20.0 <= float(s.kind.split(" r=")[1].split("mm")[0]) <= 80.0 for s in large)
+    old = validation_set(6, 1000, None)
+    assert [s.spacing_mm for s, _ in old] == [1.0, 1.0, 1.0, 0.625, 0.625, 0.625]
