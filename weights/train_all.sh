@@ -4,6 +4,7 @@
 # kept; the real cases are never seen.
 #
 #   bash weights/train_all.sh MINUTES BACKGROUNDS OUTDIR
+#   RECIPE=all-sizes bash weights/train_all.sh ...   (default lesions: the synthetic recipe of phase 1)
 #   e.g. python -m seqpatch_core prepare-backgrounds ../shared/data/backgrounds --out cache/backgrounds.npz
 #        bash weights/train_all.sh 8.3 cache/backgrounds.npz runs/gpu
 set -uo pipefail
@@ -15,7 +16,7 @@ export OMP_NUM_THREADS=1
 run() {  # name workers batch
   python3 -m seqpatch_core train --model "$1" --minutes "$minutes" --out "$out/$1.safetensors" \
     --backgrounds "$bg" --workers "$2" --batch "$3" --eval-every 40 --val-slices 48 --threads 1 \
-    --patience 100 >"$out/$1.log" 2>&1 &
+    --patience 100 --recipe "${RECIPE:-lesions}" >"$out/$1.log" 2>&1 &
 }
 # the compared pair and their tuning candidates
 run seqpatch 2 16
