@@ -4,7 +4,9 @@ point."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +170,128 @@ def test_a_degenerate_direction_still_gets_three_planes():
     """Two index axes along the same physical axis (a broken header): every plane is still shown."""
     o = orientation((1, 0, 0, 1, 0, 0, 0, 0, 1))
     assert sorted(p.name for p in o.planes) == sorted(PLANE_NAMES)
+
+
+# ----------------------------------------------------------------------------- the page (no browser)
+# One CT phantom stored in every order of CODES, loaded as a user would: the page must show the same
+# slice picture, a click on the same screen pixel must land on the same physical point, and the
+# exports must keep the file's own voxel frame and geometry.
+
+PHANTOM_ZYX = (11, 41, 37)  # odd sizes: the middle row, column and slice are the same physical ones
+# The ball's centre as an LPS index (x, y, z): the patient's right front, below the middle slice
+# (so that a slice index reversed is another slice).
+BALL_XYZ = (11, 12, 4)
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """{code: (image, label)} NIfTI files of one CT phantom: air, a body ellipse, a bright ball (the
+    label) and a smaller bright mark at the left back."""
+    d = tmp_path_factory.mktemp("orient")
+    nz, ny, nx = PHANTOM_ZYX
+    zz, yy, xx = np.mgrid[:nz, :ny, :nx].astype(np.float64)
+    arr = np.full(PHANTOM_ZYX, -1000.0)
+    arr[((yy - 20) / 19) ** 2 + ((xx - 18) / 17) ** 2 <= 1] = -100.0  # below the soft window's middle
+    bx, by, bz = BALL_XYZ
+    ball = ((xx - bx) * 0.9) ** 2 + ((yy - by) * 0.8) ** 2 + ((zz - bz) * 3.0) ** 2 <= 5.0**2
+    arr[ball] = 200.0
+    arr[(yy - 31) ** 2 + (xx - 27) ** 2 <= 3**2] = 180.0
+    arr += np.random.default_rng(0).normal(0.0, 5.0, arr.shape)
+    img = sitk.GetImageFromArray(arr.astype(np.int16))
+    img.SetSpacing((0.9, 0.8, 3.0))
+    img.SetOrigin((-20.0, 35.5, -7.0))
+    lab = sitk.GetImageFromArray(ball.astype(np.uint8))
+    lab.CopyInformation(img)
+    out = {}
+    for code in CODES:
+        paths = (str(d / f"head_{code}.nii.gz"), str(d / f"head_{code}_label.nii.gz"))
+        sitk.WriteImage(sitk.DICOMOrient(img, code), paths[0])
+        sitk.WriteImage(sitk.DICOMOrient(lab, code), paths[1])
+        out[code] = paths
+    return out
+
+
+@pytest.fixture(scope="module")
+def bright():
+    """A Predictor whose networks call bright = object (helpers.BrightNet): fast and deterministic."""
+    from helpers import BrightNet
+
+    from seqpatch_core.inference.predictor import Predictor
+
+    return Predictor({"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}, device="cpu")
+
+
+def _ball_on_screen(name: str) -> tuple[float, float]:
+    """(row, column) of the ball's centre on the main picture's slice grid, from the LPS index and the
+    convention alone (LPS storage is axial as shown; coronal and sagittal put superior, high z, up)."""
+    nz = PHANTOM_ZYX[0]
+    bx, by, bz = BALL_XYZ
+    return {"axial": (by, bx), "coronal": (nz - 1 - bz, bx), "sagittal": (nz - 1 - bz, by)}[name]
+
+
+@pytest.mark.parametrize("code", CODES)
+def test_the_page_shows_one_picture_and_clicks_land_on_one_point(bright, phantom_files, code):
+    from app import handlers, render
+    from app.exports import export, mask_volume
+    from app.view import click_to_voxel, render_view
+
+    ref = handlers.load(bright, None, *phantom_files["LPS"])["state"]
+    out = handlers.load(bright, None, *phantom_files[code])
+    s = out["state"]
+    name = SCROLLED[code]
+    assert out["slice"]["label"] == f"{name.capitalize()} slice (z)"
+    view = render_view(s)
+    disp = orientation(s.volume.direction).slices
+    rows, cols = disp.display_shape(s.shape)
+    assert view["overlay"].shape[:2] == (rows * s.factor, cols * s.factor)
+    if name == "axial":  # the middle slice, the same in every file: the same picture, letters, caption
+        middle = PHANTOM_ZYX[0] // 2
+        shown = handlers.change_slice(s, middle)["overlay"]
+        np.testing.assert_array_equal(shown, handlers.change_slice(ref, middle)["overlay"])
+    # A click on the ball's pixel (Gradio's [x, y] picture index) on the ball's slice lands on the
+    # ball: the pixel maps back to its voxel in this file's order.
+    ball_mm = ref.volume.index_to_physical(BALL_XYZ[::-1])
+    handlers.change_slice(s, sitk.ReadImage(phantom_files[code][0]).TransformPhysicalPointToIndex(ball_mm)[2])
+    px = render.slice_to_display(np.array(_ball_on_screen(name), dtype=float), s.factor)
+    y, x = click_to_voxel(s, (px[1], px[0]))
+    np.testing.assert_allclose(s.volume.index_to_physical((s.z, y, x)), ball_mm, atol=1e-6)
+    # exports: the file's own voxel frame and geometry, and the click where it was
+    handlers.segment(s, s.z, y, x)
+    files = export(s)["files"]
+    src = sitk.ReadImage(phantom_files[code][0])
+    mask = sitk.ReadImage(next(p for p in files if p.endswith("_seqpatch_mask.nii.gz")))
+    assert mask.GetSize() == src.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), src.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetDirection(), src.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetSpacing(), src.GetSpacing(), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask), mask_volume(s, "seqpatch"))
+    # brought to LPS storage by SimpleITK, the mask is the ball on the one plane clicked
+    lps = sitk.GetArrayFromImage(sitk.DICOMOrient(mask, "LPS")).astype(bool)
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(phantom_files["LPS"][1])).astype(bool)
+    axis = ("axial", "coronal", "sagittal").index(name)  # the plane's normal among LPS's (z, y, x)
+    at = BALL_XYZ[::-1][axis]
+    assert not np.delete(lps, at, axis=axis).any()
+    got, want = np.take(lps, at, axis=axis), np.take(truth, at, axis=axis)
+    assert 2 * np.count_nonzero(got & want) / (np.count_nonzero(got) + np.count_nonzero(want)) > 0.8
+    rec = json.loads(Path(next(p for p in files if p.endswith("_clicks.json"))).read_text())
+    (click,) = rec["clicks"]
+    assert click["voxel_zyx"] == pytest.approx([s.z, y, x])
+    np.testing.assert_allclose(click["physical_xyz_mm"], ball_mm, atol=1e-3)
+    s.close()
+    ref.close()
+
+
+def test_the_planes_through_the_click_are_one_picture_whatever_the_storage(bright, phantom_files):
+    """The two planes across the slices (superior up, with their letters) of LPS, LAS, RAS and RAI
+    files: the same pictures, the line of the current slice included."""
+    from app import handlers
+    from app.view import render_planes
+
+    pictures = {}
+    for code in ("LPS", "LAS", "RAS", "RAI"):
+        s = handlers.load(bright, None, *phantom_files[code])["state"]
+        pictures[code] = render_planes(s)
+        s.close()
+    for code in ("LAS", "RAS", "RAI"):
+        for name in ("coronal", "sagittal"):
+            np.testing.assert_array_equal(pictures[code][name], pictures["LPS"][name], err_msg=f"{code} {name}")
