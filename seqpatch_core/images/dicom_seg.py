@@ -232,8 +232,12 @@ def read_seg_label(path: str | Path, like: Volume, name: str | None = None) -> n
     out = np.zeros(like.shape, dtype=np.uint8)
     try:
         if src.multiframe:
+            # The SEG references this instance; its frames that hold no mask are stored nowhere.
             px = seg.get_pixels_by_source_frame(
-                source_sop_instance_uid=sops[0], source_frame_numbers=list(src.frames), combine_segments=False
+                source_sop_instance_uid=sops[0],
+                source_frame_numbers=list(src.frames),
+                combine_segments=False,
+                assert_missing_frames_are_empty=True,
             )
             out[...] = (px.astype(np.float32) >= 0.5).any(axis=-1)
         else:

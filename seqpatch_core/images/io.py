@@ -187,7 +187,10 @@ def _read_sitk_series(paths: list[Path], what: str, syntax: str) -> sitk.Image:
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"cannot read {what} ({syntax}): {_short_cause(exc)}") from None
+        raise InputError(
+            f"cannot decode {what}: its pixel data ({syntax}) is damaged or in a compression no installed "
+            f"decoder reads ({_short_cause(exc)})"
+        ) from None
 
 
 def _read_dicom(
@@ -203,7 +206,7 @@ def _read_dicom(
         return None
     images = sorted((s for s in found if s.kind != "seg"), key=lambda s: s.n_slices, reverse=True)
     if not images:
-        holds = "is" if len(files) == 1 else "holds only"
+        holds = "is" if file_suffix(label) == ".dcm" else "holds only"  # a file, or a zip or folder
         raise InputError(f"{label} {holds} a DICOM Segmentation, a label and not an image: load it as the label")
     warnings: list[str] = []
     if series is not None:
