@@ -143,12 +143,11 @@ def cmd_convert_litemedsam(args) -> int:
 def _write_seg(mask, volume, out: str, record: dict) -> None:
     """The (z, y, x) mask as a one-segment DICOM SEG of the DICOM input; each repair of the source's
     identifiers is logged as a warning."""
-    from seqpatch_core import __version__
     from seqpatch_core.images.dicom_seg import Segment, write_seg
 
     name = record.get("name", "model")
     segment = Segment(label=name, mask=mask, algorithm=name, version=record.get("sha256") or "unknown")
-    for note in write_seg([segment], volume, out, software_version=__version__):
+    for note in write_seg([segment], volume, out):
         log.warning("%s", note)
 
 

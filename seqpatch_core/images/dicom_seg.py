@@ -113,7 +113,7 @@ def write_seg(
     like: Volume,
     path: str | Path,
     *,
-    software_version: str,
+    software_version: str = "SeqPatch",
     series_description: str = "SeqPatch segmentation",
 ) -> list[str]:
     """Writes ``segments`` of the DICOM image ``like`` as a binary DICOM Segmentation at ``path``.
