@@ -90,7 +90,7 @@ def _predict_boxes(args, volume, label) -> int:
     from seqpatch_core.base.metrics import evaluate_masks
     from seqpatch_core.images.formats import file_suffix
     from seqpatch_core.images.io import write_mask
-    from seqpatch_core.inference.boxes import BoxPredictor
+    from seqpatch_core.inference.boxes import BoxPredictor, check_box
     from seqpatch_core.method.models.litemedsam import load_litemedsam
     from seqpatch_core.method.run import pick_device
 
@@ -98,10 +98,10 @@ def _predict_boxes(args, volume, label) -> int:
         raise InputError(f"--method {LITEMEDSAM} takes --box Z Y0 X0 Y1 X1, not --point")
     if args.propagate or args.dtype not in ("auto", "float32"):
         raise InputError(f"--method {LITEMEDSAM} segments its boxes' slices in float32 (no --propagate, no --dtype)")
+    boxes = [check_box(b, volume.shape) for b in args.box]  # validate all before any work
     model = load_litemedsam(args.weights)
     pred = BoxPredictor(model, device=pick_device(args.device))
     pred.set_volume(volume)
-    boxes = [pred.check_box(b) for b in args.box]  # validate all before any work
     mask = np.zeros(volume.array.shape, dtype=np.uint8)
     for res in pred.predict_many([b.as_list() for b in boxes]):
         z = res.box.z
