@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from app.notices import user_errors
+from app.drawing import COLOURS, NAMES
+from app.notices import user_errors, warn
 from app.session import Session, require
 from app.view import render_view
-from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.errors import InputError, first_line
+from seqpatch_core.images.dicom_seg import Segment, write_seg
 from seqpatch_core.images.formats import file_suffix
 from seqpatch_core.images.io import write_mask
 from seqpatch_core.inference.predictor import METHODS
@@ -102,12 +104,43 @@ def file_stem(session: Session) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "image"
 
 
+def seg_segments(session: Session) -> list[Segment]:
+    """The exported masks as DICOM SEG segments: each method's clicked slices, then each 3D object,
+    with the method's weights (name, SHA-256) as the algorithm."""
+    s = require(session)
+    records = {m: getattr(model, "record", {}) or {} for m, model in s.predictor.models.items()}
+
+    def segment(m: str, label: str, mask: np.ndarray) -> Segment:
+        rec = records.get(m, {})
+        return Segment(label, mask, rec.get("name", m), rec.get("sha256") or "unknown", COLOURS.get(m))
+
+    out = [segment(m, NAMES.get(m, m), mask_volume(s, m)) for m in METHODS if any(m in r for r in s.results.values())]
+    out += [segment(m, f"{NAMES.get(m, m)} 3D object", o.prop.mask3d) for m, o in s.objects3d.items()]
+    return out
+
+
+def _write_seg(session: Session, path: Path) -> bool:
+    """The DICOM SEG of a DICOM input, beside the other exports: whether it was written. A source it
+    cannot be written for costs only the SEG (a notice says why); repairs of the source's identifiers
+    are told in one notice."""
+    try:
+        notes = write_seg(seg_segments(session), session.volume, path)
+    except InputError as exc:
+        warn(f"no DICOM SEG: {first_line(exc)}")
+        return False
+    if notes:
+        warn("DICOM SEG: " + "; ".join(notes))
+    return True
+
+
 @user_errors
 def export(session: Session | None) -> dict[str, Any]:
     """Write the masks (.nii.gz, the input's exact geometry), the overlay (.png) and the clicks (.json).
 
     ``<stem>_<method>_mask.nii.gz`` holds every clicked slice; ``<stem>_<method>_3d_mask.nii.gz`` the
-    whole object followed in 3D (when segmented); ``<stem>_robustness.json`` the last robustness grid.
+    whole object followed in 3D (when segmented); ``<stem>_seg.dcm``, for a DICOM input, all of them
+    as one DICOM SEG referencing the input's instances; ``<stem>_robustness.json`` the last
+    robustness grid.
     """
     from PIL import Image
 
@@ -126,6 +159,8 @@ def export(session: Session | None) -> dict[str, Any]:
         p = d / f"{stem}_{m}_3d_mask.nii.gz"
         write_mask(obj.prop.mask3d.astype(np.uint8), s.volume, p)
         files.append(str(p))
+    if s.volume.dicom is not None and _write_seg(s, d / f"{stem}_seg.dcm"):
+        files.append(str(d / f"{stem}_seg.dcm"))
     if s.robustness is not None:
         p = d / f"{stem}_robustness.json"
         p.write_text(json.dumps(asdict(s.robustness), indent=1))

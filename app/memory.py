@@ -172,7 +172,8 @@ def shared_volume(path: str | Path) -> Volume:
                 while len(_SHARED) > _SHARED_MAX:
                     _SHARED.popitem(last=False)
     return Volume(
-        hit.array, hit.spacing, hit.origin, hit.direction, hit.modality, hit.source, list(hit.warnings)
+        hit.array, hit.spacing, hit.origin, hit.direction, hit.modality, hit.source, list(hit.warnings),
+        dicom=hit.dicom,  # the DICOM source instances, read-only too: what the export's DICOM SEG references
     )
 
 

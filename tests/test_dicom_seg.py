@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from helpers import example, needs_shipped_weights
+from helpers import BrightNet, example, needs_shipped_weights
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
@@ -26,6 +26,7 @@ from seqpatch_core.base.errors import InputError
 from seqpatch_core.cli.main import main
 from seqpatch_core.images.dicom_seg import Segment, write_seg
 from seqpatch_core.images.io import read_label, read_volume
+from seqpatch_core.inference.predictor import Predictor
 from seqpatch_core.method.models import DEFAULT_WEIGHTS, file_sha256
 
 #: Centre of the lung2 tumour on its middle labelled slice (z, y, x).
@@ -251,6 +252,35 @@ def test_one_click_seg_equals_the_nifti_mask_and_references_the_series(series, n
     if DCIODVFY is None:
         pytest.skip("dciodvfy (Debian dicom3tools) is not installed: the SEG was not validated")
     assert dciodvfy_errors(tmp_path / "seg.dcm") == []
+
+
+def test_page_export_adds_the_seg_for_a_dicom_input(series):
+    """The page's export of a DICOM input holds a SEG with one segment per method, equal to the
+    NIfTI masks beside it (BrightNet stands in for the networks: bright = inside)."""
+    import highdicom as hd
+
+    from app import handlers
+    from app.exports import export
+
+    pred = Predictor({"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}, device="cpu")
+    z, uids = series["plain"]
+    s = handlers.load(pred, None, str(z))["state"]
+    try:
+        handlers.segment(s, *CLICK)
+        files = export(s)["files"]
+        (seg_file,) = [f for f in files if f.endswith("_seg.dcm")]
+        seg = hd.seg.segread(seg_file)
+        assert [d.SegmentLabel for d in seg.SegmentSequence] == ["SeqPatch", "U-net"]
+        frames = seg.get_pixels_by_source_instance(uids["sops"], combine_segments=False)
+        for i, m in enumerate(["seqpatch", "unet"]):
+            (nii,) = [f for f in files if f.endswith(f"_{m}_mask.nii.gz")]
+            mask = sitk.GetArrayFromImage(sitk.ReadImage(nii))
+            assert mask[CLICK[0]].sum() > 100
+            np.testing.assert_array_equal(frames[..., i], mask)
+        if DCIODVFY:
+            assert dciodvfy_errors(Path(seg_file)) == []
+    finally:
+        s.close()
 
 
 # ----------------------------------------------------------------------------- refused in one line
