@@ -218,6 +218,13 @@ def cmd_bench(args) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.litemedsam:
+        from seqpatch_core.bench.boxes import boxes_markdown, time_litemedsam
+
+        result = time_litemedsam(args.image, args.label, repeats=args.clicks)
+        print(boxes_markdown(result))
+        _write_json(result, args.json)
+        return 0
     dtypes = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
     models = load_models(["seqpatch", "unet"], {"seqpatch": args.weights_seqpatch, "unet": args.weights_unet})
     if args.engines:

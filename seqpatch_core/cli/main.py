@@ -349,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
         "click stages, grid, 3D object and the masks' agreement with float32 PyTorch",
     )
     be.add_argument("--agreement-slices", type=int, default=32, help="generated slices of the --engines check")
+    be.add_argument(
+        "--litemedsam", action="store_true",
+        help="instead: LiteMedSAM's encoder per slice and decoder per box on --image's largest labelled slice "
+        "(--clicks repeats)",
+    )
     be.add_argument("--json", default=None)
     be.set_defaults(func=cmd_bench)
 
