@@ -79,9 +79,8 @@ class Series:
 
     @property
     def n_slices(self) -> int:
-        if self.kind == "image":
-            return len(self.files)
-        return int(self.headers[0].get("NumberOfFrames", 1) or 1)
+        """Slices of the volume it makes: one per file, or a multi-frame file's frames."""
+        return sum(int(h.get("NumberOfFrames", 1) or 1) for h in self.headers)
 
     @property
     def size_xyz(self) -> tuple[int, int, int]:
@@ -276,8 +275,13 @@ def slice_order(series: Series, what: str) -> tuple[list[Path], DicomSource]:
         [_floats(h.get("ImageOrientationPatient"), 6) for h in series.headers],
         what,
     )
+    # One multi-frame file without functional groups (GDCM reads its frames in stored order).
+    frames = tuple(range(1, series.n_slices + 1)) if series.n_slices > len(series.files) else ()
     source = DicomSource(
-        instances=tuple(series.headers[i] for i in order), series_uid=series.uid, repairs=tuple(series.repairs)
+        instances=tuple(series.headers[i] for i in order),
+        frames=frames,
+        series_uid=series.uid,
+        repairs=tuple(series.repairs),
     )
     return [series.files[i] for i in order], source
 
