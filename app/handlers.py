@@ -272,6 +272,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     with s.using():  # no yield inside: a run that is never resumed cannot leave the session busy
         for m in fast:
             new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
+            s.settle(new[m], s.threshold)
     partial = None
     if fast and slow:  # show the fast results now, SeqPatch's when it is done
         partial = dict(new)
@@ -300,7 +301,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         yield out
         return
     for r in new.values():  # the threshold may have moved while SeqPatch ran
-        _rethreshold(r, s.threshold)
+        s.settle(r, s.threshold)
     s.results[zi] = {m: new[m] for m in METHODS if m in new}
     out.update(render_view(s))
     if s.z == zi:  # (the user may have moved to another slice meanwhile: stay there)
@@ -328,7 +329,7 @@ def set_threshold(session: Session | None, threshold: float) -> dict[str, Any]:
     s.threshold = t
     for res in s.results.values():
         for r in res.values():
-            _rethreshold(r, t)
+            s.settle(r, t)
     out = render_view(s)
     out["state"] = s
     return out
@@ -351,10 +352,6 @@ def set_second_pass(session: Session | None, on: bool) -> dict[str, Any]:
     return out
 
 
-def _rethreshold(r: Result, t: float) -> None:
-    if r.threshold != t:
-        r.mask = r.rethreshold(t)
-        r.threshold = t
 
 
 @user_errors
@@ -374,7 +371,7 @@ def undo(session: Session | None) -> dict[str, Any]:
         return out
     if click.replaced:
         for r in click.replaced.values():
-            _rethreshold(r, s.threshold)
+            s.settle(r, s.threshold)
         s.results[click.z] = click.replaced
     else:
         s.results.pop(click.z, None)

@@ -8,6 +8,7 @@ import logging
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 
 from app import memory, render, zerogpu
 from app.drawing import NAMES
+from app.evidence import no_object_reason
 from seqpatch_core.base.errors import InputError
 from seqpatch_core.base.lru import LRU
 from seqpatch_core.evaluation.robustness import RobustnessMap
@@ -116,6 +118,39 @@ class Session:
     #: (id of a SeqPatch result, ray) -> (that result, its direction readouts): a few network runs kept.
     _readouts: LRU = field(default_factory=lambda: LRU(8))
 
+    #: id(result) -> (weak reference to it, the threshold it was judged at, why it found no object or
+    #: None): see :meth:`settle`.
+    _verdicts: dict = field(default_factory=dict)
+
+    def settle(self, result: Result, threshold: float) -> None:
+        """Thresholds ``result`` at ``threshold`` (from its cached likelihood) and judges it: when it
+        found no object at its click (:func:`app.evidence.no_object_reason`) its mask is emptied, so
+        no contour, number or export shows an object nobody clicked, and :meth:`no_object` says why."""
+        key = id(result)
+        known = self._verdicts.get(key)
+        if known is not None and known[0]() is result and known[1] == threshold:
+            return
+        fresh = known is None and result.threshold == threshold  # the mask as the predictor made it
+        raw = result.mask if fresh else result.rethreshold(threshold)
+        result.threshold = threshold
+        z = result.slice_index
+        why = no_object_reason(
+            apply_window(self.volume.array[z], result.window),  # the window the network read
+            result.likelihood,
+            result.coverage,
+            raw,
+            result.point_zyx[1:],
+            threshold,
+            self.volume.spacing[1:],
+        )
+        result.mask = np.zeros_like(raw) if why else raw
+        self._verdicts[key] = (weakref.ref(result, lambda _, k=key: self._verdicts.pop(k, None)), threshold, why)
+
+    def no_object(self, result: Result) -> str | None:
+        """Why ``result`` found no object at its click (its mask is empty), or None."""
+        known = self._verdicts.get(id(result))
+        return known[2] if known is not None and known[0]() is result else None
+
     def readouts(self, result: Result, ray: int) -> dict[str, np.ndarray]:
         """The fused, forward-only and backward-only likelihoods of one ray of ``result`` (each
         (K, P, P) float32; :func:`app.readouts.direction_readouts`), cached for the last few rays."""
@@ -205,6 +240,7 @@ class Session:
         self.label = None
         self._slices.clear()
         self._readouts.clear()
+        self._verdicts.clear()
         self._windows.clear()
         self.results.clear()
         self.history.clear()

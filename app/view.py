@@ -76,12 +76,25 @@ def metrics_table(session: Session, z: int) -> str:
             cells = (v["Dice"], v["HD95"], v["CD x"], v["CD y"], v["area"], v["latency"])
             rows.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
     note = "" if ref is not None else "\n\n_Load a label to see Dice, CD and HD95._"
+    found = "".join(f"\n\n{line}" for line in no_object_lines(session, res))
     return (
         "\n".join(rows)
+        + found
         + "\n\nHD95 and CD (centroid distance per axis) in mm, area in mm², time in ms. "
         + f"Slice {z}, threshold {session.threshold:.2f}, {dev}."
         + note
     )
+
+
+def no_object_lines(session: Session, res: dict[str, Result]) -> list[str]:
+    """One line per method that found no object at the click (:meth:`Session.settle`): no contour is
+    drawn for it, and the line says why."""
+    out = []
+    for m in METHODS:
+        why = session.no_object(res[m]) if m in res else None
+        if why:
+            out.append(f"⚠ **{NAMES[m]}: no object found at the click** ({why}); no contour is drawn.")
+    return out
 
 
 def metric_cells(pred: np.ndarray, ref: np.ndarray | None, spacing: tuple[float, ...]) -> dict[str, str]:
@@ -141,6 +154,7 @@ def partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
                 f"**{NAMES[m]}**: Dice {v['Dice']} · CD x {v['CD x']} mm · CD y {v['CD y']} mm · "
                 f"HD95 {v['HD95']} mm · area {v['area']} mm² · {v['latency']} ms"
             )
+    lines.extend(no_object_lines(session, res))
     lines.append("_SeqPatch: running; the table of both follows._")
     lines.append(f"Slice {z}, threshold {session.threshold:.2f}, device: **{session.predictor.device}**.")
     return "\n\n".join(lines)
@@ -306,7 +320,7 @@ def render_view(session: Session) -> dict[str, Any]:
     shown, at = disp.to_display, lambda points: disp.points_to_display(points, shape_yx)
     win = shown(s.windowed(z))
     res = s.results.get(z) or {}
-    contours = [render.Contour(m, shown(res[m].mask)) for m in METHODS if m in res]
+    contours = [render.Contour(m, shown(res[m].mask)) for m in METHODS if m in res and res[m].mask.any()]
     contours += [  # the whole objects followed in 3D, on every slice they reach
         render.Contour(m, shown(o.prop.mask3d[z]), fill=False, dotted=True, label=f"{NAMES[m]} 3D")
         for m, o in s.objects3d.items()

@@ -163,3 +163,29 @@ def test_typed_numbers_apply_on_enter(page, server):
     width.press("Enter")
     expect(page.page.locator("#status")).to_contain_text("(W 400,", timeout=15_000)
     assert width.evaluate("b => document.activeElement === b")
+
+
+# ----------------------------------------------------------------------------- item 6
+
+
+def test_a_click_in_air_says_no_object_and_draws_none(page, server):
+    """Item 6: a click in the air outside the lung2 patient: each method says it found no object,
+    and no contour of either is drawn (the legend names none)."""
+    from playwright.sync_api import expect
+    from scipy import ndimage
+
+    from app.drawing import COLOURS
+
+    image, _, (z, _, _), f, _ = _case(server[1])
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(image))[z]
+    air = ndimage.binary_erosion(arr <= -950, iterations=8)  # pure air 5 mm around the click
+    assert air.any(), "the lung2 crop has air outside the body"
+    y, x = np.argwhere(air)[len(np.argwhere(air)) // 2]
+    page.pick_example(image)
+    page.wait_done(z, page.click_slice(float(y), float(x), f))
+    metrics = page.page.locator("#metrics")
+    expect(metrics).to_contain_text("SeqPatch: no object found at the click", timeout=30_000)
+    expect(metrics).to_contain_text("U-net: no object found at the click")
+    pic = picture(page)
+    for method in ("seqpatch", "unet"):
+        assert colour_pixels(pic, COLOURS[method], tol=6).sum() < 5, method
