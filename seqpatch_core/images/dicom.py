@@ -27,7 +27,7 @@ from pydicom.uid import UID
 
 from seqpatch_core.base.errors import InputError, first_line
 
-__all__ = ["SEG_SOP_CLASS", "DicomSource", "Series", "multiframe_image", "scan", "slice_order"]
+__all__ = ["SEG_SOP_CLASS", "DicomSource", "Series", "multiframe_image", "scan", "slice_order", "text"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ _TILT_DEG = 0.5
 _STEP_ATOL_MM, _STEP_RTOL = 0.02, 0.02
 #: Orientation cosines of two slices of one stack differ by at most this much.
 _ORIENTATION_ATOL = 1e-3
+
+
+def text(ds: Dataset, keyword: str) -> str:
+    """An attribute's value as stripped text; "" when absent or empty (as anonymisers leave UIDs)."""
+    return str(ds.get(keyword, "") or "").strip()
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class Series:
 
     @property
     def modality(self) -> str | None:
-        return str(self.headers[0].get("Modality", "") or "").strip() or None
+        return text(self.headers[0], "Modality") or None
 
     @property
     def transfer_syntax(self) -> str:
@@ -100,7 +105,7 @@ class Series:
 
     def describe(self) -> str:
         """E.g. ``1.2.840.1 (CT, 20 slices, "Thorax 1.0 B31f")``: how a message names the series."""
-        desc = str(self.headers[0].get("SeriesDescription", "") or "").strip()
+        desc = text(self.headers[0], "SeriesDescription")
         what = ", ".join(x for x in (self.modality, f"{self.n_slices} slices", f'"{desc}"' if desc else "") if x)
         return f"{self.uid or '(no series UID)'} ({what})"
 
@@ -137,9 +142,9 @@ def _repair_sop_uids(ds: Dataset) -> list[str]:
     done = []
     meta = getattr(ds, "file_meta", None)
     for key, meta_key in (("SOPClassUID", "MediaStorageSOPClassUID"), ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
-        if str(ds.get(key, "") or "").strip():
+        if text(ds, key):
             continue
-        value = str(meta.get(meta_key, "") or "").strip() if meta is not None else ""
+        value = text(meta, meta_key) if meta is not None else ""
         if value:
             setattr(ds, key, UID(value))
             done.append(key)
@@ -147,7 +152,7 @@ def _repair_sop_uids(ds: Dataset) -> list[str]:
 
 
 def _kind(ds: Dataset) -> str | None:
-    if str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or str(ds.get("Modality", "")).strip() == "SEG":
+    if text(ds, "SOPClassUID") == SEG_SOP_CLASS or text(ds, "Modality") == "SEG":
         return "seg"
     if "Rows" not in ds or "Columns" not in ds:
         return None  # no image: a structured report, presentation state, DICOMDIR, ...
@@ -163,9 +168,9 @@ def scan(files: Iterable[Path]) -> list[Series]:
     its own. SOPClassUID / SOPInstanceUID left empty in a dataset are taken from its file meta (and
     the series' ``repairs`` say so).
     """
-    groups: dict[tuple[str, str], Series] = {}
+    groups: dict[str, Series] = {}  # classic images by series UID
     singles: list[Series] = []
-    repaired: dict[tuple[str, str], dict[str, int]] = {}
+    repaired: dict[str, dict[str, int]] = {}  # series UID -> attribute -> datasets repaired
     for path in sorted(Path(f) for f in files):
         ds = _header(path)
         if ds is None:
@@ -174,12 +179,12 @@ def scan(files: Iterable[Path]) -> list[Series]:
         kind = _kind(ds)
         if kind is None:
             continue
-        uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+        uid = text(ds, "SeriesInstanceUID")
         if kind == "image":
-            s = groups.setdefault((uid, kind), Series(uid, kind, [], []))
+            s = groups.setdefault(uid, Series(uid, kind, [], []))
             s.files.append(path)
             s.headers.append(ds)
-            counts = repaired.setdefault((uid, kind), {})
+            counts = repaired.setdefault(uid, {})
             for k in fixed:
                 counts[k] = counts.get(k, 0) + 1
         else:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from seqpatch_core.base.errors import InputError, first_line
+from seqpatch_core.images.dicom import text
 from seqpatch_core.images.volume import Volume
 
 __all__ = ["Segment", "read_seg_label", "write_seg"]
@@ -56,10 +57,6 @@ class Segment:
     color: tuple[int, int, int] | None = None
 
 
-def _text(ds, key: str) -> str:
-    return str(ds.get(key, "") or "").strip()
-
-
 def _repaired_sources(like: Volume) -> tuple[list, list[str]]:
     """Copies of the source instances with the identifiers a SEG needs, and what was repaired.
 
@@ -75,25 +72,25 @@ def _repaired_sources(like: Volume) -> tuple[list, list[str]]:
     instances = [copy.deepcopy(ds) for ds in src.instances]  # the Volume's headers stay as read
     n = len(instances)
     for key in ("SOPClassUID", "SOPInstanceUID"):
-        missing = sum(not _text(ds, key) for ds in instances)
+        missing = sum(not text(ds, key) for ds in instances)
         if missing:
             raise InputError(
                 f"cannot write a DICOM SEG: {missing} of {n} source instances have no {key}, neither in the "
                 "dataset nor in the file meta, so the SEG could not reference them; write the mask as .nii.gz"
             )
-    sops = [_text(ds, "SOPInstanceUID") for ds in instances]
+    sops = [text(ds, "SOPInstanceUID") for ds in instances]
     if len(set(sops)) < n:
         raise InputError(
             f"cannot write a DICOM SEG: the {n} source slices have only {len(set(sops))} distinct SOPInstanceUIDs, "
             "so its references would be ambiguous; write the mask as .nii.gz"
         )
     for key, why in _GENERATED.items():
-        values = {_text(ds, key) for ds in instances} - {""}
+        values = {text(ds, key) for ds in instances} - {""}
         if len(values) > 1:
             raise InputError(
                 f"cannot write a DICOM SEG: the source slices disagree on their {key} ({len(values)} values)"
             )
-        empty = sum(not _text(ds, key) for ds in instances)
+        empty = sum(not text(ds, key) for ds in instances)
         if not empty:
             continue
         if values:
@@ -222,7 +219,7 @@ def read_seg_label(path: str | Path, like: Volume, name: str | None = None) -> n
     except Exception as exc:  # pydicom and highdicom raise many types on a damaged SEG
         raise InputError(f"cannot read the DICOM SEG {name}: {first_line(exc)}") from None
     referenced = {str(sop) for _study, _series, sop in seg.get_source_image_uids()}
-    sops = [_text(ds, "SOPInstanceUID") for ds in src.instances]
+    sops = [text(ds, "SOPInstanceUID") for ds in src.instances]
     theirs = sorted({str(series) for _study, series, _sop in seg.get_source_image_uids()})
     if not referenced & set(sops):
         raise InputError(
