@@ -137,3 +137,16 @@ def test_cli_predict_writes_the_mask_and_one_line_per_box(capsys, tmp_path):
     mask = read_volume(out).array
     assert mask.shape == vol.shape and mask[z].sum() == lines[0]["area_px"]
     assert mask.sum() == mask[z].sum()  # only the boxed slice
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LITEMEDSAM_WEIGHTS.is_file(), reason="weights/litemedsam.safetensors absent")
+def test_bench_times_encoder_and_decoder(capsys, tmp_path):
+    image, label = example("lung2_ct_crop")
+    out = tmp_path / "b.json"
+    rc, stdout, _err = _run(capsys, "bench", "--litemedsam", "--clicks", "1", "--image", str(image),
+                            "--label", str(label), "--json", str(out))  # fmt: skip
+    assert rc == 0 and "| encoder (new slice) |" in stdout
+    r = json.loads(out.read_text())
+    assert r["encoder"]["n"] == 1 and r["decoder"]["n"] == 5
+    assert r["encoder"]["min_ms"] > r["decoder"]["min_ms"] > 0
