@@ -12,16 +12,18 @@ from __future__ import annotations
 import base64
 import io
 import re
-import time
 from pathlib import Path
 from urllib.parse import urljoin
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import test_browser_flows as flows
 from PIL import Image
 from test_browser import CHROMIUM
-from test_browser_flows import VIEWPORT, Page, _case, browser, server  # noqa: F401 - fixtures
+from test_browser_flows import Page, _case
+
+server, browser = flows.server, flows.browser  # the module's fixtures: one server for these tests too
 
 pytestmark = [
     pytest.mark.browser,
@@ -31,7 +33,7 @@ pytestmark = [
 
 
 @pytest.fixture()
-def page(server, browser):  # noqa: F811 - the fixtures above
+def page(server, browser):
     url, _ = server
     p = Page(browser, url)
     p.console = []
