@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
 import torch
-from helpers import example
+from helpers import ROOT, example
 from safetensors.torch import load_file, save_file
 
 from seqpatch_core.base.errors import InputError, WeightsError
@@ -313,3 +314,13 @@ def test_label_box_segments_the_object(model):
     z = box[0]
     inter = (res.mask & lab[z]).sum()
     assert 2 * inter / (res.mask.sum() + lab[z].sum()) > 0.8
+
+
+def test_the_box_path_imports_without_simpleitk_or_gradio():
+    """The accelerator machine has no SimpleITK, and the core never needs the UI."""
+    modules = ["seqpatch_core.method.models.litemedsam", "seqpatch_core.method.box_prompt",
+               "seqpatch_core.inference.boxes", "seqpatch_core.evaluation.boxes"]  # fmt: skip
+    code = "import sys; sys.modules.update(SimpleITK=None, gradio=None); " + "; ".join(f"import {m}" for m in modules)
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr.strip().splitlines()[-1:]
+
