@@ -27,6 +27,7 @@ from seqpatch_core.base.metrics import dice
 from seqpatch_core.base.progress import Progress
 from seqpatch_core.evaluation.robustness import click_robustness, robustness_figure
 from seqpatch_core.images.intensity import Window
+from seqpatch_core.images.orientation import orientation
 from seqpatch_core.inference.predictor import METHODS, Result
 from seqpatch_core.inference.propagate import propagate
 
@@ -172,14 +173,15 @@ def _montage(session: Session, obj: Object3D, tiles: int = 8, tile_px: int = 240
     y0, y1 = int(max(0, cy - half)), int(min(h, cy + half + 1))
     x0, x1 = int(max(0, cx - half)), int(min(w, cx + half + 1))
     f = render.display_factor((y1 - y0, x1 - x0))
+    shown = orientation(s.volume.direction).slices.to_display  # the crops turned as the slice is shown
     pics = []
     for z in zs:
         crop = (slice(y0, y1), slice(x0, x1))
-        contours = [render.Contour(obj.method, obj.prop.mask3d[z][crop])]
+        contours = [render.Contour(obj.method, shown(obj.prop.mask3d[z][crop]))]
         if s.label is not None:
-            contours.append(render.Contour("truth", s.label[z][crop] != 0, dashed=True, fill=False))
+            contours.append(render.Contour("truth", shown(s.label[z][crop] != 0), dashed=True, fill=False))
         pic = render.render_overlay(
-            render.grey_rgb(s.windowed(z)[crop], f), f, contours, opacity=0.25
+            render.grey_rgb(shown(s.windowed(z)[crop]), f), f, contours, opacity=0.25
         )
         img = Image.fromarray(pic)
         img.thumbnail((tile_px, tile_px))

@@ -295,3 +295,27 @@ def test_the_planes_through_the_click_are_one_picture_whatever_the_storage(brigh
     for code in ("LAS", "RAS", "RAI"):
         for name in ("coronal", "sagittal"):
             np.testing.assert_array_equal(pictures[code][name], pictures["LPS"][name], err_msg=f"{code} {name}")
+
+
+def test_the_3d_object_montage_is_shown_as_the_slice(bright, phantom_files, monkeypatch):
+    """The slices of "Segment the whole object" are turned as the main slice is: an LAS file's montage
+    is about the LPS file's (its crop box may differ by a pixel), far closer than the LAS slices
+    drawn as stored."""
+    from app import handlers, teaching_handlers
+
+    ball_mm = sitk.ReadImage(phantom_files["LPS"][0]).TransformIndexToPhysicalPoint(BALL_XYZ)
+
+    def montage(code: str) -> np.ndarray:
+        s = handlers.load(bright, None, *phantom_files[code])["state"]
+        x, y, z = sitk.ReadImage(phantom_files[code][0]).TransformPhysicalPointToIndex(ball_mm)
+        handlers.segment(s, z, float(y), float(x))
+        pic = teaching_handlers.segment_object(s, "seqpatch")["obj_view"].astype(np.float64)
+        s.close()
+        return pic
+
+    lps, las = montage("LPS"), montage("LAS")
+    monkeypatch.setattr(teaching_handlers, "orientation", lambda _: orientation((1, 0, 0, 0, 1, 0, 0, 0, 1)))
+    as_stored = montage("LAS")
+    assert lps.shape == las.shape == as_stored.shape
+    near, far = np.abs(las - lps).mean(), np.abs(as_stored - lps).mean()
+    assert near < far / 2, (near, far)
