@@ -34,6 +34,7 @@ __all__ = [
     "display_to_slice",
     "edge_letters",
     "grey_rgb",
+    "inset_boxes",
     "legend_box",
     "legend_size",
     "overlay_layout",
@@ -148,16 +149,15 @@ def legend_box(
     entries: Sequence[tuple[str, tuple[int, int, int], str]],
     picture_wh: Sequence[int],
     avoid_yx: Sequence[float] | None = None,
+    reach: float = 0.0,
 ) -> tuple[tuple[int, int, int, int], int]:
-    """The legend's box (x0, y0, x1, y1) and font size: the top corner farthest from ``avoid_yx`` (the
-    click marker, in picture px), so it never hides the click."""
+    """The legend's box (x0, y0, x1, y1) and font size: top left, or top right when the click marker
+    ``avoid_yx`` (picture px, with its ``reach``) lies under the top-left box. Neighbouring clicks
+    leave it where it was: it moves only for a click under it, never to the corner farthest away."""
     width, height, size = legend_size(entries, int(picture_wh[0]))
-    corners = [(6, 6), (int(picture_wh[0]) - width - 6, 6)]
-    x, y = corners[0]
-    if avoid_yx is not None:
-        ay, ax = float(avoid_yx[0]), float(avoid_yx[1])
-        x, y = max(corners, key=lambda c: math.hypot(c[0] + width / 2 - ax, c[1] + height / 2 - ay))
-    x = max(0, x)
+    x, y = 6, 6
+    if _near((x, y, x + width, y + height), avoid_yx, reach):
+        x = max(0, int(picture_wh[0]) - width - 6)
     return (x, y, x + width, y + height), size
 
 
@@ -180,8 +180,10 @@ def caption_box(
     avoid_yx: Sequence[float] | None = None,
     reach: float = 0.0,
     taken: Sequence[float] | None = None,
+    also: Sequence[Sequence[float]] = (),
 ) -> tuple[tuple[int, int, int, int], int]:
     """The caption line's box (x0, y0, x1, y1) and font size on a picture ``picture_wh`` (w, h) px.
+    ``also``: more boxes to keep clear of, as ``taken`` (the magnified inset).
 
     The font shrinks (to 8 px) until the line fits the width. The box goes bottom-left unless the click
     ``avoid_yx`` (picture px, with the marker's ``reach``) or the legend box ``taken`` is there; then
@@ -197,11 +199,48 @@ def caption_box(
         spots += [(xs[0], int(taken[3]) + 4), (xs[1], int(taken[3]) + 4)]
     boxes = [(x, y, x + w, y + h) for x, y in spots]
     clear = [b for b in boxes if not _near(b, avoid_yx, reach)]
-    free = [b for b in clear if not _overlap(b, taken)]
+    free = [b for b in clear if not _overlap(b, taken) and not any(_overlap(b, o) for o in also)]
     if clear:
         return (free or clear)[0], size
     ay, ax = float(avoid_yx[0]), float(avoid_yx[1])  # every spot is near the click (a tiny picture)
     return max(boxes, key=lambda b: math.hypot((b[0] + b[2]) / 2 - ax, (b[1] + b[3]) / 2 - ay)), size
+
+
+#: A magnified inset of the click's surroundings is drawn when the methods' contours span fewer
+#: picture px than this: a small lesion's outline is then a few px across.
+INSET_BELOW_PX = 96
+#: The inset's magnification, and its largest side as a share of the picture's width.
+INSET_ZOOM = 3
+INSET_MAX_SHARE = 0.36
+
+
+def inset_boxes(
+    picture_wh: Sequence[int], factor: int, contours: Sequence[Contour], marker_yx: Sequence[float] | None
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]] | None:
+    """(source, target) boxes (x0, y0, x1, y1) of the magnified inset, or None when not needed.
+
+    Source: a square around the solid (method) contours and the click, in picture px; target: the same
+    square :data:`INSET_ZOOM` times larger in the bottom corner away from the click. None without a
+    click, without a solid contour, or when the contours already span :data:`INSET_BELOW_PX` px."""
+    masks = [np.asarray(c.mask, dtype=bool) for c in contours if c.style == "solid" and np.any(c.mask)]
+    if marker_yx is None or not masks:
+        return None
+    ys, xs = np.nonzero(np.logical_or.reduce(masks))
+    y0, y1 = ys.min() * factor, (ys.max() + 1) * factor
+    x0, x1 = xs.min() * factor, (xs.max() + 1) * factor
+    span = max(y1 - y0, x1 - x0)
+    if span >= INSET_BELOW_PX:
+        return None
+    pw, ph = int(picture_wh[0]), int(picture_wh[1])
+    side = int(min(max(1.6 * span, 40), pw, ph))
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    sx0 = int(np.clip(round(cx - side / 2), 0, pw - side))
+    sy0 = int(np.clip(round(cy - side / 2), 0, ph - side))
+    big = int(min(side * INSET_ZOOM, pw * INSET_MAX_SHARE, ph * INSET_MAX_SHARE))
+    left = float(marker_yx[1]) > pw / 2  # the bottom corner on the other side of the click
+    tx0 = 6 if left else pw - big - 6
+    ty0 = ph - big - 6
+    return (sx0, sy0, sx0 + side, sy0 + side), (tx0, ty0, tx0 + big, ty0 + big)
 
 
 def overlay_layout(
@@ -210,20 +249,25 @@ def overlay_layout(
     contours: Sequence[Contour] = (),
     point_yx: Sequence[float] | None = None,
     caption: str | None = None,
+    inset: bool = False,
 ) -> dict:
-    """Where :func:`render_overlay` puts its marker, legend and caption on a picture ``picture_wh`` (w, h):
-    ``{"scale", "marker": (y, x) picture px or None, "marker_r", "legend": (box, font size) or None,
-    "caption": (box, font size) or None}``; boxes are (x0, y0, x1, y1). The legend takes the top corner
-    away from the click; the caption a corner free of both (:func:`caption_box`)."""
+    """Where :func:`render_overlay` puts its marker, legend, inset and caption on a picture
+    ``picture_wh`` (w, h): ``{"scale", "marker": (y, x) picture px or None, "marker_r", "legend": (box,
+    font size) or None, "inset": (source box, target box) or None, "caption": (box, font size) or None}``;
+    boxes are (x0, y0, x1, y1). The legend stays top left unless the click is under it
+    (:func:`legend_box`); the inset (when ``inset`` and :func:`inset_boxes` wants one) takes the bottom
+    corner away from the click; the caption a corner free of all (:func:`caption_box`)."""
     scale = max(1.0, int(picture_wh[0]) / 560)
     marker = None if point_yx is None else slice_to_display(np.asarray(point_yx, dtype=np.float64), factor)
     r = 5 * scale
     entries = [(c.name, COLOURS[c.key], c.style) for c in contours]
-    legend = legend_box(entries, picture_wh, marker) if entries else None
+    legend = legend_box(entries, picture_wh, marker, 2 * r + 3) if entries else None
+    boxes = inset_boxes(picture_wh, factor, contours, marker) if inset else None
     cap = None
     if caption:
-        cap = caption_box(caption, picture_wh, scale, marker, 2 * r + 3, legend[0] if legend else None)
-    return {"scale": scale, "marker": marker, "marker_r": r, "legend": legend, "caption": cap}
+        also = (boxes[1],) if boxes else ()
+        cap = caption_box(caption, picture_wh, scale, marker, 2 * r + 3, legend[0] if legend else None, also)
+    return {"scale": scale, "marker": marker, "marker_r": r, "legend": legend, "inset": boxes, "caption": cap}
 
 
 def _legend(
@@ -254,14 +298,16 @@ def _legend(
 
 
 def _marker(draw: ImageDraw.ImageDraw, yx_display: Sequence[float], r: float) -> None:
+    """The click: a hollow 1-px ring of radius ``r`` and four ticks outside it (to ``2 r``), with a dark
+    rim; the centre stays open, so a small contour drawn over it is seen."""
     y, x = float(yx_display[0]), float(yx_display[1])
     col = COLOURS["marker"]
-    for width, colour in ((4, (0, 0, 0)), (2, col)):
+    for width, colour in ((3, (0, 0, 0)), (1, col)):
         draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=width)
-        draw.line([(x - 2 * r, y), (x - r * 0.5, y)], fill=colour, width=width)
-        draw.line([(x + r * 0.5, y), (x + 2 * r, y)], fill=colour, width=width)
-        draw.line([(x, y - 2 * r), (x, y - r * 0.5)], fill=colour, width=width)
-        draw.line([(x, y + r * 0.5), (x, y + 2 * r)], fill=colour, width=width)
+        draw.line([(x - 2 * r, y), (x - r * 1.3, y)], fill=colour, width=width)
+        draw.line([(x + r * 1.3, y), (x + 2 * r, y)], fill=colour, width=width)
+        draw.line([(x, y - 2 * r), (x, y - r * 1.3)], fill=colour, width=width)
+        draw.line([(x, y + r * 1.3), (x, y + 2 * r)], fill=colour, width=width)
 
 
 def render_overlay(
@@ -275,8 +321,10 @@ def render_overlay(
     fov_corners: np.ndarray | None = None,
     caption: str | None = None,
     letters: Sequence[str] | None = None,
+    inset: bool = False,
 ) -> np.ndarray:
-    """The slice with filled, outlined masks, the click marker, optional rays and a legend.
+    """The slice with filled, outlined masks, the click marker (under the outlines), optional rays, a
+    legend and, with ``inset``, a magnified inset around a small answer (:func:`inset_boxes`).
 
     base_rgb: the enlarged slice (:func:`grey_rgb`); masks are (y, x) on the slice grid.
     ray_centres: (n_rays, K, 2) patch centres (y, x) in slice px; fov_corners: (4, 2) U-net field of view.
@@ -295,7 +343,7 @@ def render_overlay(
             out[up] = out[up] * (1.0 - opacity) + colour * opacity
         edges.append((_broken(_edge(up, width), c.style, width), colour))
     img = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)).convert("RGBA")
-    lay = overlay_layout(img.size, factor, contours, point_yx, caption)
+    lay = overlay_layout(img.size, factor, contours, point_yx, caption, inset)
     scale = lay["scale"]
     labels = []
     layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
@@ -320,7 +368,9 @@ def render_overlay(
             ty, tx = end + d * 10 * scale
             labels.append(((tx - 5 * scale, ty - 7 * scale), str(i), col))
     img = Image.alpha_composite(img, layer).convert("RGB")
-    # Outlines (with a dark halo) go over the fills and the rays, so neither hides a contour.
+    if lay["marker"] is not None:  # under the outlines: the marker never hides a small answer
+        _marker(ImageDraw.Draw(img), lay["marker"], lay["marker_r"])
+    # Outlines (with a dark halo) go over the fills, the rays and the marker, so none hides a contour.
     out = np.asarray(img).copy()
     for edge, _ in edges:
         halo = ndimage.binary_dilation(edge) & ~edge
@@ -331,8 +381,8 @@ def render_overlay(
     draw = ImageDraw.Draw(img)
     for xy, text, col in labels:
         outlined_text(draw, xy, text, int(11 * scale), fill=col)
-    if lay["marker"] is not None:
-        _marker(draw, lay["marker"], lay["marker_r"])
+    if lay["inset"] is not None:
+        _inset(img, *lay["inset"])
     if lay["legend"] is not None:
         _legend(img, [(c.name, COLOURS[c.key], c.style) for c in contours], *lay["legend"])
     if lay["caption"] is not None:
@@ -343,6 +393,19 @@ def render_overlay(
     if letters is not None:
         edge_letters(img, letters, int(14 * scale))
     return np.asarray(img)
+
+
+def _inset(img: Image.Image, source: Sequence[int], target: Sequence[int]) -> None:
+    """Pastes the ``source`` box of ``img`` magnified (nearest neighbour: pixels stay crisp) into the
+    ``target`` box, framed in the marker's colour, and frames the source thinly: where it comes from."""
+    side = int(target[2] - target[0])
+    crop = img.crop(tuple(int(v) for v in source)).resize((side, side), Image.Resampling.NEAREST)
+    img.paste(crop, (int(target[0]), int(target[1])))
+    draw = ImageDraw.Draw(img)
+    col = COLOURS["marker"]
+    draw.rectangle([target[0] - 2, target[1] - 2, target[2] + 1, target[3] + 1], outline=(0, 0, 0), width=3)
+    draw.rectangle([target[0] - 1, target[1] - 1, target[2], target[3]], outline=col, width=1)
+    draw.rectangle([source[0] - 1, source[1] - 1, source[2], source[3]], outline=col, width=1)
 
 
 def edge_letters(img: Image.Image, letters: Sequence[str], size: int) -> None:

@@ -346,6 +346,7 @@ def render_view(session: Session) -> dict[str, Any]:
         fov_corners=fov,
         caption=caption,
         letters=disp.letters,
+        inset=True,  # a small answer magnified beside the click
     )
     out: dict[str, Any] = {"overlay": overlay}
     for m in METHODS:

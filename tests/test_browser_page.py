@@ -191,3 +191,43 @@ def test_a_click_in_air_says_no_object_and_draws_none(page, server):
     pic = picture(page)
     for method in ("seqpatch", "unet"):
         assert colour_pixels(pic, COLOURS[method], tol=6).sum() < 5, method
+
+
+# ----------------------------------------------------------------------------- item 4
+
+
+def _small_lesion(folder: Path) -> tuple[Path, tuple[int, int, int]]:
+    """A CT-like slab with one 30 mm² lesion (a 3.1 mm radius disc, 0.7 mm pixels); its centre (z, y, x)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:160, :160]
+    arr = rng.normal(40, 8, (3, 160, 160))
+    arr[:, (yy - 70) ** 2 + (xx - 90) ** 2 <= (3.1 / 0.7) ** 2] = 160
+    img = sitk.GetImageFromArray(arr.astype(np.int16))
+    img.SetSpacing((0.7, 0.7, 3.0))
+    path = folder / "small_lesion.nii.gz"
+    sitk.WriteImage(img, str(path))
+    return path, (1, 70, 90)
+
+
+def test_the_contour_of_a_small_object_is_seen(page, tmp_path):
+    """Item 4: on a 30 mm² lesion the SeqPatch outline is drawn over the (hollow) marker, and a
+    magnified inset shows it again, several times larger."""
+    from playwright.sync_api import expect
+
+    from app import render
+    from app.drawing import COLOURS
+
+    path, (z, y, x) = _small_lesion(tmp_path)
+    page.page.locator("#image-file input[type=file]").set_input_files(str(path))
+    expect(page.page.locator("#summary")).to_contain_text(path.name, timeout=60_000)
+    f = render.display_factor((160, 160))
+    page.page.locator("#slice input[type=number]").fill(str(z))
+    page.page.locator("#slice input[type=number]").press("Enter")
+    page.wait_done(z, page.click_slice(y, x, f))
+    pic = picture(page)
+    orange = colour_pixels(pic, COLOURS["seqpatch"], tol=6)
+    cy, cx = (int(v) for v in render.slice_to_display(np.array([y, x], float), f))
+    reach = int(6 / 0.7 * f)  # 6 mm around the click: the outline itself
+    around = orange[cy - reach : cy + reach, cx - reach : cx + reach].sum()
+    assert around > 10, "the outline around the click is drawn"
+    assert orange.sum() > 3 * around, "the inset shows it again, magnified"
