@@ -94,7 +94,7 @@ class PlaneDisplay:
 
     def take(self, array: np.ndarray, index: int) -> np.ndarray:
         """The voxel-order plane at ``index`` along :attr:`normal` of a (z, y, x, ...) array (a view)."""
-        return np.take(array, int(index), axis=self.normal)
+        return array[(slice(None),) * self.normal + (int(index),)]
 
     def to_display(self, plane: np.ndarray) -> np.ndarray:
         """A voxel-order plane (a, b, ...) (any dtype; trailing axes such as RGB kept) as shown:
