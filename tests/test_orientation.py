@@ -90,9 +90,12 @@ def test_every_storage_shows_the_same_pictures(code):
         np.testing.assert_array_equal(shown, expected)
         assert p.display_shape(arr.shape) == shown.shape
         assert p.display_spacing(spacing_zyx) == pytest.approx(q.display_spacing((3.0, 0.9, 0.7)))
-        # and back: from_display undoes to_display, also on RGB pictures
+        # every shown pixel is the voxel its point maps back to (pictures and points agree)
         plane = p.take(arr, idx[p.normal])
-        np.testing.assert_array_equal(p.from_display(shown), plane)
+        rc = np.stack(np.meshgrid(*map(np.arange, shown.shape), indexing="ij"), axis=-1)
+        ab = np.rint(p.points_to_plane(rc, plane.shape)).astype(int)
+        np.testing.assert_array_equal(plane[ab[..., 0], ab[..., 1]], shown)
+        # trailing axes (RGB) are carried along
         rgb = np.stack([plane, plane + 1, plane + 2], axis=-1)
         np.testing.assert_array_equal(p.to_display(rgb)[..., 1], shown + 1)
 

@@ -102,11 +102,6 @@ class PlaneDisplay:
         out = np.swapaxes(plane, 0, 1) if self.transposed else plane
         return out[:: -1 if self.flips[0] else 1, :: -1 if self.flips[1] else 1]
 
-    def from_display(self, picture: np.ndarray) -> np.ndarray:
-        """The inverse of :meth:`to_display`: (rows, columns, ...) → voxel-order (a, b, ...), a view."""
-        out = picture[:: -1 if self.flips[0] else 1, :: -1 if self.flips[1] else 1]
-        return np.swapaxes(out, 0, 1) if self.transposed else out
-
     def points_to_display(self, points: np.ndarray, plane_shape: Sequence[int]) -> np.ndarray:
         """(..., 2) voxel-order plane points (a, b) → display (row, column), float64.
 
