@@ -78,7 +78,7 @@ def evaluate_boxes(
     if not zs:
         raise InputError("the label is empty: nothing to evaluate")
     spacing_yx = (float(vol.spacing[1]), float(vol.spacing[2]))
-    grid_mm = max(vol.shape[1] * spacing_yx[0], vol.shape[2] * spacing_yx[1]) / IMAGE_SIZE
+    grid_mm = round(max(vol.shape[1] * spacing_yx[0], vol.shape[2] * spacing_yx[1]) / IMAGE_SIZE, 3)
     rows, prompts = [], []
     for i, z in enumerate(zs):
         if progress is not None:
