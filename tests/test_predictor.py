@@ -170,10 +170,11 @@ def test_cli_missing_weights_exit_2(tmp_path, disc_volume):
 
 
 #: Golden cases: (image, label, modality, {method: (Dice, grids of the pyramid taken)}), measured with
-#: the shipped weights (float32, CPU), centre click on the largest labelled slice. The MR case takes
-#: SeqPatch from 0.625 mm up to 1.0 mm (its calibrated rule); the CT case stays on 1.0 mm for both.
+#: the shipped weights (float32, CPU), centre click on the largest labelled slice. SeqPatch's rule
+#: (R = 16 px) takes lung2's 21-mm tumour from 1.0 mm up to 2.0 mm (0.883 on the first grid) and
+#: brain1's from 0.625 mm up to 1.0 mm; the U-net's (R = 40 px) keeps both on their first grid.
 GOLDEN = [
-    ("lung2_ct_crop", "CT", {"seqpatch": (0.883, (1.0,)), "unet": (0.886, (1.0,))}),
+    ("lung2_ct_crop", "CT", {"seqpatch": (0.925, (1.0, 2.0)), "unet": (0.886, (1.0,))}),
     ("brain1_mr_crop", "MR", {"seqpatch": (0.737, (0.625, 1.0)), "unet": (0.725, (0.625,))}),
 ]
 
