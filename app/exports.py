@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from app.drawing import COLOURS, NAMES
-from app.notices import user_errors, warn
+from app.notices import inform, user_errors, warn
 from app.session import Session, require
 from app.view import render_view
 from seqpatch_core.base.errors import InputError, first_line
@@ -180,4 +180,5 @@ def export(session: Session | None) -> dict[str, Any]:
     js = d / f"{stem}_clicks.json"
     js.write_text(json.dumps(clicks_record(s), indent=2))
     files.append(str(js))
+    inform(f"Exported {len(files)} files: the list is under the slice and its status line.")
     return {"state": s, "files": files}

@@ -282,6 +282,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         out = render_view(s)
         out.update({"state": s, "slice": zi, "files": None, "metrics": partial_metrics(s, zi, new)})
         out["status"] = running_note(s) + "\n\n" + out["status"]
+        out["progress"] = running_note(s)
         for m in slow:
             out[f"lik_{m}"] = render.placeholder(f"{NAMES[m]} likelihood\n(running…)")
         out["rays"] = render.placeholder("Per-ray view\n(SeqPatch running…)")
@@ -292,7 +293,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
             t0 = time.perf_counter()
             new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
             s.seqpatch_seconds = time.perf_counter() - t0
-    out = {"state": s, "files": None}
+    out = {"state": s, "files": None, "progress": ""}
     if partial is None:
         s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
         s.z = zi

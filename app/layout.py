@@ -158,14 +158,19 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                         px = gr.Number(0, label="x (column)", minimum=0)
                     point_btn = gr.Button("Segment here", size="sm")
             with gr.Column(scale=5, min_width=360):
-                overlay = image("overlay", "overlay", "Slice: click on the object", height=500)
+                overlay = image("overlay", "overlay", "Slice: click on the object", height=470)
+                # Right under the slice, where the eye is after a click: what is running, and the
+                # buttons (Export included) above the fold of a 1366 × 768 laptop.
+                with gr.Row(equal_height=True):
+                    progress = gr.Markdown("", elem_id="progress", min_height=0)
+                    undo_btn = gr.Button("Undo", size="sm", elem_id="undo-btn", min_width=60, scale=0)
+                    reset_btn = gr.Button("Reset", size="sm", elem_id="reset-btn", min_width=60, scale=0)
+                    export_btn = gr.Button(
+                        "Export", size="sm", variant="primary", elem_id="export-btn", min_width=70, scale=0
+                    )
                 slice_slider = gr.Slider(
                     0, 1, value=0, step=1, label="Axial slice (z)", interactive=False, elem_id="slice"
                 )
-                with gr.Row():
-                    undo_btn = gr.Button("Undo", size="sm", elem_id="undo-btn")
-                    reset_btn = gr.Button("Reset", size="sm", elem_id="reset-btn")
-                    export_btn = gr.Button("Export", size="sm", variant="primary", elem_id="export-btn")
                 status = gr.Markdown("", elem_id="status")
                 files = gr.File(
                     label="Exports: 3D masks (.nii.gz), overlay (.png), clicks (.json)",
@@ -215,6 +220,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                 "ray_detail": ray_detail,
                 "metrics": metrics,
                 "status": status,
+                "progress": progress,
                 "files": files,
                 "coronal": coronal,
                 "sagittal": sagittal,
@@ -284,14 +290,14 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         # "multiple": a click made while the previous one still runs is sent at once and runs beside
         # it; the latest click's result is the one kept (handlers.segment_steps drops a result that a
         # newer click replaced). Gradio's default, "once", drops that click, and "always_last" replays
-        # the first click's position. The progress shows on the status line, not over the slice.
+        # the first click's position. The progress shows in the line under the slice, not over it.
         overlay.select(
             bind_steps(on_select, with_stale),
             [state, slice_slider],
             stale_outputs,
             api_visibility="private",
             trigger_mode="multiple",
-            show_progress_on=[status],
+            show_progress_on=[progress],
         )
         # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
         point_btn.click(
@@ -300,7 +306,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             stale_outputs,
             api_name="segment",
             trigger_mode="multiple",
-            show_progress_on=[status],
+            show_progress_on=[progress],
         )
         undo_btn.click(
             bind(clearing(handlers.undo), with_stale), [state], stale_outputs, api_name="undo"

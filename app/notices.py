@@ -77,6 +77,11 @@ def notify(exc: UserNotice, request: gr.Request | None) -> None:
     gr.Warning(exc.message)
 
 
+def inform(message: str) -> None:
+    """A short note that something worked where the eye may not be (e.g. files listed below the fold)."""
+    gr.Info(message)
+
+
 def warn(message: str) -> None:
     """A notice that does not stop the handler (e.g. a label refused while its image loads)."""
     gr.Warning(message)

@@ -65,6 +65,7 @@ TABLE: tuple[Output, ...] = (
     Output("ray_detail", "main", _picture("One ray, large")),
     Output("metrics", "main", _no_text),
     Output("status", "main", _no_text),
+    Output("progress", "main", _no_text),  # beside the slice: what is running now
     Output("coronal", "main", _picture("Coronal plane", PLANE_PX)),
     Output("sagittal", "main", _picture("Sagittal plane", PLANE_PX)),
     Output("files", "main", _nothing),  # last of the main ones: API clients take the exports last

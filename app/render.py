@@ -448,27 +448,44 @@ def render_likelihood(
     point_yx: Sequence[float] | None = None,
     title: str = "",
     cmap: str = "magma",
+    width: int | None = None,
+    text_px: int = 11,
 ) -> np.ndarray:
     """A fused likelihood map in colour over the dimmed slice (where no patch reached), the
-    thresholded mask's outline in the method's colour, the click, a title and a colour bar."""
+    thresholded mask's outline in the method's colour, the click, an optional title and a colour bar.
+
+    windowed, likelihood, coverage, mask: (H, W) on the slice grid; point_yx in slice px. The picture is
+    the slice enlarged ``factor`` times, or, with ``width``, resampled (nearest neighbour) to ``width``
+    px wide: the size it is shown at, so that its text is not shrunk by the browser. text_px: the
+    colour bar's numbers, in picture px.
+    """
     lut = colour_table(cmap)
-    lik = np.clip(np.nan_to_num(likelihood), 0.0, 1.0)
+    h, w = likelihood.shape
+    if width is None:
+        zoom = float(factor)
+        rows, cols = np.repeat(np.arange(h), factor), np.repeat(np.arange(w), factor)
+    else:
+        zoom = int(width) / w
+        out_h = max(1, int(round(h * zoom)))
+        rows = np.minimum(((np.arange(out_h) + 0.5) / zoom).astype(np.intp), h - 1)
+        cols = np.minimum(((np.arange(int(width)) + 0.5) / zoom).astype(np.intp), w - 1)
+    pick = np.ix_(rows, cols)
+    lik = np.clip(np.nan_to_num(likelihood[pick]), 0.0, 1.0)
     rgb = lut[(lik * 255.0 + 0.5).astype(np.uint8)].astype(np.float32)
-    grey = np.clip(windowed, 0, 1)[..., None] * 255.0 * 0.45
-    covered = (coverage > 1e-6)[..., None]
-    rgb = np.where(covered, rgb, grey)
-    rgb = _enlarge(rgb, factor)
+    grey = np.clip(windowed[pick], 0, 1)[..., None] * 255.0 * 0.45
+    rgb = np.where((coverage[pick] > 1e-6)[..., None], rgb, grey)
     if mask is not None and np.any(mask):
-        edge = _edge(_enlarge(np.asarray(mask, dtype=bool), factor), max(1, factor // 2 + 1))
+        edge = _edge(np.asarray(mask, dtype=bool)[pick], max(1, int(zoom) // 2 + 1))
         rgb[edge] = COLOURS[key]
     img = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     scale = max(1.0, img.width / 560)
     if point_yx is not None:
-        _marker(draw, slice_to_display(np.asarray(point_yx, dtype=np.float64), factor), 4 * scale)
+        at = (np.asarray(point_yx, dtype=np.float64) + 0.5) * zoom - 0.5
+        _marker(draw, at, 4 * scale)
     if title:
         outlined_text(draw, (8, 6), title, int(14 * scale), fill=COLOURS[key])
-    draw_colourbar(img, lut, scale)
+    draw_colourbar(img, lut, max(scale, text_px / 11))
     return np.asarray(img)
 
 

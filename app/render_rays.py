@@ -213,6 +213,12 @@ def render_ray_detail(
     x1 = min(width - 2, x_of[-1] + ps / 2 + 2)
     draw.rectangle([lay.left - 2, py0, x1, py0 + plot_h], outline=(90, 90, 90))
     draw.line([(lay.left - 2, py0 + plot_h / 2), (x1, py0 + plot_h / 2)], fill=(60, 60, 60))
+    # the y axis: likelihood 0, 0.5 and 1, left of the frame (inside it where the names sit above)
+    for t, text in ((1.0, "1"), (0.5, "0.5"), (0.0, "0")):
+        y = py0 + plot_h - 4 - t * (plot_h - 8)
+        draw.line([(lay.left - 6, y), (lay.left - 2, y)], fill=(150, 150, 150))
+        at, anchor = ((lay.left - 8, y), "rm") if not lay.label_above else ((lay.left + 1, y), "lm")
+        outlined_text(draw, at, text, small, fill=(200, 200, 200), anchor=anchor)
     # the curve names: beside the plot in the left column, or under it on narrow pictures
     ly = py0 + 4 if not lay.label_above else py0 + plot_h + 6
     for name, maps, col in curves:
@@ -226,5 +232,7 @@ def render_ray_detail(
         ly += font + 3
     note = "likelihood at the centre"
     note_y = py0 + plot_h - font - 2 if not lay.label_above else ly
-    outlined_text(draw, (8, note_y), note, fit_font(note, font - 2, width - 12), fill=(200, 200, 200))
+    # beside the plot the note keeps clear of the axis numbers (0.5 at most, right-aligned at left - 8)
+    room = width - 12 if lay.label_above else lay.left - 16 - font_len("0.5", small)
+    outlined_text(draw, (8, note_y), note, fit_font(note, font - 2, room), fill=(200, 200, 200))
     return np.asarray(img)

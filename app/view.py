@@ -274,6 +274,10 @@ def click_to_voxel(session: Session, xy_display: Sequence[float]) -> tuple[float
 #: Widths (px) the per-ray pictures are drawn at: about the width they are shown at on a laptop.
 RAY_GRID_PX = 640
 RAY_DETAIL_PX = 720
+#: The likelihood maps: drawn about as wide as a laptop shows them (217 px at 1366 × 768), with the
+#: colour bar's numbers large enough to be 11 px or more there (the Gradio label names the map).
+LIKELIHOOD_PX = 240
+LIKELIHOOD_TEXT_PX = 13
 
 
 def centres_inside(result: Result) -> np.ndarray:
@@ -363,7 +367,8 @@ def render_view(session: Session) -> dict[str, Any]:
                 key=m,
                 mask=shown(r.mask),
                 point_yx=at(r.point_zyx[1:]),
-                title=f"{NAMES[m]} likelihood",
+                width=LIKELIHOOD_PX,  # about as shown: the colour bar's numbers stay readable
+                text_px=LIKELIHOOD_TEXT_PX,
             )
     sp = res.get("seqpatch")
     if sp is not None and sp.patches.ndim == 4:

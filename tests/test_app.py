@@ -19,7 +19,7 @@ from app import LAUNCH_KWARGS, build_demo, find_examples, handlers, outputs, ren
 from app.drawing import COLOURS
 from app.exports import clicks_record, export, mask_volume
 from app.session import Session
-from app.view import plane_point, render_planes, render_view, running_note
+from app.view import LIKELIHOOD_PX, plane_point, render_planes, render_view, running_note
 from seqpatch_core.images.io import read_volume
 from seqpatch_core.inference import predictor as predictor_module
 from seqpatch_core.inference.predictor import Predictor
@@ -112,7 +112,9 @@ def test_click_runs_both_methods_on_the_slice_grid(loaded):
     sp = res["seqpatch"]
     assert sp.patches.shape[0] == 16 and sp.patches.shape == sp.ray_likelihoods.shape
     assert out["rays"].ndim == 3 and out["rays"].shape[2] == 3
-    assert out["lik_seqpatch"].shape == out["overlay"].shape
+    # drawn at the width it is shown at, in the slice's aspect
+    lik, over = out["lik_seqpatch"].shape, out["overlay"].shape
+    assert lik[1] == LIKELIHOOD_PX and abs(lik[0] / lik[1] - over[0] / over[1]) < 0.01
     assert "Dice" in out["metrics"] and "SeqPatch" in out["metrics"] and "U-net" in out["metrics"]
     assert "device: **cpu**" in out["metrics"]
     assert out["slice"] == 2
@@ -152,7 +154,7 @@ def test_click_shows_the_unet_first_then_seqpatch(loaded):
     steps = handlers.segment_steps(loaded, 2, *CENTRE)
     first = next(steps)  # the U-net is done, SeqPatch not yet
     assert set(loaded.results[2]) == {"unet"} and len(loaded.history) == 1
-    assert first["slice"] == 2 and first["lik_unet"].shape == first["overlay"].shape
+    assert first["slice"] == 2 and first["lik_unet"].shape[1] == LIKELIHOOD_PX
     assert "SeqPatch running…" in first["status"] and "a few seconds" in first["status"]
     assert "(2, " in first["status"]  # the click's point is shown at once
     assert "**U-net**: Dice" in first["metrics"] and "| SeqPatch |" not in first["metrics"]
@@ -161,7 +163,7 @@ def test_click_shows_the_unet_first_then_seqpatch(loaded):
     assert set(loaded.results[2]) == {"seqpatch", "unet"} and len(loaded.history) == 1
     assert "| SeqPatch |" in last["metrics"] and "| U-net |" in last["metrics"]
     assert "running" not in last["status"] and last["slice"] == 2
-    assert last["rays"].ndim == 3 and last["lik_seqpatch"].shape == last["overlay"].shape
+    assert last["rays"].ndim == 3 and last["lik_seqpatch"].shape[1] == LIKELIHOOD_PX
     with pytest.raises(StopIteration):
         next(steps)
     took = loaded.seqpatch_seconds

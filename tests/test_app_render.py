@@ -61,3 +61,19 @@ def test_the_legend_stays_put_between_neighbouring_clicks():
     assert len(boxes) == 1, boxes
     under = render.overlay_layout(wh, F, contours, (3.0, 3.0), "slice 3/9")["legend"][0]
     assert under not in boxes  # a click under the legend moves it
+
+
+def test_the_per_ray_curves_have_a_y_scale():
+    """Item 5: the plot of the likelihood along the ray names 1 at its top, left of its frame."""
+    from app.render_rays import detail_layout, render_ray_detail
+
+    k, width = 12, 720
+    p = np.full((k, 16, 16), 0.5, np.float32)
+    img = render_ray_detail(p, p, ray=0, n_rays=16, forward=p, backward=p, width=width)
+    names = ["input patch", "fused (both memories)", "forward memory only", "backward memory only"]
+    lay = detail_layout(width, k, names)
+    assert not lay.label_above
+    top = lay.font + 18
+    py0 = top + len(names) * (lay.ps + 4) + 2 + lay.font + 8  # the plot's top edge (render_ray_detail)
+    band = img[py0 - 2 : py0 + lay.font + 4, lay.left - 30 : lay.left - 4]
+    assert np.all(np.abs(band.astype(int) - 200) <= 30, axis=-1).sum() > 5  # the "1" beside the top

@@ -231,3 +231,55 @@ def test_the_contour_of_a_small_object_is_seen(page, tmp_path):
     around = orange[cy - reach : cy + reach, cx - reach : cx + reach].sum()
     assert around > 10, "the outline around the click is drawn"
     assert orange.sum() > 3 * around, "the inset shows it again, magnified"
+
+
+# ----------------------------------------------------------------------------- item 5
+
+
+def _legend_columns(pic: np.ndarray, colour: tuple[int, int, int]) -> tuple[int, int]:
+    """(first, last) column of ``colour`` in the picture's top band (where the legend is)."""
+    cols = np.flatnonzero(colour_pixels(pic[:40], colour, tol=4).any(axis=0))
+    assert cols.size, "the legend is in the top band"
+    return int(cols[0]), int(cols[-1])
+
+
+def test_where_the_eye_is(page, server):
+    """Item 5: progress beside the slice and Export above the fold at 1366×768; the legend stays put
+    between two clicks either side of the picture's middle; no title under Gradio's label on the
+    likelihood maps; their colour-bar numbers at least 11 px on screen."""
+    from playwright.sync_api import expect
+
+    from app.drawing import COLOURS, colourbar_labels
+    from app.view import LIKELIHOOD_TEXT_PX
+
+    image, _, (z, y, x), f, shape = _case(server[1])
+    page.pick_example(image)
+    height = flows.VIEWPORT["height"]
+    flows.SLOW["s"] = 1.5
+    try:
+        a = page.click_slice(y, shape[2] / 2 - 4, f)  # left of the picture's middle
+        progress = page.page.locator("#progress")
+        expect(progress).to_contain_text("SeqPatch running", timeout=30_000)
+        box = progress.bounding_box()
+        assert box["y"] + box["height"] <= height, box
+        slice_box = page.page.locator("#overlay img").bounding_box()
+        assert slice_box["x"] - 5 <= box["x"] <= slice_box["x"] + slice_box["width"], (box, slice_box)
+        page.wait_done(z, a)
+    finally:
+        flows.SLOW["s"] = 0.0
+    expect(page.page.locator("#progress")).not_to_contain_text("running")
+    export = page.page.locator("#export-btn").bounding_box()
+    assert export["y"] + export["height"] <= height, export
+    first = _legend_columns(picture(page), COLOURS["seqpatch"])
+    page.wait_done(z, page.click_slice(y, shape[2] / 2 + 4, f))  # right of it
+    assert _legend_columns(picture(page), COLOURS["seqpatch"]) == first
+    lik = picture(page, "lik-seqpatch")
+    assert not colour_pixels(lik[:40, :160], COLOURS["seqpatch"], tol=4).any(), "no title under the label"
+    shown = page.page.locator("#lik-seqpatch img").bounding_box()
+    natural = page.page.locator("#lik-seqpatch img").evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert natural == [lik.shape[1], lik.shape[0]]
+    fit = min(shown["width"] / natural[0], shown["height"] / natural[1])  # object-fit: contain
+    drawn = min(size for _, _, size in colourbar_labels(natural[0], max(1.0, LIKELIHOOD_TEXT_PX / 11)))
+    on_screen = drawn * fit
+    print(f"colour-bar numbers: {drawn} px drawn, {on_screen:.1f} px on screen")
+    assert on_screen >= 11, on_screen
