@@ -244,6 +244,10 @@ def test_one_click_seg_equals_the_nifti_mask_and_references_the_series(series, n
         assert ref_series.SeriesInstanceUID == uids["series"] and seg.StudyInstanceUID == uids["study"]
         assert source.SeriesInstanceUID == uids["series"]
         assert warned == []
+        # the SEG as the reference label of the same click: a perfect score
+        again = ["--label", str(tmp_path / "seg.dcm"), "--out", str(tmp_path / "again.nii.gz")]
+        assert main(["predict", str(z), *click, *again]) == 0
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]["dice"] == 1.0
     else:  # blanked by the anonymiser: new UIDs, said in one line each; instance references hold
         assert ref_series.SeriesInstanceUID and seg.StudyInstanceUID
         assert any("SOPInstanceUID" in w and "file meta" in w for w in warned)
