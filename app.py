@@ -62,6 +62,8 @@ def main(argv=None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # highdicom tells at INFO every module it copies into a DICOM SEG export
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
     log = logging.getLogger("seqpatch.app")
 
     import torch
