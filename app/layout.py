@@ -31,21 +31,32 @@ CSS = """
 #metrics th, #metrics td { padding: 3px 6px; }
 #header h2 { margin-bottom: 0.2em; }
 """
-#: Run once on page load. A number typed into a slider's box applies on Enter as it does when the box
-#: loses focus: Gradio's slider sends "release" (which the threshold, W, L and opacity listen to) on
-#: blur only. A blur event sent to the box itself runs that path and leaves the focus where it is.
-ENTER_APPLIES = """() => {
+#: Run once on page load, two fixes of Gradio 6.31's page:
+#: * A number typed into a slider's box applies on Enter as it does when the box loses focus: the
+#:   slider sends "release" (which the threshold, W, L and opacity listen to) on blur only. A blur event
+#:   sent to the box itself runs that path and leaves the focus where it is.
+#: * Each upload logged "Method not implemented." twice: the file box's upload progress reads a
+#:   stream through Gradio's fetch-based stand-in for EventSource, whose close() is a stub that warns,
+#:   and closes it twice (when the upload is done, and when the progress bar goes). Closing is all
+#:   that stub can mean there (the fetch has ended), so exactly that warning is dropped; every other
+#:   console message passes.
+PAGE_JS = """() => {
   document.addEventListener("keydown", (e) => {
     const box = e.target;
     if (e.key === "Enter" && box instanceof HTMLInputElement && box.type === "number") {
       box.dispatchEvent(new FocusEvent("blur"));
     }
   }, true);
+  const warn = console.warn.bind(console);
+  console.warn = (...args) => {
+    if (args.length === 1 && args[0] === "Method not implemented.") return;
+    warn(...args);
+  };
 }"""
 #: Keyword arguments for ``demo.launch`` (Gradio 6 takes css, js and theme there, not in ``gr.Blocks``).
 LAUNCH_KWARGS: dict[str, Any] = {
     "css": CSS,
-    "js": ENTER_APPLIES,
+    "js": PAGE_JS,
     "max_file_size": "1gb",
     "state_session_capacity": memory.GRADIO_SESSIONS,  # Gradio's per-session store, bounded
 }

@@ -283,3 +283,23 @@ def test_where_the_eye_is(page, server):
     on_screen = drawn * fit
     print(f"colour-bar numbers: {drawn} px drawn, {on_screen:.1f} px on screen")
     assert on_screen >= 11, on_screen
+
+
+# ----------------------------------------------------------------------------- item 10
+
+
+def test_uploads_leave_the_console_quiet(page, server):
+    """Item 10: uploading an image and its label logs no warning or error in the browser console
+    (each upload logged "Method not implemented." twice)."""
+    from playwright.sync_api import expect
+
+    image, label, _, _, _ = _case(server[1])
+    page.page.wait_for_timeout(1000)
+    page.console.clear()
+    page.page.locator("#image-file input[type=file]").set_input_files(image)
+    expect(page.page.locator("#summary")).to_contain_text(Path(image).name, timeout=60_000)
+    page.page.locator("#label-file input[type=file]").set_input_files(label)
+    expect(page.page.locator("#summary")).to_contain_text("Label:", timeout=60_000)
+    page.page.wait_for_timeout(1500)  # the progress bars close after the upload
+    noisy = [(kind, text) for kind, text in page.console if kind in ("warning", "error")]
+    assert not noisy, noisy
