@@ -19,17 +19,19 @@ EXPLAIN = """#### How the sequential network reads a ray
 * **Inside → outside.** Each of the 16 rays starts *inside* the object, at your click, and ends
   *outside* it. The network reads the ray's K patches in that order (k = 0 … K−1), so it can judge
   each patch by **comparing it with what came before and after it**, not on its own.
-* **Forward memory** (k = 0 → K−1) has seen only the patches from the click up to this one, mostly
-  inside the object: it tends to call the patch *inside* ("still looks like the object").
-* **Backward memory** (k = K−1 → 0) starts at the far end and has seen the outside: it tends to call
-  the patch *outside*.
-* **Bidirectional unit.** At every time step the two memories are fused (concatenated, 1×1
-  convolution). Before the boundary both say inside, after it both say outside; **where they
-  disagree is the crossing**, and the likelihood drops there. A forward-only network (ablation
-  *forward*) has to decide without seeing what lies beyond.
-* **See it.** The ray shown large (left) has two more rows: the same network read with only its
-  forward memory, then with only its backward memory (the other half zeroed before the fusion). The
-  curves below compare the three at the patch centres: the crossing is where they part.
+* **Two memories.** The *forward* memory (k = 0 → K−1) has read the patches from the click up to
+  this one; the *backward* memory (k = K−1 → 0) those from the far end back to this one. At every
+  time step the two are fused (concatenated, 1×1 convolution) and decoded into the patch's likelihood.
+* **See it.** The ray shown large (left) has two more rows: the same network with its backward memory
+  blanked just before every fusion (*forward memory only*), then with its forward memory blanked
+  (*backward memory only*). Blanked means set to zero: the memory's state before it has read any
+  patch. The curves below compare the three at the patch centres.
+* **What this network does.** The *forward-only* curve follows the fused one: the forward memory
+  carries the crossing from inside to outside. The *backward-only* curve stays high along the whole
+  ray: with a blank forward memory the network calls every patch inside, so the backward memory does
+  not find the boundary on its own. Beside the forward memory it holds the likelihood up just before
+  the crossing: there the fused curve lies above the forward-only one. A forward-only network
+  (ablation *forward*) has no backward memory at all.
 """
 
 

@@ -303,3 +303,50 @@ def test_uploads_leave_the_console_quiet(page, server):
     page.page.wait_for_timeout(1500)  # the progress bars close after the upload
     noisy = [(kind, text) for kind, text in page.console if kind in ("warning", "error")]
     assert not noisy, noisy
+
+
+# ----------------------------------------------------------------------------- item 8
+
+
+def _claims(fused: np.ndarray, forward: np.ndarray, backward: np.ndarray) -> dict[str, bool]:
+    """What the teaching text says of one ray's curves (likelihood at the patch centres, (K,) each)."""
+    inside = np.flatnonzero(fused >= 0.5)
+    last = int(inside[-1]) if inside.size else 0  # the last patch before the crossing
+    return {
+        "forward-only follows the fused curve": float(np.abs(forward - fused).mean()) < 0.15,
+        "backward-only stays high along the ray": float(backward.min()) >= 0.5,
+        "fused above forward-only before the crossing": bool(fused[last] >= forward[last]),
+    }
+
+
+def test_the_teaching_text_matches_the_curves(page, server):
+    """Item 8: on lung2, clicked at the tumour's centre, what the text says of the forward-only and
+    backward-only curves holds on (nearly) every ray, read as the page reads them."""
+    from playwright.sync_api import expect
+    from test_browser import _predictor
+
+    from app import handlers
+    from app.render_rays import _centre_mean
+
+    predictor = _predictor()
+    if "sha256" not in predictor.models["seqpatch"].record:
+        pytest.skip("the text describes the shipped weights")
+    image, label, (z, y, x), f, _ = _case(server[1])
+    page.pick_example(image)
+    _, py, px = page.wait_done(z, page.click_slice(y, x, f))
+    explain = page.page.locator("#explain")
+    for said in ("forward-only* curve follows the fused one", "backward-only* curve stays high",
+                 "the fused curve lies above the forward-only one"):  # fmt: skip
+        expect(explain).to_contain_text(said.replace("*", ""))
+    s = handlers.load(predictor, None, image, label)["state"]
+    handlers.segment(s, z, py, px)
+    sp = s.results[z]["seqpatch"]
+    held = {}
+    for ray in range(sp.patches.shape[0]):
+        r = s.readouts(sp, ray)
+        curves = [_centre_mean(r[k]) for k in ("fused", "forward", "backward")]
+        for claim, ok in _claims(*curves).items():
+            held[claim] = held.get(claim, 0) + ok
+    n = sp.patches.shape[0]
+    print(f"rays where each claim holds (of {n}):", held)
+    assert all(v >= 0.75 * n for v in held.values()), held
