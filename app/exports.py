@@ -66,6 +66,7 @@ def clicks_record(session: Session) -> dict[str, Any]:
                     "window": str(r.window),
                     "preset": r.preset,
                     "working_spacing_mm": r.working_spacing,
+                    "grids_mm": list(r.grids_mm),
                     "coarsened": r.coarsened,
                     "weights_sha256": weights.get(m, {}).get("sha256"),
                 }

@@ -136,6 +136,7 @@ def test_status_and_clicks_record_say_which_working_grid_each_method_used(volume
     assert f"U-net {base:g} mm." in out["status"]
     rec = clicks_record(s)["clicks"][-1]["results"]
     assert rec["seqpatch"]["coarsened"] is True and rec["seqpatch"]["working_spacing_mm"] == pytest.approx(grid)
+    assert rec["seqpatch"]["grids_mm"] == list(res["seqpatch"].grids_mm) and rec["seqpatch"]["grids_mm"][0] == base
     assert rec["unet"]["coarsened"] is False and rec["unet"]["working_spacing_mm"] == pytest.approx(1.0)
     # the page's checkbox: this session's next clicks take one pass; another session keeps its own
     other = handlers.load(pred, None, *volume_files)["state"]
