@@ -16,6 +16,11 @@ so its state dict loads strictly (:func:`load_litemedsam`). The checkpoint is th
 safetensors file converted once from the published ``lite_medsam.pth`` (:func:`convert_checkpoint`),
 so nothing is unpickled at run time. How a slice and a box are put into the input frame is
 :mod:`seqpatch_core.method.box_prompt`.
+
+Derived from TinyViT (Copyright (c) 2022 Microsoft, MIT licence; adapted by MobileSAM and LiteMedSAM)
+and Segment Anything's modeling code (Copyright (c) Meta Platforms, Inc. and affiliates, Apache
+License 2.0), as vendored in LiteMedSAM (Apache License 2.0); the weights are LiteMedSAM's, under the
+Apache License 2.0 (``docs/deploy.md``).
 """
 
 from __future__ import annotations
