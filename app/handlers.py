@@ -29,6 +29,7 @@ from app.view import (
     empty_view,
     partial_metrics,
     ray_detail,
+    ray_views,
     render_view,
     running_note,
     summary_text,
@@ -279,7 +280,8 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
         s.results[zi] = partial
         s.z = zi
-        out = render_view(s)
+        # what SeqPatch will draw is a placeholder meanwhile: not drawn twice
+        out = render_view(s, skip=[f"lik_{m}" for m in slow] + ["rays"])
         out.update({"state": s, "slice": zi, "files": None, "metrics": partial_metrics(s, zi, new)})
         out["status"] = running_note(s) + "\n\n" + out["status"]
         out["progress"] = running_note(s)
@@ -301,21 +303,35 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         out.update(render_view(s))
         yield out
         return
+    moved = any(r.threshold != s.threshold for r in new.values())
     for r in new.values():  # the threshold may have moved while SeqPatch ran
         s.settle(r, s.threshold)
     s.results[zi] = {m: new[m] for m in METHODS if m in new}
-    out.update(render_view(s))
+    # Redraw what changed: the fast methods' maps stand as drawn (unless the threshold moved), and
+    # the per-ray pictures, below the fold, follow in their own event (draw_rays) after this view.
+    unchanged = [f"lik_{m}" for m in fast] if partial is not None and not moved else []
+    out.update(render_view(s, skip=[*unchanged, "rays"]))
     if s.z == zi:  # (the user may have moved to another slice meanwhile: stay there)
         out["slice"] = zi
     yield out
 
 
+@user_errors
+def draw_rays(session: Session | None) -> dict[str, Any]:
+    """The per-ray pictures of the slice shown (:func:`app.view.ray_views`): drawn after a click's
+    view, so both contours reach the page first."""
+    if session is None or session.volume is None:
+        return {}
+    return ray_views(session)
+
+
 def segment(session: Session | None, z: float, y: float, x: float) -> dict[str, Any]:
-    """:func:`segment_steps` run to the end: the final view (for tests and the HTTP API)."""
+    """:func:`segment_steps` run to the end, with the per-ray pictures the page draws after it: the
+    whole final view."""
     out: dict[str, Any] = {}
     for out in segment_steps(session, z, y, x):  # noqa: B007 - the last one is the answer
         pass
-    return out
+    return {**out, **draw_rays(session)}
 
 
 @user_errors

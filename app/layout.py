@@ -302,6 +302,10 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         # it; the latest click's result is the one kept (handlers.segment_steps drops a result that a
         # newer click replaced). Gradio's default, "once", drops that click, and "always_last" replays
         # the first click's position. The progress shows in the line under the slice, not over it.
+        # The per-ray pictures (below the fold) are drawn after the click's view, in an event of
+        # their own, so both contours reach the page first.
+        rays_names = ("rays", "ray_detail")
+        draw_rays = {"fn": bind(handlers.draw_rays, rays_names), "inputs": [state], **quiet}
         overlay.select(
             bind_steps(on_select, with_stale),
             [state, slice_slider],
@@ -309,7 +313,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             api_visibility="private",
             trigger_mode="multiple",
             show_progress_on=[progress],
-        )
+        ).then(outputs=[comps[n] for n in rays_names], **draw_rays)
         # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
         point_btn.click(
             bind_steps(segment, with_stale),
@@ -318,7 +322,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
             api_name="segment",
             trigger_mode="multiple",
             show_progress_on=[progress],
-        )
+        ).then(outputs=[comps[n] for n in rays_names], **draw_rays)
         undo_btn.click(
             bind(clearing(handlers.undo), with_stale), [state], stale_outputs, api_name="undo"
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -311,11 +311,14 @@ def ray_detail(session: Session, sp: Result, inside: np.ndarray | None = None) -
     )
 
 
-def render_view(session: Session) -> dict[str, Any]:
+def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
     """Every picture and text of the current slice. The slice and its likelihood maps are shown the
     right way up (:func:`~seqpatch_core.images.orientation.orientation`: axial anterior up with the
     patient's right on the left, coronal and sagittal superior up), with the edge letters; results
-    stay in the file's voxel order and are turned here only."""
+    stay in the file's voxel order and are turned here only.
+
+    skip: outputs not drawn (left out of the answer): those known unchanged, or drawn by a later event
+    ("rays" and "ray_detail" together: :func:`ray_views`)."""
     s = require(session)
     z = s.z
     f = s.factor
@@ -355,6 +358,8 @@ def render_view(session: Session) -> dict[str, Any]:
     out: dict[str, Any] = {"overlay": overlay}
     for m in METHODS:
         r = res.get(m)
+        if f"lik_{m}" in skip:
+            continue
         if r is None:
             why = "weights not loaded" if m not in s.predictor.models else "click on the slice"
             out[f"lik_{m}"] = render.placeholder(f"{NAMES[m]} likelihood\n({why})")
@@ -370,14 +375,8 @@ def render_view(session: Session) -> dict[str, Any]:
                 width=LIKELIHOOD_PX,  # about as shown: the colour bar's numbers stay readable
                 text_px=LIKELIHOOD_TEXT_PX,
             )
-    sp = res.get("seqpatch")
-    if sp is not None and sp.patches.ndim == 4:
-        inside = centres_inside(sp)
-        out["rays"] = render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside, width=RAY_GRID_PX)
-        out["ray_detail"] = ray_detail(s, sp, inside)
-    else:
-        out["rays"] = render.placeholder("Per-ray view: click on the slice\n(SeqPatch: 16 rays × K patches)")
-        out["ray_detail"] = render.placeholder("One ray, large: click on the slice")
+    if "rays" not in skip:
+        out.update(ray_views(s))
     out["metrics"] = metrics_table(s, z)
     out["status"] = status_text(s, z)
     w = s.display_window(z)
@@ -385,6 +384,23 @@ def render_view(session: Session) -> dict[str, Any]:
     out["level"] = round(w.level, 6)
     out.update(render_planes(s))
     return out
+
+
+def ray_views(session: Session) -> dict[str, np.ndarray]:
+    """The per-ray pictures of the current slice's SeqPatch result, ``{"rays", "ray_detail"}``: all rays
+    × K patches, and the ray shown large with its one-memory readouts (a small network run, cached)."""
+    s = require(session)
+    sp = (s.results.get(s.z) or {}).get("seqpatch")
+    if sp is None or sp.patches.ndim != 4:
+        return {
+            "rays": render.placeholder("Per-ray view: click on the slice\n(SeqPatch: 16 rays × K patches)"),
+            "ray_detail": render.placeholder("One ray, large: click on the slice"),
+        }
+    inside = centres_inside(sp)
+    return {
+        "rays": render_ray_grid(sp.patches, sp.ray_likelihoods, inside=inside, width=RAY_GRID_PX),
+        "ray_detail": ray_detail(s, sp, inside),
+    }
 
 
 def empty_view(session: Session | None) -> dict[str, Any]:

@@ -164,7 +164,10 @@ def test_click_shows_the_unet_first_then_seqpatch(loaded):
     assert set(loaded.results[2]) == {"seqpatch", "unet"} and len(loaded.history) == 1
     assert "| SeqPatch |" in last["metrics"] and "| U-net |" in last["metrics"]
     assert "running" not in last["status"] and last["slice"] == 2
-    assert last["rays"].ndim == 3 and last["lik_seqpatch"].shape[1] == LIKELIHOOD_PX
+    assert last["lik_seqpatch"].shape[1] == LIKELIHOOD_PX
+    # only what changed is redrawn: the U-net's map stands, the per-ray pictures follow in their event
+    assert "lik_unet" not in last and "rays" not in last and "ray_detail" not in last
+    assert set(handlers.draw_rays(loaded)) == {"rays", "ray_detail"}
     with pytest.raises(StopIteration):
         next(steps)
     took = loaded.seqpatch_seconds

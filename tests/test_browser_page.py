@@ -350,3 +350,71 @@ def test_the_teaching_text_matches_the_curves(page, server):
     n = sp.patches.shape[0]
     print(f"rays where each claim holds (of {n}):", held)
     assert all(v >= 0.75 * n for v in held.values()), held
+
+
+# ----------------------------------------------------------------------------- item 9
+
+#: In the page: for every new slice picture, when it was decoded and how many px of each method's
+#: colour it has; and when the last pointer went down on the slice.
+_WATCH = """() => {
+  window.__views = [];
+  const seen = new Set();
+  const count = (src) => {
+    const im = new Image();
+    im.onload = () => {
+      const c = document.createElement("canvas");
+      c.width = im.naturalWidth; c.height = im.naturalHeight;
+      const g = c.getContext("2d");
+      g.drawImage(im, 0, 0);
+      const d = g.getImageData(0, 0, c.width, c.height).data;
+      let sp = 0, un = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        if (d[i] === %s && d[i + 1] === %s && d[i + 2] === %s) sp++;
+        else if (d[i] === %s && d[i + 1] === %s && d[i + 2] === %s) un++;
+      }
+      window.__views.push({t: performance.now(), sp, un});
+    };
+    im.src = src;
+  };
+  const root = document.querySelector("#overlay");
+  root.addEventListener("pointerdown", () => { window.__down = performance.now(); }, true);
+  new MutationObserver(() => {
+    const i = root.querySelector("img");
+    if (i && i.src && !seen.has(i.src)) { seen.add(i.src); count(i.src); }
+  }).observe(root, {subtree: true, attributes: true, attributeFilter: ["src"], childList: true});
+}"""
+#: Picture px of a method's colour that mean its contour is drawn (the legend's swatch has about 60).
+_CONTOUR_PX = 150
+#: The target, from a click to both contours on the screen, at p50 on two cores.
+CLICK_TO_BOTH_MS = 600
+
+
+def test_click_to_both_contours_time(page, server):
+    """Item 9: the time from a click (pointer down on the slice) to the picture with both contours
+    decoded in the page, p50 over seven clicks on lung2. Printed; held to the target when the machine
+    is otherwise idle (a load average above one per core measures the neighbours, not the page)."""
+    import os
+
+    from app.drawing import COLOURS
+
+    image, _, (z, y, x), f, _ = _case(server[1])
+    page.pick_example(image)
+    page.page.evaluate(_WATCH % (*COLOURS["seqpatch"], *COLOURS["unet"]))
+    times = []
+    for i, (dy, dx) in enumerate(((0, 0), (3, 0), (0, 3), (-3, 0), (0, -3), (2, 2), (-2, -2), (2, -2))):  # each a new picture
+        page.page.evaluate("window.__views = []")
+        yx = page.click_slice(y + dy, x + dx, f)
+        page.wait_done(z, yx)
+        page.page.wait_for_function(
+            f"() => window.__views.some(v => v.sp > {_CONTOUR_PX} && v.un > {_CONTOUR_PX})", timeout=30_000
+        )
+        if i == 0:
+            continue  # the first click warms the page's caches
+        down = page.page.evaluate("window.__down")
+        both = page.page.evaluate(f"window.__views.find(v => v.sp > {_CONTOUR_PX} && v.un > {_CONTOUR_PX}).t")
+        times.append(both - down)
+    p50 = float(np.median(times))
+    load = os.getloadavg()[0] / max(1, len(os.sched_getaffinity(0)))
+    print(f"click to both contours: p50 {p50:.0f} ms, {[round(t) for t in times]} ms; load {load:.1f} per core")
+    if load <= 1.0:
+        assert p50 <= CLICK_TO_BOTH_MS, (p50, times)
