@@ -401,7 +401,8 @@ def test_click_to_both_contours_time(page, server):
     page.pick_example(image)
     page.page.evaluate(_WATCH % (*COLOURS["seqpatch"], *COLOURS["unet"]))
     times = []
-    for i, (dy, dx) in enumerate(((0, 0), (3, 0), (0, 3), (-3, 0), (0, -3), (2, 2), (-2, -2), (2, -2))):  # each a new picture
+    offsets = ((0, 0), (3, 0), (0, 3), (-3, 0), (0, -3), (2, 2), (-2, -2), (2, -2))  # each a new picture
+    for i, (dy, dx) in enumerate(offsets):
         page.page.evaluate("window.__views = []")
         yx = page.click_slice(y + dy, x + dx, f)
         page.wait_done(z, yx)
