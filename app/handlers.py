@@ -280,8 +280,9 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
         s.results[zi] = partial
         s.z = zi
-        # what SeqPatch will draw is a placeholder meanwhile: not drawn twice
-        out = render_view(s, skip=[f"lik_{m}" for m in slow] + ["rays"])
+        # The sooner this view is sent, the sooner SeqPatch starts: what SeqPatch will draw is a
+        # placeholder meanwhile (not drawn twice), and the planes wait for its lines.
+        out = render_view(s, skip=[f"lik_{m}" for m in slow] + ["rays", "coronal"])
         out.update({"state": s, "slice": zi, "files": None, "metrics": partial_metrics(s, zi, new)})
         out["status"] = running_note(s) + "\n\n" + out["status"]
         out["progress"] = running_note(s)

@@ -350,4 +350,7 @@ def segment(session, z, y, x) -> Iterator[dict[str, Any]]:
     """:func:`handlers.segment_steps` (U-net first, then SeqPatch) whose first view also empties the
     teaching panels, now stale: the "Segment here" button, and a click on the slice."""
     for i, out in enumerate(handlers.segment_steps(session, z, y, x)):
-        yield {**outputs.empty(*outputs.TEACHING), **out} if i == 0 else out
+        if i == 0 and session.teaching_shown:  # (blank tabs are not sent blanks again)
+            session.teaching_shown = False
+            out = {**outputs.empty(*outputs.TEACHING), **out}
+        yield out

@@ -3,6 +3,8 @@ robustness tabs below the main view with their events, and the text that explain
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -124,6 +126,20 @@ def teaching_panels(predictor: Predictor) -> dict[str, Any]:
     return c
 
 
+def _marks_shown(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``fn``, a teaching handler taking the session first, that notes in the session that its tabs
+    now show a result (:attr:`~app.session.Session.teaching_shown`)."""
+
+    @functools.wraps(fn)  # Gradio injects gr.Progress by the signature
+    def run(session, *args, **kwargs):
+        out = fn(session, *args, **kwargs)
+        if session is not None:
+            session.teaching_shown = True
+        return out
+
+    return run
+
+
 def wire_teaching(comps: dict[str, Any]) -> None:
     """Events of the teaching panels; ``comps``: the page's components by name (its outputs and the
     panels' own inputs)."""
@@ -145,14 +161,14 @@ def wire_teaching(comps: dict[str, Any]) -> None:
         return teaching_handlers.segment_object(session, method, progress=lambda f, t: progress(f, desc=t))
 
     c["rob_btn"].click(
-        bind(run_robustness, rob_out),
+        bind(_marks_shown(run_robustness), rob_out),
         [state, c["rob_grid"], c["rob_step"]],
         out(*rob_out),
         api_name="robustness",
         concurrency_limit=1,
     )
     c["obj_btn"].click(
-        bind(run_object, obj_out),
+        bind(_marks_shown(run_object), obj_out),
         [state, c["obj_method"]],
         out(*obj_out),
         api_name="segment_3d",
@@ -167,9 +183,12 @@ def wire_teaching(comps: dict[str, Any]) -> None:
         show_progress="hidden",
     )
     c["cmp_btn"].click(
-        bind(teaching_handlers.compare, cmp_out), [state, c["cmp_variant"]], out(*cmp_out), api_name="compare"
+        bind(_marks_shown(teaching_handlers.compare), cmp_out),
+        [state, c["cmp_variant"]],
+        out(*cmp_out),
+        api_name="compare",
     )
-    feats = bind(teaching_handlers.ray_features_view, feat_out)
+    feats = bind(_marks_shown(teaching_handlers.ray_features_view), feat_out)
     c["feat_btn"].click(feats, [state, c["feat_ray"]], out(*feat_out), api_name="ray_features")
     c["feat_ray"].release(
         feats, [state, c["feat_ray"]], out(*feat_out), show_progress="hidden", api_visibility="undocumented"

@@ -113,6 +113,9 @@ class Session:
     released: bool = False
     #: Runs in progress (a click, a grid, a 3D object): the memory pool leaves a busy session alone.
     busy: int = 0
+    #: The teaching tabs show a result of this session: the next click empties them (only then, so a
+    #: click sends no blank pictures to tabs that are blank already).
+    teaching_shown: bool = False
     _windows: dict[str, Window] = field(default_factory=dict)
     _slices: LRU = field(default_factory=lambda: LRU(32))
     #: (id of a SeqPatch result, ray) -> (that result, its direction readouts): a few network runs kept.

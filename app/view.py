@@ -318,7 +318,7 @@ def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
     stay in the file's voxel order and are turned here only.
 
     skip: outputs not drawn (left out of the answer): those known unchanged, or drawn by a later event
-    ("rays" and "ray_detail" together: :func:`ray_views`)."""
+    ("rays" and "ray_detail" together: :func:`ray_views`; "coronal" and "sagittal" together)."""
     s = require(session)
     z = s.z
     f = s.factor
@@ -382,7 +382,8 @@ def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
     w = s.display_window(z)
     out["width"] = round(w.width, 6)
     out["level"] = round(w.level, 6)
-    out.update(render_planes(s))
+    if "coronal" not in skip:  # (and "sagittal": the two planes are drawn together)
+        out.update(render_planes(s))
     return out
 
 

@@ -333,3 +333,20 @@ def test_readouts_do_not_touch_another_threads_click(small_models):
         direction_readouts(net, np.random.default_rng(0).random((15, 32, 32)).astype(np.float32))
     t.join()
     assert all(torch.equal(y, alone) for y in got["y"])
+
+
+def test_a_click_empties_the_teaching_tabs_only_when_they_show_something(session):
+    """Issue 26 item 9: a click sends the teaching tabs' blanks only when a tab shows a result."""
+    from app.layout import segment
+    from app.panels import _marks_shown
+
+    first = next(segment(session, *CENTRE))
+    assert not set(outputs.TEACHING) & set(first)  # blank already: nothing sent
+    assert "coronal" not in first and "lik_seqpatch" in first  # the planes wait for SeqPatch's lines
+    for _ in segment(session, *CENTRE):
+        pass
+    _marks_shown(robustness)(session, 3, 2.0)
+    assert session.teaching_shown
+    first = next(segment(session, CENTRE[0], CENTRE[1] + 1, CENTRE[2]))
+    assert set(outputs.TEACHING) <= set(first) and first["rob_note"] == ""
+    assert not session.teaching_shown
