@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from seqpatch_core.base.lru import LRU
 from seqpatch_core.images import io
 from seqpatch_core.images.volume import Volume
 
@@ -143,13 +144,11 @@ POOL = SessionPool()
 
 # ----------------------------------------------------------------------------- shared read-only volumes
 
-_SHARED: OrderedDict[tuple, Volume] = OrderedDict()
-_SHARED_LOCK = threading.Lock()
-_SHARED_MAX = 4
+_SHARED = LRU(4)  # (real path, size, mtime) -> Volume with a read-only array
 
 
 def shared_volume(path: str | Path) -> Volume:
-    """:func:`~seqpatch_core.io.read_volume`, with one read-only copy of the voxels for every session
+    """:func:`~seqpatch_core.images.io.read_volume`, with one read-only copy of the voxels for every session
     that opens the same file (same real path, size and modification time): the examples, mostly.
 
     The array is made read-only, so a caller that tried to change it in place would fail loudly
@@ -159,18 +158,12 @@ def shared_volume(path: str | Path) -> Volume:
     p = Path(path)
     st = p.stat() if p.is_file() else None
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns) if st else None
-    with _SHARED_LOCK:
-        hit = _SHARED.get(key) if key else None
-        if hit is not None:
-            _SHARED.move_to_end(key)
+    hit = _SHARED.get(key) if key else None
     if hit is None:
         hit = io.read_volume(p)
         hit.array.setflags(write=False)
         if key:
-            with _SHARED_LOCK:
-                _SHARED[key] = hit
-                while len(_SHARED) > _SHARED_MAX:
-                    _SHARED.popitem(last=False)
+            _SHARED.put(key, hit)
     return Volume(
         hit.array, hit.spacing, hit.origin, hit.direction, hit.modality, hit.source, list(hit.warnings),
         dicom=hit.dicom,  # the DICOM source instances, read-only too: what the export's DICOM SEG references
@@ -179,8 +172,7 @@ def shared_volume(path: str | Path) -> Volume:
 
 def is_shared(array: np.ndarray) -> bool:
     """Whether ``array`` is one of the shared read-only copies (not counted against one session)."""
-    with _SHARED_LOCK:
-        return any(v.array is array for v in _SHARED.values())
+    return any(v.array is array for v in _SHARED.values())
 
 
 # ----------------------------------------------------------------------------- malloc_trim
