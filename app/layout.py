@@ -169,7 +169,8 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                         px = gr.Number(0, label="x (column)", minimum=0)
                     point_btn = gr.Button("Segment here", size="sm")
             with gr.Column(scale=5, min_width=360):
-                overlay = image("overlay", "overlay", "Slice: click on the object", height=470)
+                # no Gradio label over the slice: it would cover the legend in the top-left corner
+                overlay = image("overlay", "overlay", height=470)
                 # Right under the slice, where the eye is after a click: what is running, and the
                 # buttons (Export included) above the fold of a 1366 × 768 laptop.
                 with gr.Row(equal_height=True):

@@ -270,6 +270,8 @@ def test_where_the_eye_is(page, server):
     expect(page.page.locator("#progress")).not_to_contain_text("running")
     export = page.page.locator("#export-btn").bounding_box()
     assert export["y"] + export["height"] <= height, export
+    # nothing of Gradio's lies over the slice's top-left corner, where the legend is
+    assert not any(label.is_visible() for label in page.page.locator("#overlay [data-testid=block-label]").all())
     first = _legend_columns(picture(page), COLOURS["seqpatch"])
     page.wait_done(z, page.click_slice(y, shape[2] / 2 + 4, f))  # right of it
     assert _legend_columns(picture(page), COLOURS["seqpatch"]) == first
