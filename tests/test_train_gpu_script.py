@@ -62,7 +62,7 @@ def test_train_gpu_script_runs_end_to_end_on_the_cpu_without_simpleitk_or_gradio
         ["bash", str(ROOT / "weights" / "train_gpu.sh"), "5", "0.5", str(out)],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    logs = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(out.glob("*.log")))
+    logs = "".join(f"\n--- {p.name}\n{p.read_text(encoding='utf-8')[-3000:]}" for p in sorted(out.glob("*.log")))
     assert run.returncode == 0, run.stdout + run.stderr + logs
     for name in ("seqpatch", "unet"):
         rec = json.loads((out / f"{name}.json").read_text())
