@@ -108,7 +108,14 @@ def main(argv=None) -> None:
     for name, e in predictor.engines.items():
         log.info("%s runs on %s (tried: %s)", name, e.label, e.tried)
     log.info("device: %s", predictor.device)
-    demo = build_demo(predictor)
+    from app.session import load_box_model
+
+    # LiteMedSAM: once per process, shared by the sessions (each keeps its own slice embeddings)
+    box_model = load_box_model()
+    if box_model is not None:
+        box_model.to(device)
+        log.info("loaded litemedsam (sha256 %s)", str(box_model.record.get("sha256", "?"))[:12])
+    demo = build_demo(predictor, box_model=box_model)
     demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)
 
 

@@ -16,11 +16,12 @@ from PIL import Image, ImageDraw, ImageFont
 COLOURS: dict[str, tuple[int, int, int]] = {
     "seqpatch": (255, 128, 0),
     "unet": (86, 180, 233),
+    "litemedsam": (204, 121, 167),  # Okabe–Ito reddish purple: apart from orange, sky blue and green
     "truth": (0, 220, 150),
     "marker": (255, 240, 60),
 }
 #: Display names.
-NAMES = {"seqpatch": "SeqPatch", "unet": "U-net", "truth": "ground truth"}
+NAMES = {"seqpatch": "SeqPatch", "unet": "U-net", "litemedsam": "LiteMedSAM", "truth": "ground truth"}
 
 
 @lru_cache(maxsize=1)

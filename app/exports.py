@@ -24,24 +24,42 @@ from seqpatch_core.inference.predictor import METHODS
 log = logging.getLogger(__name__)
 
 
+#: What a mask is exported for: the clicked methods, then LiteMedSAM (its answer to each click's box).
+EXPORTED = (*METHODS, "litemedsam")
+
+
+def slice_masks(session: Session, method: str) -> dict[int, np.ndarray]:
+    """z -> the (y, x) bool mask ``method`` shows on slice z, on every slice where it shows one
+    ("litemedsam": its answer that follows the slice's click, :meth:`Session.box_answer`)."""
+    s = require(session)
+    if method != "litemedsam":
+        return {z: res[method].mask for z, res in s.results.items() if method in res}
+    answers = {z: s.box_answer(z) for z in {a.result.box.z for a in s.box_answers}}
+    return {z: a.result.mask for z, a in answers.items() if a is not None}
+
+
 def mask_volume(session: Session, method: str) -> np.ndarray:
-    """The (z, y, x) uint8 mask of ``method`` over every segmented slice."""
+    """The (z, y, x) uint8 mask of ``method`` (one of :data:`EXPORTED`) over every segmented slice."""
     s = require(session)
     out = np.zeros(s.shape, dtype=np.uint8)
-    for z, res in s.results.items():
-        if method in res:
-            out[z] = res[method].mask
+    for z, mask in slice_masks(s, method).items():
+        out[z] = mask
     return out
+
+
+def _records(session: Session) -> dict[str, dict]:
+    """Method -> its weights' record (name, sha256, ...): the clicked networks and LiteMedSAM."""
+    models = dict(session.predictor.models)
+    if session.boxes is not None:
+        models["litemedsam"] = session.boxes.model
+    return {m: getattr(model, "record", {}) or {} for m, model in models.items()}
 
 
 def clicks_record(session: Session) -> dict[str, Any]:
     """The clicks as JSON-ready data: voxel (z, y, x) and physical (x, y, z) mm coordinates."""
     s = require(session)
     v = s.volume
-    weights = {}
-    for m, model in s.predictor.models.items():
-        rec = getattr(model, "record", {}) or {}
-        weights[m] = {"name": rec.get("name", m), "sha256": rec.get("sha256")}
+    weights = {m: {"name": rec.get("name", m), "sha256": rec.get("sha256")} for m, rec in _records(s).items()}
     clicks = []
     history = s.clicks
     for i, c in enumerate(history):
@@ -72,6 +90,20 @@ def clicks_record(session: Session) -> dict[str, Any]:
                 }
                 for m, r in res.items()
             }
+            box = s.box_answer(c.z)
+            if box is not None:  # LiteMedSAM's prompt: the box it was given, and its answer
+                entry["prompt_box"] = {
+                    "zyx_inclusive": box.result.box.as_list(),
+                    "source": box.source,
+                    "oracle": box.oracle,
+                }
+                entry["results"]["litemedsam"] = {
+                    "area_px": int(box.result.mask.sum()),
+                    "latency_ms": round(box.total_ms, 1),
+                    "encoder_ms": round(box.result.encoder_ms, 1),
+                    "decoder_ms": round(box.result.decoder_ms, 1),
+                    "weights_sha256": weights.get("litemedsam", {}).get("sha256"),
+                }
         clicks.append(entry)
     return {
         "image": v.source,
@@ -109,13 +141,13 @@ def seg_segments(session: Session) -> list[Segment]:
     """The exported masks as DICOM SEG segments: each method's clicked slices, then each 3D object,
     with the method's weights (name, SHA-256) as the algorithm."""
     s = require(session)
-    records = {m: getattr(model, "record", {}) or {} for m, model in s.predictor.models.items()}
+    records = _records(s)
 
     def segment(m: str, label: str, mask: np.ndarray) -> Segment:
         rec = records.get(m, {})
         return Segment(label, mask, rec.get("name", m), rec.get("sha256") or "unknown", COLOURS.get(m))
 
-    out = [segment(m, NAMES.get(m, m), mask_volume(s, m)) for m in METHODS if any(m in r for r in s.results.values())]
+    out = [segment(m, NAMES.get(m, m), mask_volume(s, m)) for m in EXPORTED if slice_masks(s, m)]
     out += [segment(m, f"{NAMES.get(m, m)} 3D object", o.prop.mask3d) for m, o in s.objects3d.items()]
     return out
 
@@ -151,8 +183,8 @@ def export(session: Session | None) -> dict[str, Any]:
     d = s.workdir()
     stem = file_stem(s)
     files = []
-    for m in METHODS:
-        if any(m in res for res in s.results.values()):
+    for m in EXPORTED:
+        if slice_masks(s, m):
             p = d / f"{stem}_{m}_mask.nii.gz"
             write_mask(mask_volume(s, m), s.volume, p)
             files.append(str(p))

@@ -23,7 +23,17 @@ import numpy as np
 from app import memory, render
 from app.drawing import NAMES
 from app.notices import UserNotice, user_errors, warn
-from app.session import WEIGHTS_HELP, Click, ObjectStep, Session, new_session, require, weights_message
+from app.session import (
+    BOX_WEIGHTS_MISSING,
+    WEIGHTS_HELP,
+    BoxAnswer,
+    Click,
+    ObjectStep,
+    Session,
+    new_session,
+    require,
+    weights_message,
+)
 from app.view import (
     best_slice,
     empty_view,
@@ -36,10 +46,13 @@ from app.view import (
     wl_ranges,
 )
 from seqpatch_core.base.errors import InputError, SeqPatchError, first_line
+from seqpatch_core.evaluation.boxes import SEQPATCH_MARGIN_PX
 from seqpatch_core.images.intensity import WINDOW_NAMES, Window, auto_window
 from seqpatch_core.images.io import read_label
 from seqpatch_core.images.orientation import orientation
+from seqpatch_core.inference.boxes import Box, box_around
 from seqpatch_core.inference.predictor import METHODS, Predictor, Result
+from seqpatch_core.method.models.litemedsam import LiteMedSAM
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +74,17 @@ def load(
     opacity: float = 0.3,
     show_rays: bool = False,
     second_pass: bool = True,
+    box_model: LiteMedSAM | None = None,
 ) -> dict[str, Any]:
     """Read an image (and optional label), start a fresh session on it and show its best slice.
 
     threshold, opacity, show_rays, second_pass: the controls' current values, kept by the new session.
+    box_model: LiteMedSAM, shared by every session (None: the page runs without it).
     """
     loaded = old is not None and old.volume is not None
     if not image_path and loaded:
         return {}  # an empty box unloads nothing: the image stays until another one has been read
-    session = new_session(predictor)
+    session = new_session(predictor, box_model)
     session.second_pass = second_pass is not False
     session.threshold = float(threshold) if threshold and 0 < float(threshold) < 1 else 0.5
     session.opacity = float(np.clip(opacity if opacity is not None else 0.3, 0.0, 1.0))
@@ -296,7 +311,8 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
             t0 = time.perf_counter()
             new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
             s.seqpatch_seconds = time.perf_counter() - t0
-    out = {"state": s, "files": None, "progress": ""}
+    # LiteMedSAM follows in its own event (segment_box), once both contours are on the page
+    out = {"state": s, "files": None, "progress": BOX_RUNNING if s.boxes is not None else ""}
     if partial is None:
         s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
         s.z = zi
@@ -317,6 +333,75 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     yield out
 
 
+#: The line under the slice while LiteMedSAM runs after a click.
+BOX_RUNNING = "**LiteMedSAM running…** (its box: the label's when loaded, else SeqPatch's mask plus a margin)"
+
+
+def click_box(session: Session, z: int, res: dict[str, Result]) -> tuple[Box, str]:
+    """The box LiteMedSAM gets for the click on slice ``z`` whose results are ``res``, and its source:
+    the label's tight box on that slice when a label is loaded there (an oracle prompt, "label"), else
+    the box of SeqPatch's mask (the U-net's without SeqPatch) plus
+    :data:`~seqpatch_core.evaluation.boxes.SEQPATCH_MARGIN_PX`: one click -> a box -> the foundation
+    model. Raises InputError when there is no mask to take a box from."""
+    if session.label is not None:
+        box = box_around(session.label[z], z)
+        if box is not None:
+            return box, "label"
+    for m in METHODS:
+        if m in res:
+            box = box_around(res[m].mask, z, SEQPATCH_MARGIN_PX)
+            if box is not None:
+                return box, m
+            raise InputError(f"LiteMedSAM has no box: {NAMES[m]} found no object at the click")
+    raise InputError("LiteMedSAM has no box: no method answered the click")
+
+
+@user_errors
+def segment_box(session: Session | None, box: list[float] | None = None) -> dict[str, Any]:
+    """LiteMedSAM on one box, drawn with its box, contour, table row and likelihood map.
+
+    box: ``(z, y0, x0, y1, x1)`` voxel indices, corners inclusive (an API call; a box with no area or
+    outside the slice is a one-line notice). None: the latest click's box (:func:`click_box`), the
+    follow-up of a click once its view is complete; it answers nothing while a newer click still runs
+    (that click's own follow-up answers), and its answer is dropped when a newer click, an undo or a
+    reset replaced the slice's results meanwhile: the newest click wins.
+    """
+    if box is None and (session is None or session.boxes is None or session.volume is None or not session.clicks):
+        return {"progress": ""} if session is not None and session.boxes is not None else {}
+    s = require(session)
+    if s.boxes is None:
+        raise InputError(BOX_WEIGHTS_MISSING)
+    if s.boxes.volume is not s.volume:  # windowed once per image, as LiteMedSAM's training data were
+        s.boxes.set_volume(s.volume)
+    if box is not None:
+        checked, source = s.boxes.check_box(box), "given"
+        z = checked.z
+    else:
+        z = s.clicks[-1].z
+        if any(m in s.predictor.models and m not in (s.results.get(z) or {}) for m in METHODS):
+            return {}  # the latest click still runs: its own follow-up answers it
+        try:
+            checked, source = click_box(s, z, s.results[z])
+        except InputError as exc:  # said once; the page stays as it is
+            warn(first_line(exc))
+            return {"progress": ""}
+    follows = s.results.get(z)
+    with s.using():
+        result = s.boxes.predict(checked.as_list())
+    if s.results.get(z) is not follows:  # replaced while LiteMedSAM ran: the newer answer wins
+        return {"progress": ""}
+    s.box_answers.append(BoxAnswer(result, source, follows))
+    out: dict[str, Any] = {"state": s, "progress": ""}
+    if s.z == z:  # (the user may have moved to another slice meanwhile: it shows when they come back)
+        view = render_view(s, skip=[*(f"lik_{m}" for m in METHODS), "rays", "coronal"])
+        out.update({k: view[k] for k in BOX_VIEW if k in view})
+    return out
+
+
+#: What LiteMedSAM's answer redraws.
+BOX_VIEW = ("overlay", "lik_litemedsam", "metrics", "status")
+
+
 @user_errors
 def draw_rays(session: Session | None) -> dict[str, Any]:
     """The per-ray pictures of the slice shown (:func:`app.view.ray_views`): drawn after a click's
@@ -332,7 +417,7 @@ def segment(session: Session | None, z: float, y: float, x: float) -> dict[str, 
     out: dict[str, Any] = {}
     for out in segment_steps(session, z, y, x):  # noqa: B007 - the last one is the answer
         pass
-    return {**out, **draw_rays(session)}
+    return {**out, **draw_rays(session), **segment_box(session)}
 
 
 @user_errors
@@ -406,6 +491,7 @@ def reset(session: Session | None) -> dict[str, Any]:
     s.results.clear()
     s.history.clear()
     s.objects3d.clear()
+    s.box_answers.clear()
     s.robustness = None
     out = render_view(s)
     out.update({"state": s, "files": None})

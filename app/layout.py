@@ -14,10 +14,11 @@ from app.binding import bind, bind_steps, clearing
 from app.handlers import WINDOWS
 from app.notices import UserNotice
 from app.panels import EXPLAIN, image, teaching_panels, wire_teaching
-from app.session import SESSION_TTL_S, close_session, weights_message
+from app.session import BOX_WEIGHTS_MISSING, SESSION_TTL_S, close_session, weights_message
 from app.view import click_to_voxel
 from seqpatch_core.base.paths import EXAMPLES_DIR
 from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models.litemedsam import LiteMedSAM
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +91,24 @@ def _example_label(path: str) -> str:
     return words
 
 
-def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = None) -> gr.Blocks:
-    """The demo page for ``predictor``'s models (loaded once, shared by every session).
+def build_demo(
+    predictor: Predictor, examples: Sequence[Sequence[str]] | None = None, box_model: LiteMedSAM | None = None
+) -> gr.Blocks:
+    """The demo page for ``predictor``'s models and LiteMedSAM ``box_model`` (each loaded once, shared
+    by every session; without ``box_model`` the page runs without the third method and says so).
 
     examples: ``[image, label]`` path pairs; default: those found under ``examples/``.
     """
     examples = find_examples() if examples is None else [list(e) for e in examples]
     missing = [m for m in ("seqpatch", "unet") if m not in predictor.models]
+    warnings = ([weights_message(missing)] if missing else []) + ([BOX_WEIGHTS_MISSING] if box_model is None else [])
 
     # delete_cache: uploads and exports older than 2 h are removed from Gradio's cache every hour.
     with gr.Blocks(title="SeqPatch: one-click segmentation", delete_cache=(3600, 7200)) as demo:
         state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=close_session)
         gr.Markdown(HEADER, elem_id="header")
-        if missing:
-            gr.Markdown(f"⚠ **{weights_message(missing)}**", elem_id="weights-warning")
+        if warnings:
+            gr.Markdown("\n\n".join(f"⚠ **{w}**" for w in warnings), elem_id="weights-warning")
         # Three columns, so that on a 1366×768 laptop the slice, both contours, the numbers and both
         # likelihood maps are seen together without scrolling.
         with gr.Row(equal_height=False):
@@ -195,6 +200,8 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                 with gr.Row():
                     lik_seqpatch = image("lik_seqpatch", "lik-seqpatch", "SeqPatch likelihood", height=260)
                     lik_unet = image("lik_unet", "lik-unet", "U-net likelihood", height=260)
+                    # a third in the same row: narrower, no taller, so nothing moves below the fold
+                    lik_litemedsam = image("lik_litemedsam", "lik-litemedsam", "LiteMedSAM likelihood", height=260)
                 with gr.Row():
                     # the two planes across the slices, named in their captions (for an axial
                     # acquisition coronal and sagittal); the yellow line is the slice shown
@@ -228,6 +235,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
                 "overlay": overlay,
                 "lik_seqpatch": lik_seqpatch,
                 "lik_unet": lik_unet,
+                "lik_litemedsam": lik_litemedsam,
                 "rays": rays_img,
                 "ray_detail": ray_detail,
                 "metrics": metrics,
@@ -254,7 +262,7 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         def load(session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass):
             """Load an image (and optional label) into a fresh session."""
             return handlers.load(
-                predictor, session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass
+                predictor, session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass, box_model
             )
 
         def on_select(session, z, evt: gr.SelectData):
@@ -307,23 +315,38 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
         # their own, so both contours reach the page first.
         rays_names = ("rays", "ray_detail")
         draw_rays = {"fn": bind(handlers.draw_rays, rays_names), "inputs": [state], **quiet}
-        overlay.select(
+        # LiteMedSAM follows a click in an event of its own, beside the per-ray pictures, once both
+        # contours are on the page; its answer is dropped when a newer click replaced the slice's
+        # (handlers.segment_box), so it never holds up or overrides a newer click.
+        box_names = ("state", *handlers.BOX_VIEW, "progress")
+        follow_box = {
+            "fn": bind(follow_click, box_names),
+            "inputs": [state],
+            "outputs": [comps[n] for n in box_names],
+            "trigger_mode": "multiple",
+            **quiet,
+        }
+        clicked = overlay.select(
             bind_steps(on_select, with_stale),
             [state, slice_slider],
             stale_outputs,
             api_visibility="private",
             trigger_mode="multiple",
             show_progress_on=[progress],
-        ).then(outputs=[comps[n] for n in rays_names], **draw_rays)
+        )
+        clicked.then(outputs=[comps[n] for n in rays_names], **draw_rays)
+        clicked.then(**follow_box)
         # A generator too: gradio_client's predict(..., api_name="/segment") returns its last view.
-        point_btn.click(
+        pointed = point_btn.click(
             bind_steps(segment, with_stale),
             [state, pz, py, px],
             stale_outputs,
             api_name="segment",
             trigger_mode="multiple",
             show_progress_on=[progress],
-        ).then(outputs=[comps[n] for n in rays_names], **draw_rays)
+        )
+        pointed.then(outputs=[comps[n] for n in rays_names], **draw_rays)
+        pointed.then(**follow_box)
         undo_btn.click(
             bind(clearing(handlers.undo), with_stale), [state], stale_outputs, api_name="undo"
         )
@@ -335,6 +358,11 @@ def build_demo(predictor: Predictor, examples: Sequence[Sequence[str]] | None = 
 
     demo.queue(default_concurrency_limit=2)
     return demo
+
+
+def follow_click(session):
+    """LiteMedSAM on the latest click's box: :func:`handlers.segment_box`."""
+    return handlers.segment_box(session)
 
 
 def clear_image(session):

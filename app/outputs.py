@@ -61,6 +61,7 @@ TABLE: tuple[Output, ...] = (
     Output("overlay", "main", _picture("Load an image, then click on the object", SLICE_PX)),
     Output("lik_seqpatch", "main", _picture("SeqPatch likelihood")),
     Output("lik_unet", "main", _picture("U-net likelihood")),
+    Output("lik_litemedsam", "main", _picture("LiteMedSAM likelihood")),
     Output("rays", "main", _picture("Per-ray view")),
     Output("ray_detail", "main", _picture("One ray, large")),
     Output("metrics", "main", _no_text),

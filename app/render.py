@@ -322,9 +322,13 @@ def render_overlay(
     caption: str | None = None,
     letters: Sequence[str] | None = None,
     inset: bool = False,
+    prompt_box: tuple[Sequence[float], str] | None = None,
 ) -> np.ndarray:
     """The slice with filled, outlined masks, the click marker (under the outlines), optional rays, a
     legend and, with ``inset``, a magnified inset around a small answer (:func:`inset_boxes`).
+
+    prompt_box: ((y0, x0, y1, x1) slice px of the picture as shown, corners inclusive, the text that
+    names it): LiteMedSAM's box, framed in its colour and named above its top-left corner.
 
     base_rgb: the enlarged slice (:func:`grey_rgb`); masks are (y, x) on the slice grid.
     ray_centres: (n_rays, K, 2) patch centres (y, x) in slice px; fov_corners: (4, 2) U-net field of view.
@@ -367,6 +371,13 @@ def render_overlay(
             d = d / (np.linalg.norm(d) + 1e-9)
             ty, tx = end + d * 10 * scale
             labels.append(((tx - 5 * scale, ty - 7 * scale), str(i), col))
+    if prompt_box is not None:
+        (y0, x0, y1, x1), text = prompt_box
+        # the frame goes round the corner pixels, which the box includes
+        frame = [x0 * factor - 1, y0 * factor - 1, (x1 + 1) * factor, (y1 + 1) * factor]
+        draw.rectangle(frame, outline=(*COLOURS["litemedsam"], 255), width=2)
+        size = int(11 * scale)
+        labels.append(((frame[0], max(0, frame[1] - size - 4)), text, COLOURS["litemedsam"]))
     img = Image.alpha_composite(img, layer).convert("RGB")
     if lay["marker"] is not None:  # under the outlines: the marker never hides a small answer
         _marker(ImageDraw.Draw(img), lay["marker"], lay["marker_r"])

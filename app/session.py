@@ -19,13 +19,15 @@ import numpy as np
 from app import memory, render, zerogpu
 from app.drawing import NAMES
 from app.evidence import no_object_reason
-from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.errors import InputError, WeightsError, first_line
 from seqpatch_core.base.lru import LRU
 from seqpatch_core.evaluation.robustness import RobustnessMap
 from seqpatch_core.images.intensity import Window, apply_window, auto_window, resolve_window
 from seqpatch_core.images.volume import Volume
+from seqpatch_core.inference.boxes import BoxPredictor, BoxResult
 from seqpatch_core.inference.predictor import Predictor, Result
 from seqpatch_core.inference.propagate import Propagation
+from seqpatch_core.method.models.litemedsam import LITEMEDSAM_WEIGHTS, LiteMedSAM, load_litemedsam
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,23 @@ def weights_message(missing: list[str]) -> str:
     return f"{names} weights are not loaded: " + WEIGHTS_HELP.format(m=missing[0])
 
 
+#: Said once on the page when LiteMedSAM's weights are missing: the page runs without it.
+BOX_WEIGHTS_MISSING = (
+    f"LiteMedSAM is not loaded (no {LITEMEDSAM_WEIGHTS.name}): the page runs with SeqPatch and the "
+    "U-net only; see weights/README.md"
+)
+
+
+def load_box_model(path: str | Path | None = None) -> LiteMedSAM | None:
+    """LiteMedSAM from ``path`` (default: the shipped weights), once per process and shared by every
+    session; None (logged) when the file is missing or refused: the page then runs without it."""
+    try:
+        return load_litemedsam(path)
+    except WeightsError as exc:
+        log.warning("LiteMedSAM not loaded: %s", first_line(exc))
+        return None
+
+
 # ----------------------------------------------------------------------------- session
 
 
@@ -55,6 +74,32 @@ class Click:
     methods: list[str]
     replaced: dict[str, Result] | None
     time: float = field(default_factory=time.time)
+
+
+@dataclass
+class BoxAnswer:
+    """LiteMedSAM's answer on one slice, from the box of a click's result.
+
+    result: the box (voxel indices, corners inclusive), the (H, W) bool mask (LiteMedSAM's own 0.5 on
+    its sigmoid: the threshold slider does not apply) and the (H, W) float32 probability, in the file's
+    voxel order; source: where the box came from, "seqpatch" or "unet" (that method's mask plus
+    :data:`~seqpatch_core.evaluation.boxes.SEQPATCH_MARGIN_PX`), "label" (the label's tight box on
+    the slice: an oracle prompt) or "given" (a box given as numbers); follows: the slice's results it
+    was prompted from, by identity: the answer is shown only while they are the slice's (a newer
+    click, an undo or a reset hides it; an undo back to them shows it again).
+    """
+
+    result: BoxResult
+    source: str
+    follows: dict[str, Result] | None
+
+    @property
+    def oracle(self) -> bool:
+        return self.source == "label"
+
+    @property
+    def total_ms(self) -> float:
+        return self.result.encoder_ms + self.result.decoder_ms
 
 
 @dataclass
@@ -82,6 +127,8 @@ class Session:
     """Everything one browser session holds (kept in ``gr.State``, never module-level)."""
 
     predictor: Predictor
+    #: LiteMedSAM for this session (its per-slice encoder cache is this session's), or None without weights.
+    boxes: BoxPredictor | None = None
     volume: Volume | None = None
     label: np.ndarray | None = None
     image_path: str | None = None
@@ -106,6 +153,8 @@ class Session:
     notes: list[str] = field(default_factory=list)
     objects3d: dict[str, Object3D] = field(default_factory=dict)
     robustness: RobustnessMap | None = None
+    #: LiteMedSAM's answers, oldest first (:meth:`box_answer` picks the one shown on a slice).
+    box_answers: list[BoxAnswer] = field(default_factory=list)
     #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
     seqpatch_seconds: float | None = None
     tmpdir: str | None = None
@@ -153,6 +202,15 @@ class Session:
         """Why ``result`` found no object at its click (its mask is empty), or None."""
         known = self._verdicts.get(id(result))
         return known[2] if known is not None and known[0]() is result else None
+
+    def box_answer(self, z: int) -> BoxAnswer | None:
+        """LiteMedSAM's answer shown on slice ``z``: the latest that follows the slice's results as they
+        are now (so undo brings an older click's answer back with its results), or None."""
+        now = self.results.get(z)
+        for a in reversed(self.box_answers):
+            if a.result.box.z == z and a.follows is now:
+                return a
+        return None
 
     def readouts(self, result: Result, ray: int) -> dict[str, np.ndarray]:
         """The fused, forward-only and backward-only likelihoods of one ray of ``result`` (each
@@ -219,7 +277,7 @@ class Session:
 
     def memory_bytes(self) -> int:
         """The bytes of this session's arrays (a shared read-only example image not counted)."""
-        own = [self.label, self.results, self.history, self.objects3d]
+        own = [self.label, self.results, self.history, self.objects3d, self.box_answers]
         own += [self._slices.values(), self._readouts.values(), self.predictor.slice_cache.values()]
         vol = 0
         if self.volume is not None and not memory.is_shared(self.volume.array):
@@ -249,7 +307,10 @@ class Session:
         self.history.clear()
         self.objects3d.clear()
         self.robustness = None
+        self.box_answers.clear()
         self.predictor.set_volume(None)
+        if self.boxes is not None:  # a fresh one holds no windowed volume and no slice embeddings
+            self.boxes = BoxPredictor(self.boxes.model, self.boxes.device)
 
     def close(self) -> None:
         """Frees the session's files and arrays (called when Gradio drops an expired session)."""
@@ -261,9 +322,11 @@ class Session:
         memory.POOL.forget(self)
 
 
-def new_session(predictor: Predictor) -> Session:
-    """A session with its own predictor that shares ``predictor``'s models."""
-    return Session(predictor=predictor.session())
+def new_session(predictor: Predictor, box_model: LiteMedSAM | None = None) -> Session:
+    """A session with its own predictor that shares ``predictor``'s models, and its own LiteMedSAM
+    predictor (its own slice embeddings) around the shared ``box_model`` when there is one."""
+    boxes = BoxPredictor(box_model, predictor.device) if box_model is not None else None
+    return Session(predictor=predictor.session(), boxes=boxes)
 
 
 def close_session(session: Session | None) -> None:

@@ -18,8 +18,9 @@ import numpy as np
 from app import outputs, render
 from app.drawing import NAMES
 from app.render_rays import render_ray_detail, render_ray_grid
-from app.session import Session, require
+from app.session import BoxAnswer, Session, require
 from seqpatch_core.base.metrics import evaluate_masks
+from seqpatch_core.evaluation.boxes import SEQPATCH_MARGIN_PX
 from seqpatch_core.images.intensity import apply_window
 from seqpatch_core.images.orientation import orientation
 from seqpatch_core.images.volume import Volume
@@ -58,9 +59,10 @@ def best_slice(volume: Volume, label: np.ndarray | None) -> int:
 def metrics_table(session: Session, z: int) -> str:
     """Markdown: the numbers of every result on slice ``z`` (or what to do when there is none)."""
     res = session.results.get(z) or {}
+    box = session.box_answer(z)
     device = session.predictor.device
     dev = f"device: **{device}**"
-    if not res:
+    if not res and box is None:
         lines = [f"_Click on the object in the slice to segment it._  {dev}"]
         if session.label is not None:
             area = int(session.label[z].sum())
@@ -72,9 +74,13 @@ def metrics_table(session: Session, z: int) -> str:
     rows = ["| method | Dice | HD95 | CD x | CD y | area | time |", "|---|---:|---:|---:|---:|---:|---:|"]
     for m in METHODS:
         if m in res:
-            v = metric_values(session, res[m], ref)
+            v = metric_values(session, res[m].mask, ref, res[m].timings.get("total_ms", float("nan")))
             cells = (v["Dice"], v["HD95"], v["CD x"], v["CD y"], v["area"], v["latency"])
             rows.append(f"| {NAMES[m]} | " + " | ".join(cells) + " |")
+    if box is not None:
+        v = metric_values(session, box.result.mask, ref, box.total_ms)
+        cells = (v["Dice"], v["HD95"], v["CD x"], v["CD y"], v["area"], v["latency"])
+        rows.append(f"| {box_name(box)} | " + " | ".join(cells) + " |")
     note = "" if ref is not None else "\n\n_Load a label to see Dice, CD and HD95._"
     found = "".join(f"\n\n{line}" for line in no_object_lines(session, res))
     return (
@@ -119,12 +125,29 @@ def metric_cells(pred: np.ndarray, ref: np.ndarray | None, spacing: tuple[float,
     return out
 
 
-def metric_values(session: Session, r: Result, ref: np.ndarray | None) -> dict[str, str]:
-    """One result's numbers, formatted: Dice, CD x, CD y, HD95 (– without a label), area and latency."""
+def box_name(answer: BoxAnswer) -> str:
+    """LiteMedSAM's name in the table and the legend, with where its box came from."""
+    if answer.oracle:
+        return "LiteMedSAM (oracle: label box)"
+    return f"LiteMedSAM ({NAMES.get(answer.source, answer.source)} box)"
+
+
+def box_label(answer: BoxAnswer) -> str:
+    """The text beside LiteMedSAM's box on the slice: whose box it is and where it came from."""
+    if answer.oracle:
+        return "LiteMedSAM's box: the label's (oracle)"
+    if answer.source in NAMES:
+        return f"LiteMedSAM's box: {NAMES[answer.source]} + {SEQPATCH_MARGIN_PX} px"
+    return f"LiteMedSAM's box: {answer.source}"
+
+
+def metric_values(session: Session, mask: np.ndarray, ref: np.ndarray | None, latency_ms: float) -> dict[str, str]:
+    """One (y, x) bool mask's numbers, formatted: Dice, CD x, CD y, HD95 (– without a label), area and
+    its method's latency (ms)."""
     sy, sx = session.volume.spacing[1:]
-    area = float(r.mask.sum()) * sy * sx
-    lat = r.timings.get("total_ms", float("nan"))
-    cells = metric_cells(r.mask, ref, (sy, sx))
+    area = float(mask.sum()) * sy * sx
+    lat = latency_ms
+    cells = metric_cells(mask, ref, (sy, sx))
     out = {k: cells[k] for k in ("Dice", "CD x", "CD y", "HD95")}
     out["area"] = f"{area:.1f}"
     out["latency"] = f"{lat:.0f}"
@@ -149,7 +172,7 @@ def partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
     lines = []
     for m in METHODS:
         if m in res:
-            v = metric_values(session, res[m], ref)
+            v = metric_values(session, res[m].mask, ref, res[m].timings.get("total_ms", float("nan")))
             lines.append(
                 f"**{NAMES[m]}**: Dice {v['Dice']} · CD x {v['CD x']} mm · CD y {v['CD y']} mm · "
                 f"HD95 {v['HD95']} mm · area {v['area']} mm² · {v['latency']} ms"
@@ -328,6 +351,9 @@ def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
     win = shown(s.windowed(z))
     res = s.results.get(z) or {}
     contours = [render.Contour(m, shown(res[m].mask)) for m in METHODS if m in res and res[m].mask.any()]
+    box = s.box_answer(z)
+    if box is not None and box.result.mask.any():
+        contours.append(render.Contour("litemedsam", shown(box.result.mask), label=box_name(box)))
     contours += [  # the whole objects followed in 3D, on every slice they reach
         render.Contour(m, shown(o.prop.mask3d[z]), fill=False, dotted=True, label=f"{NAMES[m]} 3D")
         for m, o in s.objects3d.items()
@@ -354,6 +380,7 @@ def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
         caption=caption,
         letters=disp.letters,
         inset=True,  # a small answer magnified beside the click
+        prompt_box=None if box is None else (_shown_box(box, at), box_label(box)),
     )
     out: dict[str, Any] = {"overlay": overlay}
     for m in METHODS:
@@ -375,6 +402,22 @@ def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
                 width=LIKELIHOOD_PX,  # about as shown: the colour bar's numbers stay readable
                 text_px=LIKELIHOOD_TEXT_PX,
             )
+    if "lik_litemedsam" not in skip:
+        if box is None:
+            why = "weights not loaded" if s.boxes is None else "follows a click"
+            out["lik_litemedsam"] = render.placeholder(f"LiteMedSAM likelihood\n({why})")
+        else:
+            prob = shown(box.result.prob)
+            out["lik_litemedsam"] = render.render_likelihood(
+                win,
+                prob,
+                np.ones_like(prob),  # LiteMedSAM reads the whole slice: no part is unseen
+                f,
+                key="litemedsam",
+                mask=shown(box.result.mask),
+                width=LIKELIHOOD_PX,
+                text_px=LIKELIHOOD_TEXT_PX,
+            )
     if "rays" not in skip:
         out.update(ray_views(s))
     out["metrics"] = metrics_table(s, z)
@@ -385,6 +428,15 @@ def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
     if "coronal" not in skip:  # (and "sagittal": the two planes are drawn together)
         out.update(render_planes(s))
     return out
+
+
+def _shown_box(answer: BoxAnswer, at) -> tuple[float, float, float, float]:
+    """The answer's box as (y0, x0, y1, x1) px of the slice as shown (``at``: voxel (y, x) points to
+    shown ones), corners inclusive: the display may flip or turn the slice, so both corners are mapped."""
+    b = answer.result.box
+    corners = at(np.array([[b.y0, b.x0], [b.y1, b.x1]], dtype=np.float64))
+    (y0, x0), (y1, x1) = corners.min(axis=0), corners.max(axis=0)
+    return float(y0), float(x0), float(y1), float(x1)
 
 
 def ray_views(session: Session) -> dict[str, np.ndarray]:
