@@ -371,8 +371,9 @@ def segment_box(session: Session | None, box: list[float] | None = None) -> dict
     s = require(session)
     if s.boxes is None:
         raise InputError(BOX_WEIGHTS_MISSING)
-    if s.boxes.volume is not s.volume:  # windowed once per image, as LiteMedSAM's training data were
-        s.boxes.set_volume(s.volume)
+    with s.using():  # windowed once per image, as LiteMedSAM's training data were
+        if s.boxes.volume is not s.volume:
+            s.boxes.set_volume(s.volume)
     if box is not None:
         checked, source = s.boxes.check_box(box), "given"
         z = checked.z
@@ -380,6 +381,8 @@ def segment_box(session: Session | None, box: list[float] | None = None) -> dict
         z = s.clicks[-1].z
         if any(m in s.predictor.models and m not in (s.results.get(z) or {}) for m in METHODS):
             return {}  # the latest click still runs: its own follow-up answers it
+        if s.box_answer(z) is not None:  # answered already (by an older click's follow-up, run late)
+            return {"progress": ""}
         try:
             checked, source = click_box(s, z, s.results[z])
         except InputError as exc:  # said once; the page stays as it is

@@ -200,8 +200,9 @@ def build_demo(
                 with gr.Row():
                     lik_seqpatch = image("lik_seqpatch", "lik-seqpatch", "SeqPatch likelihood", height=260)
                     lik_unet = image("lik_unet", "lik-unet", "U-net likelihood", height=260)
-                    # a third in the same row: narrower, no taller, so nothing moves below the fold
-                    lik_litemedsam = image("lik_litemedsam", "lik-litemedsam", "LiteMedSAM likelihood", height=260)
+                # a row of its own, under the two: a third beside them would shrink the colour bars'
+                # numbers under 11 px on a laptop; below, it moves nothing above it
+                lik_litemedsam = image("lik_litemedsam", "lik-litemedsam", "LiteMedSAM likelihood", height=260)
                 with gr.Row():
                     # the two planes across the slices, named in their captions (for an axial
                     # acquisition coronal and sagittal); the yellow line is the slice shown

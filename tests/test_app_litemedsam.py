@@ -102,6 +102,8 @@ def test_a_newer_click_wins_over_litemedsams_answer_to_an_older_one(predictor, b
     handlers.segment_box(s)  # the newer click's own follow-up
     assert s.box_answer(1).follows is s.results[1]
     assert s.box_answer(2).follows is s.results[2]  # the first click's answer stays on its slice
+    n = len(s.box_answers)
+    assert handlers.segment_box(s) == {"progress": ""} and len(s.box_answers) == n  # answered once
 
 
 def test_undo_brings_back_the_older_answer_and_reset_forgets_them(predictor, box_model, volume_files):  # noqa: F811

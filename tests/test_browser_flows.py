@@ -51,7 +51,9 @@ def server(tmp_path_factory):
         return inner(x)
 
     net.forward = slowed  # an instance attribute: nn.Module.__call__ takes it
-    demo = build_demo(predictor, examples=examples)
+    from app.session import load_box_model
+
+    demo = build_demo(predictor, examples=examples, box_model=load_box_model())  # as app.py builds it
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS)
     yield f"http://127.0.0.1:{port}/", examples
