@@ -24,7 +24,7 @@ def synth():
 @pytest.mark.parametrize("spacing", [0.6, 1.1])
 def test_slices_hold_one_filled_object_with_its_click_inside(synth, spacing, one_thread):
     out = synth.slices(12, spacing, seed=3)
-    img, lab, click = out["images"], out["labels"], out["clicks"]
+    img, lab, click = out.images, out.labels, out.clicks
     assert img.shape == lab.shape == (12, SLICE_SIZE, SLICE_SIZE) and img.dtype == torch.float32
     assert lab.dtype == torch.bool and click.shape == (12, 2)
     assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0
@@ -45,7 +45,7 @@ def test_the_object_differs_from_its_surroundings(synth, one_thread):
     """Contrast: on most slices the object's mean differs from a ring just outside it by > 0.01."""
     out = synth.slices(24, 1.0, seed=5)
     differ = 0
-    for img, lab in zip(out["images"].numpy(), out["labels"].numpy(), strict=True):
+    for img, lab in zip(out.images.numpy(), out.labels.numpy(), strict=True):
         ring = ndi.binary_dilation(lab, iterations=4) & ~ndi.binary_dilation(lab, iterations=1)
         differ += abs(img[lab].mean() - img[ring].mean()) > 0.01
     assert differ >= 18
@@ -53,15 +53,15 @@ def test_the_object_differs_from_its_surroundings(synth, one_thread):
 
 def test_a_seed_gives_the_same_batch_and_another_seed_another(synth, one_thread):
     a, b, c = synth.batch(4, 0.8, seed=9), synth.batch(4, 0.8, seed=9), synth.batch(4, 0.8, seed=10)
-    assert all(torch.equal(a[k], b[k]) for k in ("images", "labels", "clicks"))
-    assert not torch.equal(a["images"], c["images"])
+    assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("images", "labels", "clicks"))
+    assert not torch.equal(a.images, c.images)
 
 
 def test_augmented_batch_keeps_the_click_on_the_object_after_jitter_and_flip(synth, one_thread):
     out = synth.batch(16, 0.7, seed=1)
-    assert out["clicks"].dtype == torch.float64 and out["clicks"].device.type == "cpu"
-    assert out["labels"].dtype == torch.float32
-    for lab, (y, x) in zip(out["labels"], out["clicks"].tolist(), strict=True):
+    assert out.clicks.dtype == torch.float64 and out.clicks.device.type == "cpu"
+    assert out.labels.dtype == torch.float32
+    for lab, (y, x) in zip(out.labels, out.clicks.tolist(), strict=True):
         assert lab[int(round(y)), int(round(x))] == 1
 
 
@@ -73,7 +73,7 @@ def test_background_bank_slices_are_used(tmp_path, one_thread):
     assert len(bank) > 0
     gen = DeviceSynth("cpu", 96, bank)
     out = gen.slices(8, 1.0, seed=2)
-    assert out["images"].shape == (8, 96, 96) and bool(out["labels"].flatten(1).any(1).all())
+    assert out.images.shape == (8, 96, 96) and bool(out.labels.flatten(1).any(1).all())
 
 
 @pytest.mark.parametrize("arch", ["seqpatch", "unet"])
@@ -125,8 +125,8 @@ def test_all_sizes_on_the_device_follows_the_numpy_generator(spacing, one_thread
     90th percentile) are those of synth.make_slice's within a third, and its moved clicks stay inside."""
     dev = DeviceSynth("cpu", SLICE_SIZE, recipe=ALL_SIZES)
     out = dev.batch(24, spacing, seed=7)
-    lab = out["labels"].numpy() > 0
-    for m, (y, x) in zip(lab, out["clicks"].tolist(), strict=True):
+    lab = out.labels.numpy() > 0
+    for m, (y, x) in zip(lab, out.clicks.tolist(), strict=True):
         assert m[int(round(y)), int(round(x))]
     r_torch = np.sqrt(lab.reshape(24, -1).sum(1) / np.pi)
     rng = np.random.default_rng(7)

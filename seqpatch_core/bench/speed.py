@@ -172,7 +172,7 @@ def generator_benchmark(device: torch.device, bank_path: str | None = None, n: i
     def torch_slices(gen):
         def make(i: int) -> tuple:
             b = gen.batch(n, 1.0, i)
-            return b["images"], b["labels"]
+            return b.images, b.labels
 
         return make
 

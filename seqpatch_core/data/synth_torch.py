@@ -28,6 +28,7 @@ the streams differ from ``synth``'s and between devices.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from seqpatch_core.data.recipe import LESIONS, Recipe
 
-__all__ = ["DeviceSynth"]
+__all__ = ["DeviceSlices", "DeviceSynth"]
 
 # Loop bounds of the shape and phantom primitives (shapes.py's and phantoms.py's counts), not recipe knobs.
 _MAX_SPIKES, _MAX_LOBES, _MAX_VESSELS, _MAX_ORGANS = 15, 4, 21, 6
@@ -44,6 +45,25 @@ _MAX_SPIKES, _MAX_LOBES, _MAX_VESSELS, _MAX_ORGANS = 15, 4, 21, 6
 def _c(t: torch.Tensor) -> torch.Tensor:
     """(n,) -> (n, 1, 1), to broadcast a per-slice value over (n, H, W)."""
     return t[:, None, None]
+
+
+@dataclass
+class DeviceSlices:
+    """A batch of generated slices.
+
+    Attributes:
+        images: (n, H, W) float32 in [0, 1], on the generator's device.
+        labels: (n, H, W), 1 on the target object (bool from :meth:`DeviceSynth.slices`, float32 from
+            :meth:`DeviceSynth.batch`), on the device.
+        clicks: (n, 2) (y, x) pixels: float32 on the device from ``slices`` (the target's mass centre),
+            float64 on the CPU from ``batch`` (the ray geometry's side).
+        lung: (n,) bool, the slices drawn on a lung-like background (``slices`` only).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    clicks: torch.Tensor
+    lung: torch.Tensor | None = None
 
 
 class DeviceSynth:
@@ -313,11 +333,11 @@ class DeviceSynth:
         return torch.stack([torch.where(hit, cy, ny), torch.where(hit, cx, nx)], 1)
 
     # ---------------------------------------------------------------- one batch
-    def slices(self, n: int, spacing_mm: float, seed: int) -> dict:
+    def slices(self, n: int, spacing_mm: float, seed: int) -> DeviceSlices:
         """``n`` synthetic slices at ``spacing_mm``: ``synth.make_slice`` in a batch.
 
-        Returns images (n, H, W) float32 in [0, 1], labels (n, H, W) bool, clicks (n, 2) float32
-        (y, x) (the target's mass centre), all on the device, and ``lung`` (n,) bool.
+        Returns images, bool labels, float32 clicks at the target's mass centre, all on the device,
+        and ``lung`` (:class:`DeviceSlices`).
         """
         self.g.manual_seed(int(seed))
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 17]))
@@ -376,7 +396,7 @@ class DeviceSynth:
                 + _c(cf[:, 4]) * tx * tx)  # fmt: skip
         bias = bias * _c(self._u(n, 0, rc.bias_max) / bias.abs().flatten(1).amax(1).clamp_min(1e-6))
         img = (img * (1 + bias)).clamp(0, 1)
-        return {"images": img, "labels": label, "clicks": click, "lung": lung}
+        return DeviceSlices(img, label, click, lung)
 
     def _leak_organ(self, img, label, cy, cx, value, delta) -> torch.Tensor:
         """``recipe.leak_p``: a large region of the target's intensity touching it (half-plane or big disc)."""
@@ -471,16 +491,15 @@ class DeviceSynth:
         by, bx = self._boundary(label, cy, cx, ang)
         return torch.sqrt((by - cy) ** 2 + (bx - cx) ** 2)
 
-    def batch(self, n: int, spacing_mm: float, seed: int) -> dict:
+    def batch(self, n: int, spacing_mm: float, seed: int) -> DeviceSlices:
         """A training batch: :meth:`slices` with ``make_batch``'s augmentation.
 
         With ``recipe.click_move_p`` a click moves by the recipe's rule (staying inside the label),
-        half the slices flip left-right, then gamma and contrast/brightness jitter. Returns images,
-        labels (n, H, W) float32 on the device and clicks (n, 2) float64 on the CPU (the ray
-        geometry's side).
+        half the slices flip left-right, then gamma and contrast/brightness jitter. Returns images and
+        float32 labels on the device, float64 clicks on the CPU (:class:`DeviceSlices`, no ``lung``).
         """
         out = self.slices(n, spacing_mm, seed)
-        img, label, click = out["images"], out["labels"], out["clicks"]
+        img, label, click = out.images, out.labels, out.clicks
         s = self.size
         # 10 candidate moves per slice, the first that lands inside the label
         y, x = self._move_clicks(label, click)
@@ -501,4 +520,4 @@ class DeviceSynth:
         scale = torch.where(contrast, self._u(n, 0.8, 1.25), 1.0)
         shift = torch.where(contrast, self._u(n, -0.08, 0.08), 0.0)
         img = ((img - 0.5) * _c(scale) + 0.5 + _c(shift)).clamp(0, 1)
-        return {"images": img.float(), "labels": label.float(), "clicks": click.double().cpu()}
+        return DeviceSlices(img.float(), label.float(), click.double().cpu())

@@ -281,7 +281,7 @@ class DeviceStream:
         if n_synth:
             state = np.random.SeedSequence([self.seed, DEVICE_STREAM, step, self.first_slice]).generate_state(1)
             b = self.synth.batch(n_synth, spacing, int(state[0]))
-            images.append(b["images"]), labels.append(b["labels"]), clicks.append(b["clicks"])
+            images.append(b.images), labels.append(b.labels), clicks.append(b.clicks)
         if real:
             images.append(torch.from_numpy(np.stack([r[0] for r in real])).to(self.device))
             labels.append(torch.from_numpy(np.stack([r[1] for r in real])).to(self.device))
