@@ -101,7 +101,8 @@ class Page:
         """(left, top, scale, off_x, off_y) of the slice picture (object-fit: contain)."""
         img = self.page.locator("#overlay img")
         self.page.wait_for_function(
-            "() => { const i = document.querySelector('#overlay img'); return i && i.complete && i.naturalWidth > 0; }",
+            "() => { const i = document.querySelector('#overlay img');"
+            " return i && i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0; }",
             timeout=30_000,
         )
         left, top, w, h, nw, nh = img.evaluate(

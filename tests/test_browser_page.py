@@ -397,6 +397,8 @@ def test_click_to_both_contours_time(page, server):
     is otherwise idle (a load average above one per core measures the neighbours, not the page)."""
     import os
 
+    from playwright.sync_api import expect
+
     from app.drawing import COLOURS
 
     image, _, (z, y, x), f, _ = _case(server[1])
@@ -405,6 +407,10 @@ def test_click_to_both_contours_time(page, server):
     times = []
     offsets = ((0, 0), (3, 0), (0, 3), (-3, 0), (0, -3), (2, 2), (-2, -2), (2, -2))  # each a new picture
     for i, (dy, dx) in enumerate(offsets):
+        # the previous click's follow-up (LiteMedSAM, the per-ray pictures) redraws its own contours:
+        # wait for it, so that the pictures counted are this click's
+        expect(page.page.locator("#progress")).not_to_contain_text("running", timeout=120_000)
+        page.page.wait_for_timeout(300)
         page.page.evaluate("window.__views = []")
         yx = page.click_slice(y + dy, x + dx, f)
         page.wait_done(z, yx)
