@@ -443,7 +443,8 @@ def set_threshold(session: Session | None, threshold: float) -> dict[str, Any]:
 
 @user_errors
 def set_second_pass(session: Session | None, on: bool) -> dict[str, Any]:
-    """Turn this session's second pass for large objects (each network's calibrated rule) on or off.
+    """Turn this session's scale rule (large objects climb the pyramid of grids; each network's
+    calibrated rule) on or off.
 
     It applies to the next clicks; the results shown stay as they were computed (the status line says
     which grid each used), so a click before and after the change compares the two.

@@ -163,8 +163,8 @@ def build_demo(
                 )
                 second_pass = gr.Checkbox(
                     True,
-                    label="Second pass at 1.0 mm for large objects on finer (MR) grids",
-                    info="each network's calibrated rule; applies to the next clicks (the status says which grid)",
+                    label="Coarser grids for large objects (the scale rule: 1, 2, 4, 8 mm)",
+                    info="each network's calibrated rule; applies to the next clicks (the status says which grids)",
                     elem_id="second-pass",
                 )
                 with gr.Accordion("Segment at a voxel (z, y, x)", open=False):
