@@ -12,25 +12,17 @@ import re
 import pytest
 import test_browser_flows as flows
 from test_browser import CHROMIUM
-from test_browser_flows import VIEWPORT, Page, _case
+from test_browser_flows import VIEWPORT, _case
 from test_browser_page import colour_pixels, picture
 
-server, browser, shots = flows.server, flows.browser, flows.shots  # the module's fixtures: one server here too
+# the flow tests' fixtures: one server and one Chromium per module, a page per test
+server, browser, shots, page = flows.server, flows.browser, flows.shots, flows.page
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
 ]
-
-
-@pytest.fixture()
-def page(server, browser):
-    url, _ = server
-    p = Page(browser, url)
-    yield p
-    assert not p.errors, p.errors
-    p.close()
 
 
 def test_three_contours_and_three_rows_above_the_fold(page, server, shots):

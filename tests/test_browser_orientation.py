@@ -20,6 +20,8 @@ from test_browser import CHROMIUM
 from test_browser_flows import Page
 from test_browser_page import picture
 
+from seqpatch_core.base.paths import SHARED_DATA_DIR
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
@@ -32,7 +34,7 @@ server = flows.server
 browser = flows.browser
 page = flows.page
 
-REAL_BRAIN = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "real" / "brain1_image.nrrd"
+REAL_BRAIN = SHARED_DATA_DIR / "real" / "brain1_image.nrrd"
 
 
 def _load_file(page: Page, path: Path) -> None:
