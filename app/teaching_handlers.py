@@ -116,7 +116,7 @@ def robustness(
             coarsen=s.second_pass,
         )
     s.robustness = result
-    fig = robustness_figure(result, NAMES)
+    fig = robustness_figure(result, NAMES, orientation(s.volume.direction).slices.to_display)  # as the slice is shown
     if result.reference == "label":
         ref = f"**Scored against the label** on slice {z} (the ground truth): accuracy as the click moves."
     else:

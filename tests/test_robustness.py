@@ -166,3 +166,28 @@ def test_the_map_names_the_grid_of_every_click():
     res = click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=3.0, methods=("unet",), label_slice=label[6])
     assert res.grids_mm["unet"][1][1] == 2.0 and res.dice["unet"][1][1] > 0.85
     assert "grids 2 mm" in robustness_table(res)
+
+
+@pytest.mark.parametrize(
+    ("direction", "turned"),
+    [
+        ((1, 0, 0, 0, 1, 0, 0, 0, 1), lambda g: g),  # LPS: shown as stored
+        ((-1, 0, 0, 0, -1, 0, 0, 0, 1), lambda g: g[::-1, ::-1]),  # RAS: both in-plane axes reversed
+        ((1, 0, 0, 0, -1, 0, 0, 0, 1), lambda g: g[::-1, :]),  # LAS: rows reversed (anterior up)
+    ],
+)
+def test_the_heat_map_is_turned_as_the_slice_is_shown(direction, turned):
+    """With the slice's display, cell (row, column) of the heat map is the click moved that way on
+    screen: the voxel-order grid turned exactly as the picture is."""
+    from seqpatch_core.images.orientation import orientation
+
+    grid = [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]
+    res = RobustnessMap(
+        offsets_mm=[-3.0, 0.0, 3.0], dice={"seqpatch": grid}, grids_mm={"seqpatch": grid},
+        outside=[[False] * 3 for _ in range(3)], reference="label", point_yx=(10.0, 10.0), slice=0,
+        window="soft", seconds={},
+    )  # fmt: skip
+    fig = robustness_figure(res, to_display=orientation(direction).slices.to_display)
+    shown = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(shown), turned(np.asarray(grid)))
+    assert "on screen" in fig.axes[0].get_xlabel()

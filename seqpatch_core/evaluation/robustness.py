@@ -191,19 +191,24 @@ def _worst(result: RobustnessMap, method: str) -> float:
     return float(min(v for row in result.dice[method] for v in row if v is not None))
 
 
-def robustness_figure(result: RobustnessMap, names: dict[str, str] | None = None):
+def robustness_figure(result: RobustnessMap, names: dict[str, str] | None = None, to_display=None):
     """Dice heat maps side by side, one per method (a matplotlib Figure, no pyplot state).
 
     viridis on 0..1, each cell annotated with its Dice; clicks outside the object are hatched and
     marked ×; skipped cells (click outside the image) are grey "n/a"; the original click's cell is
-    outlined in red. Axes are offsets in mm (x to the right, y down, as on the image). ``names``:
-    display names of the methods (default: their own).
+    outlined in red. ``names``: display names of the methods (default: their own). ``to_display``:
+    how the slice is turned on screen (``PlaneDisplay.to_display`` of
+    :mod:`seqpatch_core.images.orientation`); the (y, x) voxel-order grid is turned the same way, so
+    its axes are offsets in mm as on the screen (right, down). Without it they run along the array's
+    columns and rows.
     """
     from matplotlib.figure import Figure
 
     methods = result.methods
     offs = np.asarray(result.offsets_mm, dtype=float)
     outside = np.asarray(result.outside, dtype=bool)
+    if to_display is not None:
+        outside = np.asarray(to_display(outside))
     n = len(offs)
     step = float(offs[1] - offs[0]) if n > 1 else 1.0
     extent = (offs[0] - step / 2, offs[-1] + step / 2, offs[-1] + step / 2, offs[0] - step / 2)
@@ -212,6 +217,8 @@ def robustness_figure(result: RobustnessMap, names: dict[str, str] | None = None
     image = None
     for ax, method in zip(axes, methods, strict=True):
         grid = np.array([[np.nan if v is None else v for v in row] for row in result.dice[method]], dtype=float)
+        if to_display is not None:  # the offsets are symmetric with one step, so only the cells move
+            grid = np.asarray(to_display(grid))
         image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, extent=extent, interpolation="nearest")
         ax.set_facecolor("0.8")  # skipped cells (NaN) show the background
         for i in range(n):
@@ -233,8 +240,9 @@ def robustness_figure(result: RobustnessMap, names: dict[str, str] | None = None
         ax.add_patch(_cell_patch(0.0, 0.0, step, edgecolor="red", linewidth=2.0))  # the original click
         ax.set_xticks(offs)
         ax.set_yticks(offs)
-        ax.set_xlabel("x offset (mm)")
-        ax.set_ylabel("y offset (mm)")
+        where = ("right on screen", "down on screen") if to_display is not None else ("array columns", "array rows")
+        ax.set_xlabel(f"offset (mm), {where[0]}")
+        ax.set_ylabel(f"offset (mm), {where[1]}")
         mean = np.nanmean(grid) if np.isfinite(grid).any() else float("nan")
         ax.set_title(f"{(names or {}).get(method, method)}: mean Dice {mean:.3f}")
     fig.colorbar(image, ax=list(axes), label=f"Dice vs {result.reference}", shrink=0.9)
