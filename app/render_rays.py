@@ -1,6 +1,5 @@
 """The per-ray pictures of SeqPatch (numpy and PIL only): all rays × K patches (:func:`render_ray_grid`)
-and one ray large with its forward-only and backward-only readouts (:func:`render_ray_detail`).
-Both are re-exported by :mod:`app.render`."""
+and one ray large with its forward-only and backward-only readouts (:func:`render_ray_detail`)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,7 @@ SimpleITK indexes ``(x, y, z)``; the conversion happens here (:meth:`Volume.to_s
 gives them (physical x, y, z, LPS), so a mask written with :func:`seqpatch_core.images.io.write_mask` lies on
 the image in any viewer.
 
-Files are read and written in :mod:`seqpatch_core.images.io`, which re-exports :class:`Volume`,
-:func:`volume_from_array` and :data:`MIN_INPLANE`. Every refusal is an
+Files are read and written in :mod:`seqpatch_core.images.io`. Every refusal is an
 :class:`~seqpatch_core.base.errors.InputError` with a one-line message.
 """
 

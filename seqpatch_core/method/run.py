@@ -6,7 +6,7 @@ windowed working-grid slice, runs the network on them in one batch (in chunks, u
 working grid: a :class:`WorkingResult` per click. :func:`pick_device` and :func:`resolve_dtype` choose
 where and in what precision; :class:`Coarsen` is the weights' rule that takes a large object up the pyramid of
 coarser grids (:data:`PYRAMID_MM`). Nothing here holds a volume or post-processes a mask: that is
-:class:`seqpatch_core.inference.predictor.Predictor`, which uses this module and re-exports its names.
+:class:`seqpatch_core.inference.predictor.Predictor`, which uses this module.
 """
 
 from __future__ import annotations
