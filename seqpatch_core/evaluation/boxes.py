@@ -22,7 +22,7 @@ import numpy as np
 from seqpatch_core.base.errors import InputError
 from seqpatch_core.base.metrics import evaluate_masks, mask_click
 from seqpatch_core.base.progress import Progress
-from seqpatch_core.evaluation.evaluate import Row, paired_comparison, size_breakdown, summarize
+from seqpatch_core.evaluation.evaluate import Row, labelled_slices, paired_comparison, size_breakdown, summarize
 from seqpatch_core.inference.boxes import Box, BoxPredictor, box_around
 from seqpatch_core.inference.predictor import Predictor
 from seqpatch_core.method.models.litemedsam import ARCH, IMAGE_SIZE
@@ -69,14 +69,9 @@ def evaluate_boxes(
     vol = boxes.volume
     if vol is None:
         raise InputError("no volume loaded: load an image first")
-    lab = np.asarray(label) != 0
-    if lab.shape != vol.shape:
-        raise InputError(f"label shape {lab.shape} differs from the image's {vol.shape} (z, y, x)")
+    lab, zs = labelled_slices(label, vol.shape)
     if source == "from-seqpatch" and (clicks is None or "seqpatch" not in clicks.models):
         raise InputError("--box from-seqpatch needs the SeqPatch network")
-    zs = [int(z) for z in np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))]
-    if not zs:
-        raise InputError("the label is empty: nothing to evaluate")
     spacing_yx = (float(vol.spacing[1]), float(vol.spacing[2]))
     grid_mm = round(max(vol.shape[1] * spacing_yx[0], vol.shape[2] * spacing_yx[1]) / IMAGE_SIZE, 3)
     rows, prompts = [], []

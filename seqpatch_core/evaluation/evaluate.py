@@ -62,6 +62,7 @@ __all__ = [
     "evaluate_atlas",
     "evaluate_synthetic",
     "evaluate_volume",
+    "labelled_slices",
     "markdown_size_table",
     "markdown_paired",
     "markdown_table",
@@ -227,6 +228,18 @@ def _select(rows: list[Row], mode: str) -> list[Row]:
     return [r for r in rows if r.click_kind == kind]
 
 
+def labelled_slices(label: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, list[int]]:
+    """The (z, y, x) bool object mask of ``label`` (non-zero) and the slices z that hold it, checked
+    against the image's ``shape``: one line for a label of another shape or an empty one."""
+    lab = np.asarray(label) != 0
+    if lab.shape != tuple(shape):
+        raise InputError(f"label shape {lab.shape} differs from the image's {tuple(shape)} (z, y, x)")
+    zs = [int(z) for z in np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))]
+    if not zs:
+        raise InputError("the label is empty: nothing to evaluate")
+    return lab, zs
+
+
 def evaluate_volume(
     predictor: Predictor,
     label: np.ndarray,
@@ -249,12 +262,7 @@ def evaluate_volume(
     vol = predictor.volume
     if vol is None:
         raise InputError("no volume loaded: load an image first")
-    lab = np.asarray(label) != 0
-    if lab.shape != vol.shape:
-        raise InputError(f"label shape {lab.shape} differs from the image's {vol.shape} (z, y, x)")
-    zs = [int(z) for z in np.flatnonzero(lab.reshape(lab.shape[0], -1).any(axis=1))]
-    if not zs:
-        raise InputError("the label is empty: nothing to evaluate")
+    lab, zs = labelled_slices(label, vol.shape)
     spacing_yx = (float(vol.spacing[1]), float(vol.spacing[2]))
     rng = _jitter_rng(seed)
     rows: list[Row] = []
