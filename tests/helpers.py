@@ -84,6 +84,28 @@ class BrightNet(nn.Module):
         return 40.0 * (x - 0.5)
 
 
+class BrightBoxNet(nn.Module):
+    """A stand-in for LiteMedSAM's :meth:`encode` and :meth:`decode`: the "embedding" is the input image
+    itself (B, 1, 256, 256), and a box's logits are ``40 * (x - level)`` inside the box and -40 outside:
+    the part of the box brighter than ``level`` of the slice's range (LiteMedSAM's input is stretched
+    to [0, 1] on each slice), so its answer is known."""
+
+    def __init__(self, level: float = 0.65):
+        super().__init__()
+        self.level = level
+        self.record = {"name": "bright-box", "arch": "litemedsam", "config": {}}
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return image[:, :1].clone()
+
+    def decode(self, embedding: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        size = embedding.shape[-1]
+        yy, xx = torch.arange(size).view(1, size, 1), torch.arange(size).view(1, 1, size)
+        x0, y0, x1, y1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+        inside = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+        return torch.where(inside, 40.0 * (embedding[0, 0] - self.level), torch.tensor(-40.0))[:, None]
+
+
 def sphere_arrays(
     shape=(12, 64, 64), centre=(6.0, 32.0, 30.0), radius_mm=9.0, spacing_zyx=(2.0, 1.0, 1.0), seed=0
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """Tests of seqpatch_core.inference.propagate: the slice-to-slice walk, its stopping rules and the 3D result.
 
-The sphere volumes and ``BrightNet`` (a stand-in network, so the real pipeline runs in milliseconds)
-come from ``helpers``.
+The sphere volumes, ``BrightNet`` and ``BrightBoxNet`` (stand-ins for the click networks and for
+LiteMedSAM, so the real pipeline runs in milliseconds) come from ``helpers``.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import bright_predictor, sphere_arrays
+from helpers import BrightBoxNet, bright_predictor, sphere_arrays
 
 from seqpatch_core.base.errors import InputError
-from seqpatch_core.base.metrics import mask_click
+from seqpatch_core.base.metrics import dice, mask_click
 from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.boxes import BoxPredictor, box_around
 from seqpatch_core.inference.predictor import Predictor
-from seqpatch_core.inference.propagate import propagate
+from seqpatch_core.inference.propagate import box_step_margin_px, iter_propagate_boxes, propagate, propagate_boxes
 
 
 def test_follows_sphere_and_stops_on_area_jump():
@@ -44,8 +45,7 @@ def test_follows_sphere_and_stops_on_area_jump():
 
 def test_stops_at_volume_end_and_keeps_window():
     # a ball far larger than the volume: every slice holds the object
-    pred = bright_predictor(shape=(5, 48, 48), centre=(2.0, 24.0, 24.0), radius_mm=40.0,
-                            spacing_zyx=(0.5, 1.0, 1.0))
+    pred = bright_predictor(shape=(5, 48, 48), centre=(2.0, 24.0, 24.0), radius_mm=40.0, spacing_zyx=(0.5, 1.0, 1.0))
     before = pred.window_spec
     prop = propagate(pred, (2, 24, 24), method="unet")
     assert prop.z_range == (0, 4)
@@ -150,3 +150,67 @@ def test_iter_propagate_yields_each_slice_as_it_is_segmented():
     pred.predict = lambda *a, **k: calls.append(a) or real(*a, **k)
     first = next(iter_propagate(pred, (6, 32, 30)))
     assert len(calls) == 1 and first.z == 6
+
+
+# ----------------------------------------------------------------------------- LiteMedSAM, box to box
+
+
+def _box_predictor(**kw) -> BoxPredictor:
+    """A BoxPredictor with :class:`helpers.BrightBoxNet` holding ``sphere_arrays(**kw)`` and a bone
+    corner, which keeps every slice's range the same whether the ball is on it or not."""
+    image, _ = sphere_arrays(**kw)
+    image[:, -2:, -2:] = 1000
+    boxes = BoxPredictor(BrightBoxNet())
+    boxes.set_volume(volume_from_array(image, spacing=kw.get("spacing_zyx", (2.0, 1.0, 1.0)), modality="CT"))
+    return boxes
+
+
+@pytest.mark.parametrize("z0", [4, 6, 8])  # growing, then shrinking, from either side of the equator
+def test_litemedsam_follows_the_sphere_box_to_box_and_stops_at_its_ends(z0):
+    _, label = sphere_arrays()  # the ball holds slices 2..10 (radius 9 mm, 2 mm slices)
+    boxes = _box_predictor()
+    start = box_around(label[z0], z0, 2)
+    steps = list(iter_propagate_boxes(boxes, start))
+    assert steps[0].box == start and steps[0].direction == "click"
+    assert steps[0].click == ((start.y0 + start.y1) / 2, (start.x0 + start.x1) / 2)
+    margin = box_step_margin_px((64, 64))
+    assert margin == 1  # 3 px of the 256 px input is 0.75 px of a 64 px slice, at least 1
+    accepted = {s.z: s for s in steps if s.accepted}
+    for s in steps[1:]:  # each box is the previous accepted slice's mask's box plus the margin
+        prev = accepted[s.z - 1 if s.direction == "+z" else s.z + 1]
+        assert s.box == box_around(prev.mask, s.z, margin)
+    assert [(s.z, s.stop) for s in steps if not s.accepted] == [(11, "vanished"), (1, "vanished")]
+    assert boxes.encoder_runs == len(steps)  # one encoder pass per slice
+
+    prop = propagate_boxes(boxes, start.as_list())
+    assert prop.z_range == (2, 10) and prop.stops == {"+z": "vanished", "-z": "vanished"}
+    assert [r["z"] for r in prop.per_slice] == list(range(2, 11))
+    assert prop.per_slice[z0 - 2]["box"] == start.as_list()
+    assert dice(prop.mask3d, label) > 0.95
+    assert prop.volume_ml == pytest.approx(prop.mask3d.sum() * 0.002)
+
+
+def test_litemedsam_stops_at_the_volume_end_and_on_an_empty_start():
+    boxes = _box_predictor(shape=(5, 48, 48), centre=(2.0, 24.0, 24.0), radius_mm=40.0, spacing_zyx=(0.5, 1.0, 1.0))
+    ticks = []
+    prop = propagate_boxes(boxes, [2, 10, 10, 37, 37], on_slice=ticks.append)
+    assert prop.z_range == (0, 4) and prop.stops == {"+z": "volume_end", "-z": "volume_end"}
+    assert ticks == [1, 2, 3, 4, 5]
+
+    empty = propagate_boxes(_box_predictor(), [0, 10, 10, 20, 20])  # slice 0 holds no ball
+    assert empty.stops == {"+z": "empty_start", "-z": "empty_start"} and not empty.mask3d.any()
+
+
+@pytest.mark.parametrize(
+    ("box", "options", "says"),
+    [
+        ([6, 10, 10, 10, 20], {}, "no area"),
+        ([6, 10, 10, 70, 20], {}, "outside the slice"),
+        ([6, 10, 10, 20, 20], {"margin_px": 0}, ">= 1 px"),
+    ],
+)
+def test_litemedsam_refuses_a_bad_box_before_any_work(box, options, says):
+    boxes = _box_predictor()
+    with pytest.raises(InputError, match=says):
+        propagate_boxes(boxes, box, **options)
+    assert boxes.encoder_runs == 0

@@ -12,6 +12,11 @@ pixel nearest to it when the centre falls outside the mask, e.g. for a crescent)
   different object, and that slice is discarded;
 * at the end of the volume.
 
+LiteMedSAM, which takes boxes, follows an object as MedSAM's own 3D inference does
+(:func:`iter_propagate_boxes`): the box on slice ``z ± 1`` is the tight box of the mask on slice
+``z`` grown by a few pixels; a direction stops when the mask vanishes or the volume ends (no area
+rule: the box already bounds how far the mask can grow from one slice to the next).
+
 Arrays follow :mod:`seqpatch_core.images.io`: volumes are (z, y, x), clicks (y, x) in slice pixels.
 """
 
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +32,28 @@ import numpy as np
 from seqpatch_core.base.errors import InputError
 from seqpatch_core.base.metrics import mask_click
 from seqpatch_core.images.intensity import Window
+from seqpatch_core.images.volume import Volume
+from seqpatch_core.inference.boxes import Box, BoxPredictor, box_around
 from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models.litemedsam import IMAGE_SIZE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Propagation", "SliceStep", "iter_propagate", "propagate"]
+__all__ = [
+    "BOX_STEP_MARGIN",
+    "Propagation",
+    "SliceStep",
+    "box_step_margin_px",
+    "iter_propagate",
+    "iter_propagate_boxes",
+    "propagate",
+    "propagate_boxes",
+]
+
+#: Margin of each next slice's box around the previous slice's mask, in pixels of LiteMedSAM's
+#: 256 x 256 input: MedSAM's own 3D inference grows the box this much (``get_bbox256``,
+#: ``bbox_shift=3``), so that an object a little larger on the next slice still fits in its box.
+BOX_STEP_MARGIN = 3
 
 
 @dataclass
@@ -44,7 +66,8 @@ class Propagation:
             when nothing else was accepted).
         volume_ml: foreground volume in mL (voxel count × spacing product in mm³ / 1000).
         per_slice: one dict per accepted slice, sorted by z: ``{"z": int, "click": [y, x] (slice
-            px, float), "area_px": int}``.
+            px, float), "area_px": int}``, and ``"box": [z, y0, x0, y1, x1]`` (voxel indices, corners
+            inclusive) when LiteMedSAM followed the object (its click is the box's centre).
         stops: why each direction stopped: ``{"+z": reason, "-z": reason}`` with reason one of
             ``"vanished"``, ``"area_jump"``, ``"volume_end"`` or ``"empty_start"`` (the clicked
             slice itself gave fewer than ``min_area_px`` pixels: its mask is kept, as a plain
@@ -64,7 +87,9 @@ class SliceStep:
 
     z: the slice; direction: "click" (the clicked slice), "+z" or "-z"; click: (y, x) slice px;
     mask: (H, W) bool; area_px: its pixel count; accepted: whether it is part of the object; stop: why
-    its direction ends here ("vanished", "area_jump", "empty_start"; None while it goes on).
+    its direction ends here ("vanished", "area_jump", "empty_start"; None while it goes on); box:
+    LiteMedSAM's prompt on the slice (:func:`iter_propagate_boxes`, whose click is the box's centre),
+    None for a click method.
     """
 
     z: int
@@ -74,6 +99,7 @@ class SliceStep:
     area_px: int
     accepted: bool
     stop: str | None = None
+    box: Box | None = None
 
 
 def iter_propagate(
@@ -110,29 +136,90 @@ def iter_propagate(
         return np.asarray(res.mask, dtype=bool)
 
     first = segment(z0, (y0, x0))
+
+    def next_slice(prev: np.ndarray, z: int) -> tuple[np.ndarray, tuple[float, float], None]:
+        click = mask_click(prev)
+        return segment(z, click), click, None
+
+    yield from _walk(z0, nz, first, (y0, x0), None, next_slice, min_area_px, max_area_ratio)
+
+
+def _walk(
+    z0: int,
+    nz: int,
+    first: np.ndarray,
+    click: tuple[float, float],
+    box: Box | None,
+    next_slice: Callable[[np.ndarray, int], tuple[np.ndarray, tuple[float, float], Box | None]],
+    min_area_px: int,
+    max_area_ratio: float,
+) -> Iterator[SliceStep]:
+    """The slice-to-slice walk shared by the click and the box methods: ``first`` (H, W) bool is the
+    clicked slice's mask (from ``click`` and ``box``); ``next_slice(previous accepted mask, z)`` gives
+    slice z's (mask, click, box). ``max_area_ratio`` inf: no area rule."""
     area0 = int(first.sum())
     if area0 < min_area_px:  # kept, as a plain predict gives it, and no other slice is tried
-        yield SliceStep(z0, "click", (y0, x0), first, area0, True, "empty_start")
+        yield SliceStep(z0, "click", click, first, area0, True, "empty_start", box)
         return
-    yield SliceStep(z0, "click", (y0, x0), first, area0, True)
+    yield SliceStep(z0, "click", click, first, area0, True, None, box)
     for step, name in ((1, "+z"), (-1, "-z")):
         prev, prev_area = first, area0
         z = z0 + step
         while 0 <= z < nz:
-            click = mask_click(prev)
-            mask = segment(z, click)
+            mask, click, box = next_slice(prev, z)
             area = int(mask.sum())
             if area < min_area_px:
-                yield SliceStep(z, name, click, mask, area, False, "vanished")
+                yield SliceStep(z, name, click, mask, area, False, "vanished", box)
                 break
             ratio = area / prev_area
             if ratio > max_area_ratio or ratio < 1.0 / max_area_ratio:
                 log.debug("slice %d: area %d px vs %d (x%.2f): stop", z, area, prev_area, ratio)
-                yield SliceStep(z, name, click, mask, area, False, "area_jump")
+                yield SliceStep(z, name, click, mask, area, False, "area_jump", box)
                 break
-            yield SliceStep(z, name, click, mask, area, True)
+            yield SliceStep(z, name, click, mask, area, True, None, box)
             prev, prev_area = mask, area
             z += step
+
+
+def box_step_margin_px(shape_yx: tuple[int, int]) -> int:
+    """:data:`BOX_STEP_MARGIN` in pixels of a slice of ``shape_yx`` (H, W): LiteMedSAM's input holds
+    the slice's longest side in 256 px; at least 1, so that the box of a one-pixel-thin mask has an
+    area."""
+    return max(1, round(BOX_STEP_MARGIN * max(shape_yx) / IMAGE_SIZE))
+
+
+def _box_centre(box: Box) -> tuple[float, float]:
+    return (box.y0 + box.y1) / 2, (box.x0 + box.x1) / 2
+
+
+def iter_propagate_boxes(
+    boxes: BoxPredictor,
+    box: Box | Sequence[float],
+    min_area_px: int = 4,
+    margin_px: int | None = None,
+) -> Iterator[SliceStep]:
+    """Follow with LiteMedSAM the object in ``box`` (``(z, y0, x0, y1, x1)`` voxel indices, corners
+    inclusive, on a slice of ``boxes.volume``), as :func:`iter_propagate` does with a click.
+
+    Slice z ± 1 is prompted with the tight box of the mask accepted on slice z grown by
+    ``margin_px`` (None: :func:`box_step_margin_px`) and kept inside the slice. A direction stops
+    when the mask has fewer than ``min_area_px`` pixels ("vanished") or at the end of the volume. Each
+    new slice runs LiteMedSAM's encoder once (the predictor's per-slice cache keeps the last few).
+    Raises InputError for a bad box (:meth:`BoxPredictor.check_box`) or ``min_area_px`` or
+    ``margin_px`` < 1 (before anything is segmented).
+    """
+    start = boxes.check_box(box.as_list() if isinstance(box, Box) else box)
+    nz, h, w = boxes.volume.shape
+    margin = box_step_margin_px((h, w)) if margin_px is None else int(margin_px)
+    if margin < 1 or int(min_area_px) < 1:  # the box of a mask needs an area to prompt with
+        raise InputError(f"the box margin and the smallest area must be >= 1 px, got {margin_px}, {min_area_px}")
+
+    def next_slice(prev: np.ndarray, z: int) -> tuple[np.ndarray, tuple[float, float], Box]:
+        b = box_around(prev, z, margin)  # prev holds >= min_area_px pixels, so b is a box
+        return boxes.predict(b.as_list()).mask, _box_centre(b), b
+
+    first = boxes.predict(start.as_list()).mask
+    yield from _walk(start.z, nz, first, _box_centre(start), start, next_slice, int(min_area_px), math.inf)
 
 
 def propagate(
@@ -151,25 +238,44 @@ def propagate(
 
     ``on_slice(n)`` is called after the n-th slice is segmented (n = 1, 2, ...: a progress bar).
     """
-    vol = predictor.volume
-    steps = []
-    for n, st in enumerate(
-        iter_propagate(predictor, point_zyx, method, preset, threshold, max_area_ratio, min_area_px, window, coarsen),
-        start=1,
-    ):
-        steps.append(st)
+    steps = iter_propagate(
+        predictor, point_zyx, method, preset, threshold, max_area_ratio, min_area_px, window, coarsen
+    )
+    return _gather(steps, predictor.volume, on_slice)
+
+
+def propagate_boxes(
+    boxes: BoxPredictor,
+    box: Box | Sequence[float],
+    min_area_px: int = 4,
+    margin_px: int | None = None,
+    on_slice: Callable[[int], None] | None = None,
+) -> Propagation:
+    """LiteMedSAM's whole object from ``box``: :func:`iter_propagate_boxes` run to its end and
+    gathered (``on_slice`` as in :func:`propagate`; ``per_slice`` rows carry each slice's box)."""
+    return _gather(iter_propagate_boxes(boxes, box, min_area_px, margin_px), boxes.volume, on_slice)
+
+
+def _gather(steps: Iterable[SliceStep], vol: Volume, on_slice: Callable[[int], None] | None) -> Propagation:
+    """The :class:`Propagation` of a walk run to its end, ``on_slice(n)`` after the n-th slice."""
+    done = []
+    for n, st in enumerate(steps, start=1):
+        done.append(st)
         if on_slice is not None:
             on_slice(n)
     mask3d = np.zeros(vol.shape, dtype=bool)
     rows = []
-    for st in steps:
+    for st in done:
         if st.accepted:
             mask3d[st.z] = st.mask
-            rows.append({"z": st.z, "click": [st.click[0], st.click[1]], "area_px": st.area_px})
-    if steps[0].stop == "empty_start":
+            row = {"z": st.z, "click": [st.click[0], st.click[1]], "area_px": st.area_px}
+            if st.box is not None:
+                row["box"] = st.box.as_list()
+            rows.append(row)
+    if done[0].stop == "empty_start":
         stops = {"+z": "empty_start", "-z": "empty_start"}
     else:
-        ends = {st.direction: st.stop for st in steps if st.stop}
+        ends = {st.direction: st.stop for st in done if st.stop}
         stops = {d: ends.get(d, "volume_end") for d in ("+z", "-z")}
     rows.sort(key=lambda r: r["z"])
     voxel_ml = float(np.prod(vol.spacing)) / 1000.0
