@@ -13,7 +13,7 @@ import numpy as np
 
 from app.drawing import COLOURS, NAMES
 from app.notices import inform, user_errors, warn
-from app.session import Session, require
+from app.session import BoxAnswer, Session, require
 from app.view import render_view
 from seqpatch_core.base.errors import InputError, first_line
 from seqpatch_core.images.dicom_seg import Segment, write_seg
@@ -55,13 +55,30 @@ def _records(session: Session) -> dict[str, dict]:
     return {m: getattr(model, "record", {}) or {} for m, model in models.items()}
 
 
+def _box_record(box: BoxAnswer, sha256: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(LiteMedSAM's prompt box, its result) as JSON-ready data: the box in voxel indices (z, y0, x0,
+    y1, x1), corners inclusive, with its source; the mask's area and the times."""
+    prompt = {"zyx_inclusive": box.result.box.as_list(), "source": box.source, "oracle": box.oracle}
+    result = {
+        "area_px": int(box.result.mask.sum()),
+        "latency_ms": round(box.total_ms, 1),
+        "encoder_ms": round(box.result.encoder_ms, 1),
+        "decoder_ms": round(box.result.decoder_ms, 1),
+        "weights_sha256": sha256,
+    }
+    return prompt, result
+
+
 def clicks_record(session: Session) -> dict[str, Any]:
-    """The clicks as JSON-ready data: voxel (z, y, x) and physical (x, y, z) mm coordinates."""
+    """The clicks as JSON-ready data: voxel (z, y, x) and physical (x, y, z) mm coordinates; under
+    "boxes", LiteMedSAM's answers to boxes drawn on slices with no click shown."""
     s = require(session)
     v = s.volume
     weights = {m: {"name": rec.get("name", m), "sha256": rec.get("sha256")} for m, rec in _records(s).items()}
     clicks = []
+    answered: set[int] = set()  # slices whose box is recorded with their click
     history = s.clicks
+    lite_sha = weights.get("litemedsam", {}).get("sha256")
     for i, c in enumerate(history):
         res = s.results.get(c.z) or {}
         current = any(r.point_zyx == (float(c.z), c.y, c.x) for r in res.values())
@@ -92,19 +109,15 @@ def clicks_record(session: Session) -> dict[str, Any]:
             }
             box = s.box_answer(c.z)
             if box is not None:  # LiteMedSAM's prompt: the box it was given, and its answer
-                entry["prompt_box"] = {
-                    "zyx_inclusive": box.result.box.as_list(),
-                    "source": box.source,
-                    "oracle": box.oracle,
-                }
-                entry["results"]["litemedsam"] = {
-                    "area_px": int(box.result.mask.sum()),
-                    "latency_ms": round(box.total_ms, 1),
-                    "encoder_ms": round(box.result.encoder_ms, 1),
-                    "decoder_ms": round(box.result.decoder_ms, 1),
-                    "weights_sha256": weights.get("litemedsam", {}).get("sha256"),
-                }
+                entry["prompt_box"], entry["results"]["litemedsam"] = _box_record(box, lite_sha)
+                answered.add(c.z)
         clicks.append(entry)
+    boxes = []
+    for z in sorted({a.result.box.z for a in s.box_answers} - answered):
+        box = s.box_answer(z)
+        if box is not None:  # a box drawn (or given) on a slice with no click
+            prompt, result = _box_record(box, lite_sha)
+            boxes.append({"slice": z, "prompt_box": prompt, "results": {"litemedsam": result}})
     return {
         "image": v.source,
         "size_zyx": list(v.shape),
@@ -115,6 +128,7 @@ def clicks_record(session: Session) -> dict[str, Any]:
         "device": str(s.predictor.device),
         "weights": weights,
         "clicks": clicks,
+        "boxes": boxes,
         "objects_3d": {
             m: {
                 "seed_voxel_zyx": [o.seed_zyx[0], float(o.seed_zyx[1]), float(o.seed_zyx[2])],

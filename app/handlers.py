@@ -35,6 +35,7 @@ from app.session import (
     weights_message,
 )
 from app.view import (
+    USER_BOX,
     best_slice,
     empty_view,
     partial_metrics,
@@ -50,7 +51,7 @@ from seqpatch_core.evaluation.boxes import SEQPATCH_MARGIN_PX
 from seqpatch_core.images.intensity import WINDOW_NAMES, Window, auto_window
 from seqpatch_core.images.io import read_label
 from seqpatch_core.images.orientation import orientation
-from seqpatch_core.inference.boxes import Box, box_around
+from seqpatch_core.inference.boxes import Box, box_around, check_box
 from seqpatch_core.inference.predictor import METHODS, Predictor, Result
 from seqpatch_core.method.models.litemedsam import LiteMedSAM
 
@@ -58,6 +59,11 @@ log = logging.getLogger(__name__)
 
 #: Window choices shown in the dropdown ("custom" = the W/L sliders).
 WINDOWS = (*WINDOW_NAMES, "custom")
+#: What a click on the slice does, the choices beside the slice: segment at the click (SeqPatch and
+#: the U-net, LiteMedSAM following), or one corner of a box for LiteMedSAM (:func:`box_corner_steps`).
+CLICK_MODE = "Click (SeqPatch, U-net)"
+BOX_MODE = "Box (LiteMedSAM): two corners"
+CLICK_MODES = (CLICK_MODE, BOX_MODE)
 
 
 # ----------------------------------------------------------------------------- events
@@ -192,16 +198,17 @@ def box_cleared(session: Session | None, box: str) -> dict[str, Any]:
     what = "image" if box == "image" else "label"
     if what == "label" and session.label is None:
         return {}
-    note = (
-        f"_The {what} box is empty: the {what} above stays in use until another {what} file has been read._"
-    )
+    note = f"_The {what} box is empty: the {what} above stays in use until another {what} file has been read._"
     return {"summary": summary_text(session) + "\n\n" + note}
 
 
 @user_errors
 def change_slice(session: Session | None, z: float) -> dict[str, Any]:
     s = require(session)
-    s.z = int(np.clip(round(float(z)), 0, s.shape[0] - 1))
+    z = int(np.clip(round(float(z)), 0, s.shape[0] - 1))
+    if z != s.z:  # a box's corners are on one slice: a pending first corner is dropped
+        s.box_corner = None
+    s.z = z
     out = render_view(s)
     out["state"] = s
     return out
@@ -278,6 +285,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     """
     s = require(session)
     zi, yf, xf = s.predictor.check_point((z, y, x))
+    s.box_corner = None  # a click (or "Segment here") ends a box being drawn
     methods = [m for m in METHODS if m in s.predictor.models]
     if not methods:
         raise InputError("no model is loaded: " + WEIGHTS_HELP.format(m="seqpatch") + " (and the same for unet)")
@@ -335,6 +343,10 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
 
 #: The line under the slice while LiteMedSAM runs after a click.
 BOX_RUNNING = "**LiteMedSAM running…** (its box: the label's when loaded, else SeqPatch's mask plus a margin)"
+#: The line under the slice while LiteMedSAM runs on a box the user drew.
+USER_BOX_RUNNING = f"**LiteMedSAM running…** (on {USER_BOX})"
+#: What a redraw of the slice alone leaves out: drawn from results that did not change.
+NOT_THE_SLICE = (*(f"lik_{m}" for m in METHODS), "lik_litemedsam", "rays", "coronal")
 
 
 def click_box(session: Session, z: int, res: dict[str, Result]) -> tuple[Box, str]:
@@ -357,11 +369,14 @@ def click_box(session: Session, z: int, res: dict[str, Result]) -> tuple[Box, st
 
 
 @user_errors
-def segment_box(session: Session | None, box: list[float] | None = None) -> dict[str, Any]:
+def segment_box(session: Session | None, box: list[float] | None = None, source: str = "given") -> dict[str, Any]:
     """LiteMedSAM on one box, drawn with its box, contour, table row and likelihood map.
 
-    box: ``(z, y0, x0, y1, x1)`` voxel indices, corners inclusive (an API call; a box with no area or
-    outside the slice is a one-line notice). None: the latest click's box (:func:`click_box`), the
+    box: ``(z, y0, x0, y1, x1)`` voxel indices, corners inclusive (an API call, or a box drawn on the
+    slice: :func:`box_corner_steps`; a box with no area or outside the slice is a one-line notice);
+    source: where it came from, "given" (numbers) or "user" (drawn), named on the slice and in the
+    table. Only the decoder runs when the slice's encoder embedding is cached. None: the latest
+    click's box (:func:`click_box`), the
     follow-up of a click once its view is complete; it answers nothing while a newer click still runs
     (that click's own follow-up answers), and its answer is dropped when a newer click, an undo or a
     reset replaced the slice's results meanwhile: the newest click wins.
@@ -375,7 +390,7 @@ def segment_box(session: Session | None, box: list[float] | None = None) -> dict
         if s.boxes.volume is not s.volume:
             s.boxes.set_volume(s.volume)
     if box is not None:
-        checked, source = s.boxes.check_box(box), "given"
+        checked = s.boxes.check_box(box)
         z = checked.z
     else:
         z = s.clicks[-1].z
@@ -393,6 +408,8 @@ def segment_box(session: Session | None, box: list[float] | None = None) -> dict
         result = s.boxes.predict(checked.as_list())
     if s.results.get(z) is not follows:  # replaced while LiteMedSAM ran: the newer answer wins
         return {"progress": ""}
+    if box is None and s.box_answer(z) is not None:  # a box drawn meanwhile: the user's wins
+        return {"progress": ""}
     s.box_answers.append(BoxAnswer(result, source, follows))
     out: dict[str, Any] = {"state": s, "progress": ""}
     if s.z == z:  # (the user may have moved to another slice meanwhile: it shows when they come back)
@@ -403,6 +420,61 @@ def segment_box(session: Session | None, box: list[float] | None = None) -> dict
 
 #: What LiteMedSAM's answer redraws.
 BOX_VIEW = ("overlay", "lik_litemedsam", "metrics", "status")
+
+
+@user_errors
+def set_click_mode(session: Session | None, mode: str) -> dict[str, Any]:
+    """What a click on the slice does from now on (one of :data:`CLICK_MODES`; the page passes the
+    choice to each click, so the session keeps only a box's pending corner): a change drops that
+    corner and redraws the slice without it. The results shown stay."""
+    if mode not in CLICK_MODES:
+        raise InputError(f"unknown click mode {mode!r}; choose one of {', '.join(CLICK_MODES)}")
+    if session is None or session.volume is None or session.box_corner is None:
+        return {}
+    s = require(session)
+    s.box_corner = None
+    return {"state": s, "overlay": render_view(s, skip=NOT_THE_SLICE)["overlay"]}
+
+
+@user_errors
+def box_corner_steps(session: Session | None, z: float, y: float, x: float) -> Iterator[dict[str, Any]]:
+    """A click on slice ``z`` in box mode at voxel (y, x) (floats in the file's order, as
+    :func:`app.view.click_to_voxel` reads a click on the picture shown; rounded to the nearest voxel).
+
+    The first click keeps one corner (the session's ``box_corner``, drawn as a cross with a hint) and
+    yields that slice once. The second, on the same slice, is the opposite corner: LiteMedSAM answers
+    the box ``(z, y0, x0, y1, x1)`` (corners inclusive, sorted in voxel order whatever the display
+    flips) through :func:`segment_box`, named as the user's; it yields the "running" line, then the
+    answer. A box with no area (both corners in one row or column) is a one-line notice that changes
+    nothing: the first corner stays for another try. SeqPatch's and the U-net's results stay shown.
+    """
+    s = require(session)
+    if s.boxes is None:
+        raise InputError(BOX_WEIGHTS_MISSING)
+    zi, yf, xf = s.predictor.check_point((z, y, x))
+    corner = (zi, int(round(yf)), int(round(xf)))
+    first = s.box_corner
+    if first is None or first[0] != zi:
+        s.box_corner = corner
+        s.z = zi
+        yield {"state": s, "slice": zi, "overlay": render_view(s, skip=NOT_THE_SLICE)["overlay"]}
+        return
+    box = [zi, first[1], first[2], corner[1], corner[2]]
+    check_box(box, s.shape)  # a box with no area raises here, before anything changes
+    s.box_corner = None
+    yield {"state": s, "progress": USER_BOX_RUNNING}
+    out = segment_box(s, box, source="user")
+    if "overlay" not in out and s.z == zi:  # dropped (a newer click meanwhile): the corner goes anyway
+        out["overlay"] = render_view(s, skip=NOT_THE_SLICE)["overlay"]
+    yield {"progress": "", **out}
+
+
+def box_corner(session: Session | None, z: float, y: float, x: float) -> dict[str, Any]:
+    """:func:`box_corner_steps` run to the end: its last view, with every output it set."""
+    out: dict[str, Any] = {}
+    for step in box_corner_steps(session, z, y, x):
+        out.update(step)
+    return out
 
 
 @user_errors
@@ -459,8 +531,6 @@ def set_second_pass(session: Session | None, on: bool) -> dict[str, Any]:
     return out
 
 
-
-
 @user_errors
 def undo(session: Session | None) -> dict[str, Any]:
     """Take back the last click: its slice gets back what it had before."""
@@ -468,6 +538,7 @@ def undo(session: Session | None) -> dict[str, Any]:
     if not s.history:
         raise InputError("nothing to undo")
     click = s.history.pop()
+    s.box_corner = None
     if isinstance(click, ObjectStep):  # a whole object in 3D: its method gets back what it had
         if click.replaced is not None:
             s.objects3d[click.method] = click.replaced
@@ -496,6 +567,7 @@ def reset(session: Session | None) -> dict[str, Any]:
     s.history.clear()
     s.objects3d.clear()
     s.box_answers.clear()
+    s.box_corner = None
     s.robustness = None
     out = render_view(s)
     out.update({"state": s, "files": None})

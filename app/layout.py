@@ -11,7 +11,7 @@ import gradio as gr
 
 from app import exports, handlers, memory, outputs
 from app.binding import bind, bind_steps, clearing
-from app.handlers import WINDOWS
+from app.handlers import CLICK_MODE, CLICK_MODES, WINDOWS
 from app.notices import UserNotice
 from app.panels import EXPLAIN, image, teaching_panels, wire_teaching
 from app.session import BOX_WEIGHTS_MISSING, SESSION_TTL_S, close_session, weights_message
@@ -176,6 +176,10 @@ def build_demo(
             with gr.Column(scale=5, min_width=360):
                 # no Gradio label over the slice: it would cover the legend in the top-left corner
                 overlay = image("overlay", "overlay", height=470)
+                # what a click on the slice does: segment there, or a corner of a box for LiteMedSAM
+                click_mode = gr.Radio(
+                    list(CLICK_MODES), value=CLICK_MODE, show_label=False, container=False, elem_id="click-mode"
+                )
                 # Right under the slice, where the eye is after a click: what is running, and the
                 # buttons (Export included) above the fold of a 1366 × 768 laptop.
                 with gr.Row(equal_height=True):
@@ -266,13 +270,17 @@ def build_demo(
                 predictor, session, image_path, label_path, window_name, thr, alpha, rays_on, two_pass, box_model
             )
 
-        def on_select(session, z, evt: gr.SelectData):
+        def on_select(session, z, mode, evt: gr.SelectData):
             # The only place where Gradio's [x, y] picture position becomes a (y, x) slice point
-            # (the picture is the slice turned the right way up; the point is in voxel order).
+            # (the picture is the slice turned the right way up; the point is in voxel order): a
+            # click, or in box mode a box's corner, both mapped the same way.
             if session is None or session.volume is None:
                 raise UserNotice("Load an image first, then click on the object.")
             y, x = click_to_voxel(session, evt.index)
-            yield from segment(session, int(z), y, x)
+            if mode == handlers.BOX_MODE:
+                yield from handlers.box_corner_steps(session, int(z), y, x)
+            else:
+                yield from segment(session, int(z), y, x)
 
         # Uploads and example picks load; "change" would also fire when a handler puts a box back
         # (after a refused file), and an emptied box (×) unloads nothing: what is loaded stays until
@@ -300,6 +308,7 @@ def build_demo(
         opacity.release(bind(handlers.change_display), [state, opacity, show_rays], main_outputs, **quiet)
         show_rays.input(bind(handlers.change_display), [state, opacity, show_rays], main_outputs, **quiet)
         second_pass.input(bind(handlers.set_second_pass), [state, second_pass], main_outputs, **quiet)
+        click_mode.input(bind(handlers.set_click_mode), [state, click_mode], main_outputs, **quiet)
         ray.input(bind(handlers.change_ray), [state, ray], main_outputs, trigger_mode="always_last", **quiet)
         threshold.release(
             bind(handlers.set_threshold),
@@ -329,7 +338,7 @@ def build_demo(
         }
         clicked = overlay.select(
             bind_steps(on_select, with_stale),
-            [state, slice_slider],
+            [state, slice_slider, click_mode],
             stale_outputs,
             api_visibility="private",
             trigger_mode="multiple",

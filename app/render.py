@@ -56,9 +56,7 @@ def display_factor(shape_yx: Sequence[int]) -> int:
     return int(min(_MAX_FACTOR, max(1, math.ceil(_TARGET_PX / longest))))
 
 
-def display_to_slice(
-    xy_display: Sequence[float], factor: int, shape_yx: Sequence[int]
-) -> tuple[float, float]:
+def display_to_slice(xy_display: Sequence[float], factor: int, shape_yx: Sequence[int]) -> tuple[float, float]:
     """A picture pixel ``[x, y]`` (Gradio's ``SelectData.index`` order) → slice point (y, x), clamped.
 
     Picture pixel ``i`` covers slice pixels ``[i / f - 0.5, (i + 1) / f - 0.5]``; its centre is taken.
@@ -297,6 +295,24 @@ def _legend(
         draw.text((x0 + swatch + 6, yy - size // 2 - 1), name, font=font, fill=(255, 255, 255))
 
 
+def _corner(
+    draw: ImageDraw.ImageDraw, yx: Sequence[float], hint: str, factor: int, scale: float, picture_wh: Sequence[int]
+) -> tuple[tuple[float, float], str, tuple[int, int, int]]:
+    """Draws a box's first corner, slice pixel ``yx`` of the picture as shown, as a cross with a dark
+    rim round that pixel; returns the hint's label (top-left xy, text, colour), placed below-right of
+    the cross, or on its other side where it would leave the picture."""
+    y, x = slice_to_display(np.asarray(yx, dtype=np.float64), factor)
+    arm = 7 * scale
+    for width, colour in ((4, (0, 0, 0, 255)), (2, (*COLOURS["litemedsam"], 255))):
+        draw.line([(x - arm, y), (x + arm, y)], fill=colour, width=width)
+        draw.line([(x, y - arm), (x, y + arm)], fill=colour, width=width)
+    size = int(11 * scale)
+    w, h = font_len(hint, size), size + 4
+    tx = x + arm + 3 if x + arm + 3 + w <= picture_wh[0] else max(0.0, x - arm - 3 - w)
+    ty = y + arm if y + arm + h <= picture_wh[1] else max(0.0, y - arm - h)
+    return (tx, ty), hint, COLOURS["litemedsam"]
+
+
 def _marker(draw: ImageDraw.ImageDraw, yx_display: Sequence[float], r: float) -> None:
     """The click: a hollow 1-px ring of radius ``r`` and four ticks outside it (to ``2 r``), with a dark
     rim; the centre stays open, so a small contour drawn over it is seen."""
@@ -323,12 +339,15 @@ def render_overlay(
     letters: Sequence[str] | None = None,
     inset: bool = False,
     prompt_box: tuple[Sequence[float], str] | None = None,
+    corner: tuple[Sequence[float], str] | None = None,
 ) -> np.ndarray:
     """The slice with filled, outlined masks, the click marker (under the outlines), optional rays, a
     legend and, with ``inset``, a magnified inset around a small answer (:func:`inset_boxes`).
 
     prompt_box: ((y0, x0, y1, x1) slice px of the picture as shown, corners inclusive, the text that
     names it): LiteMedSAM's box, framed in its colour and named above its top-left corner.
+    corner: ((y, x) slice px of the picture as shown, a hint): the first corner of a box being drawn,
+    a cross in LiteMedSAM's colour with the hint beside it (:func:`_corner`).
 
     base_rgb: the enlarged slice (:func:`grey_rgb`); masks are (y, x) on the slice grid.
     ray_centres: (n_rays, K, 2) patch centres (y, x) in slice px; fov_corners: (4, 2) U-net field of view.
@@ -378,6 +397,8 @@ def render_overlay(
         draw.rectangle(frame, outline=(*COLOURS["litemedsam"], 255), width=2)
         size = int(11 * scale)
         labels.append(((frame[0], max(0, frame[1] - size - 4)), text, COLOURS["litemedsam"]))
+    if corner is not None:
+        labels.append(_corner(draw, corner[0], corner[1], factor, scale, img.size))
     img = Image.alpha_composite(img, layer).convert("RGB")
     if lay["marker"] is not None:  # under the outlines: the marker never hides a small answer
         _marker(ImageDraw.Draw(img), lay["marker"], lay["marker_r"])

@@ -34,8 +34,7 @@ log = logging.getLogger(__name__)
 SESSION_TTL_S = 2 * 3600
 
 WEIGHTS_HELP = (
-    "train them with `python -m seqpatch_core train --model {m} --out weights/{m}.safetensors` "
-    "or see weights/README.md"
+    "train them with `python -m seqpatch_core train --model {m} --out weights/{m}.safetensors` or see weights/README.md"
 )
 
 
@@ -84,7 +83,8 @@ class BoxAnswer:
     its sigmoid: the threshold slider does not apply) and the (H, W) float32 probability, in the file's
     voxel order; source: where the box came from, "seqpatch" or "unet" (that method's mask plus
     :data:`~seqpatch_core.evaluation.boxes.SEQPATCH_MARGIN_PX`), "label" (the label's tight box on
-    the slice: an oracle prompt) or "given" (a box given as numbers); follows: the slice's results it
+    the slice: an oracle prompt), "user" (two corners the user clicked on the slice in box mode) or
+    "given" (a box given as numbers); follows: the slice's results it
     was prompted from, by identity: the answer is shown only while they are the slice's (a newer
     click, an undo or a reset hides it; an undo back to them shows it again).
     """
@@ -155,6 +155,9 @@ class Session:
     robustness: RobustnessMap | None = None
     #: LiteMedSAM's answers, oldest first (:meth:`box_answer` picks the one shown on a slice).
     box_answers: list[BoxAnswer] = field(default_factory=list)
+    #: The first corner of a box being drawn in box mode, (z, y, x) voxel indices in the file's order,
+    #: until the second corner; a slice change, a mode change, a click, undo or reset cancels it.
+    box_corner: tuple[int, int, int] | None = None
     #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
     seqpatch_seconds: float | None = None
     tmpdir: str | None = None
@@ -308,6 +311,7 @@ class Session:
         self.objects3d.clear()
         self.robustness = None
         self.box_answers.clear()
+        self.box_corner = None
         self.predictor.set_volume(None)
         if self.boxes is not None:  # a fresh one holds no windowed volume and no slice embeddings
             self.boxes = BoxPredictor(self.boxes.model, self.boxes.device)

@@ -125,10 +125,18 @@ def metric_cells(pred: np.ndarray, ref: np.ndarray | None, spacing: tuple[float,
     return out
 
 
+#: The name of a box the user drew (two corners clicked in box mode), on the slice and in the table.
+USER_BOX = "your box"
+#: Beside a box's first corner on the slice, until the second.
+CORNER_HINT = "now click the opposite corner"
+
+
 def box_name(answer: BoxAnswer) -> str:
     """LiteMedSAM's name in the table and the legend, with where its box came from."""
     if answer.oracle:
         return "LiteMedSAM (oracle: label box)"
+    if answer.source == "user":
+        return f"LiteMedSAM ({USER_BOX})"
     return f"LiteMedSAM ({NAMES.get(answer.source, answer.source)} box)"
 
 
@@ -136,6 +144,8 @@ def box_label(answer: BoxAnswer) -> str:
     """The text beside LiteMedSAM's box on the slice: whose box it is and where it came from."""
     if answer.oracle:
         return "LiteMedSAM's box: the label's (oracle)"
+    if answer.source == "user":
+        return f"{USER_BOX} (LiteMedSAM)"
     if answer.source in NAMES:
         return f"LiteMedSAM's box: {NAMES[answer.source]} + {SEQPATCH_MARGIN_PX} px"
     return f"LiteMedSAM's box: {answer.source}"
@@ -381,6 +391,7 @@ def render_view(session: Session, skip: Collection[str] = ()) -> dict[str, Any]:
         letters=disp.letters,
         inset=True,  # a small answer magnified beside the click
         prompt_box=None if box is None else (_shown_box(box, at), box_label(box)),
+        corner=None if s.box_corner is None or s.box_corner[0] != z else (at(s.box_corner[1:]), CORNER_HINT),
     )
     out: dict[str, Any] = {"overlay": overlay}
     for m in METHODS:
