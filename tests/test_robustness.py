@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import numpy as np
 import pytest
-from helpers import BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
+from helpers import BrightBoxNet, BrightNet, bright_predictor, sphere_arrays, write_case, write_checkpoints
 
 from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.metrics import dice
 from seqpatch_core.cli.main import main
-from seqpatch_core.evaluation.robustness import RobustnessMap, click_robustness, robustness_figure, robustness_table
+from seqpatch_core.evaluation.boxes import SEQPATCH_MARGIN_PX
+from seqpatch_core.evaluation.robustness import (
+    RobustnessMap,
+    click_robustness,
+    robustness_figure,
+    robustness_table,
+    shift_box,
+)
 from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference.boxes import Box, BoxPredictor, box_around
 from seqpatch_core.inference.predictor import Predictor
 
 #: The fields of a RobustnessMap, as its JSON has them.
@@ -55,7 +63,7 @@ def test_grid_against_label_in_one_batch_per_method(spy):
     # (8, 8) mm from the centre is 11.3 mm away: outside the 9 mm ball; (4, 4) is inside
     assert outside[0, 0] and outside[4, 4] and not outside[2, 2] and not outside[1, 3]
     assert fractions[-1] == 1.0 and all(0.0 <= f <= 1.0 for f in fractions)
-    assert set(json.loads(json.dumps(asdict(res)))) == KEYS
+    assert set(json.loads(json.dumps(res.as_dict()))) == KEYS  # no LiteMedSAM: no prompt
 
 
 def test_self_reference_and_clicks_outside_the_image(spy):
@@ -183,11 +191,116 @@ def test_the_heat_map_is_turned_as_the_slice_is_shown(direction, turned):
 
     grid = [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]]
     res = RobustnessMap(
-        offsets_mm=[-3.0, 0.0, 3.0], dice={"seqpatch": grid}, grids_mm={"seqpatch": grid},
+        offsets_mm=[-3.0, 0.0, 3.0], dice={"seqpatch": grid, "litemedsam": grid},
+        grids_mm={"seqpatch": grid, "litemedsam": grid},
         outside=[[False] * 3 for _ in range(3)], reference="label", point_yx=(10.0, 10.0), slice=0,
         window="soft", seconds={},
     )  # fmt: skip
     fig = robustness_figure(res, to_display=orientation(direction).slices.to_display)
-    shown = fig.axes[0].images[0].get_array()
-    np.testing.assert_allclose(np.asarray(shown), turned(np.asarray(grid)))
+    for ax in fig.axes[:2]:  # LiteMedSAM's map beside SeqPatch's, turned alike
+        np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), turned(np.asarray(grid)))
     assert "on screen" in fig.axes[0].get_xlabel()
+
+
+# ----------------------------------------------------------------------------- LiteMedSAM: the box moved with the click
+
+
+@pytest.mark.parametrize(
+    ("dy", "dx", "want"),
+    [
+        (0, 0, (10, 20, 30, 40)),
+        (-4, 6, (6, 26, 26, 46)),  # up and right, inside
+        (-15, 0, (0, 20, 15, 40)),  # past the top: clipped
+        (25, 15, (35, 35, 49, 49)),  # past the bottom right corner: clipped on two sides
+        (-31, 0, None),  # off the top but for one row: no area
+        (0, 40, None),  # off the right
+    ],
+)
+def test_a_box_moves_by_whole_pixels_and_is_clipped_to_the_slice(dy, dx, want):
+    moved = shift_box(Box(3, 10, 20, 30, 40), dy, dx, (50, 50))
+    assert moved == (None if want is None else Box(3, *want))
+
+
+def _boxes(pred: Predictor) -> BoxPredictor:
+    boxes = BoxPredictor(BrightBoxNet())
+    boxes.set_volume(pred.volume)
+    return boxes
+
+
+@pytest.mark.parametrize("order", [("seqpatch", "litemedsam", "unet"), ("litemedsam",)])
+def test_litemedsam_gets_the_label_box_moved_with_the_clicks(spy, order):
+    pred = bright_predictor()
+    boxes = _boxes(pred)
+    _, label = sphere_arrays()
+    seen = []
+    real = boxes.predict_many
+    boxes.predict_many = lambda b: seen.append(len(b)) or real(b)
+    ticks = []
+    res = click_robustness(pred, 6, (32.0, 30.0), grid=5, step_mm=3.0, methods=order, label_slice=label[6],
+                           boxes=boxes, chunk=10, progress=lambda f, t: ticks.append((f, t)))  # fmt: skip
+    assert res.methods == list(order)  # the caller's order, though LiteMedSAM runs last
+    start = box_around(label[6], 6)
+    assert res.prompt == {"box": start.as_list(), "source": "label"}
+    assert boxes.encoder_runs == 1 and seen == [10, 10, 5]  # one encoder pass, the decoder per chunk
+    assert spy == [(m, n) for m in order if m != "litemedsam" for n in (10, 10, 5)]
+    assert any("10 of 25 boxes done" in t for _, t in ticks) and ticks[-1][0] == 1.0
+    # each cell: the label's box moved by the cell's offset (3 mm = 3 px here), scored against the label
+    for i, dy in enumerate((-6, -3, 0, 3, 6)):
+        for j, dx in enumerate((-6, -3, 0, 3, 6)):
+            want = boxes.predict(shift_box(start, dy, dx, (64, 64)).as_list()).mask
+            assert res.dice["litemedsam"][i][j] == pytest.approx(dice(want, label[6]))
+    assert res.dice["litemedsam"][2][2] > 0.95  # BrightBoxNet finds the ball in its box
+    assert res.grids_mm["litemedsam"] == [[0.25] * 5] * 5  # 64 px of 1 mm in 256 px
+    assert res.seconds["litemedsam"] > 0
+    assert set(json.loads(json.dumps(res.as_dict()))) == KEYS | {"prompt"}
+    table = robustness_table(res)
+    assert f"**litemedsam** (mean Dice {res.mean('litemedsam'):.3f}" in table and "from label" in table
+    titles = [ax.get_title() for ax in robustness_figure(res).axes if ax.get_title()]
+    assert len(titles) == len(order) and titles[order.index("litemedsam")].startswith("litemedsam: mean Dice")
+
+
+def test_without_a_label_litemedsams_box_is_seqpatchs_mask_plus_the_margin(spy):
+    pred = bright_predictor()
+    centre = pred.predict_many(6, [(32.0, 30.0)], "seqpatch")[0].mask
+    spy.clear()
+    res = click_robustness(pred, 6, (32.0, 30.0), grid=3, step_mm=3.0, methods=("litemedsam",), boxes=_boxes(pred))
+    assert spy == [("seqpatch", 1)]  # SeqPatch's mask at the click, for the box only
+    assert res.prompt == {"box": box_around(centre, 6, SEQPATCH_MARGIN_PX).as_list(), "source": "seqpatch"}
+    assert res.reference == "self" and res.dice["litemedsam"][1][1] == 1.0
+    # a box given by the caller is taken as it is
+    given = click_robustness(pred, 6, (32.0, 30.0), grid=3, methods=("litemedsam",), boxes=_boxes(pred),
+                             box=[6, 20, 20, 44, 44], box_source="unet")  # fmt: skip
+    assert given.prompt == {"box": [6, 20, 20, 44, 44], "source": "unet"}
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({}, "not loaded"),
+        ({"boxes": "loaded", "box": [5, 20, 20, 44, 44]}, "on slice 5"),
+        ({"boxes": "loaded", "box": [6, 20, 20, 20, 44]}, "no area"),
+    ],
+)
+def test_litemedsam_needs_its_model_and_a_box_on_the_slice(options, says):
+    pred = bright_predictor()
+    if options.get("boxes") == "loaded":
+        options = {**options, "boxes": _boxes(pred)}
+    with pytest.raises(InputError, match=says):
+        click_robustness(pred, 6, (32.0, 30.0), grid=3, methods=("unet", "litemedsam"), **options)
+
+
+@pytest.mark.slow
+def test_cli_with_litemedsam(tmp_path, capsys, monkeypatch):
+    import seqpatch_core.inference.boxes as inference_boxes
+
+    monkeypatch.setattr(inference_boxes, "load_litemedsam", lambda *a, **k: BrightBoxNet())
+    image, label = write_case(tmp_path, shape=(3, 40, 40), centre=(1.0, 20.0, 20.0), radius_mm=8.0)
+    w = write_checkpoints(tmp_path)
+    out = tmp_path / "rob.json"
+    rc = main(["robustness", str(image), "--label", str(label), "--slice", "1", "--grid", "3", "--methods",
+               "unet,litemedsam", "--weights-seqpatch", str(w["seqpatch"]), "--weights-unet", str(w["unet"]),
+               "--device", "cpu", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert list(res["dice"]) == ["unet", "litemedsam"] and res["prompt"]["source"] == "label"
+    assert "**litemedsam**" in capsys.readouterr().out

@@ -436,11 +436,27 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_robustness(args) -> int:
+    """robustness IMAGE --slice Z: the Dice grid over moved clicks; with litemedsam among --methods,
+    LiteMedSAM's box (the label's on the slice, else SeqPatch's mask plus a margin) moved alike."""
+    import argparse
+
     from seqpatch_core.base.errors import InputError
     from seqpatch_core.base.metrics import mask_click
     from seqpatch_core.evaluation.robustness import click_robustness, robustness_figure, robustness_table
 
-    pred, label = _load_case(args)
+    boxer = None
+    if LITEMEDSAM in args.methods:
+        from seqpatch_core.inference.boxes import BoxPredictor
+        from seqpatch_core.method.run import pick_device
+
+        clicked = [m for m in args.methods if m != LITEMEDSAM]
+        # SeqPatch's mask gives the box where the slice holds no label, even when it is not scored
+        needed = clicked + ([] if "seqpatch" in clicked else ["seqpatch"])
+        pred, label = _load_case(argparse.Namespace(**{**vars(args), "methods": needed}))
+        boxer = BoxPredictor(device=pick_device(args.device))
+        boxer.set_volume(pred.volume)
+    else:
+        pred, label = _load_case(args)
     nz = pred.volume.shape[0]
     if not 0 <= args.slice < nz:
         raise InputError(f"slice {args.slice} is outside the volume (0..{nz - 1})")
@@ -463,11 +479,11 @@ def cmd_robustness(args) -> int:
         label_slice=label_slice,
         preset=args.preset,
         threshold=args.threshold,
+        boxes=boxer,
     )
     print(robustness_table(res), flush=True)
-    _write_json(res, args.json)
+    _write_json(res.as_dict(), args.json)
     if args.png:
         robustness_figure(res).savefig(args.png, dpi=120)
         log.info("wrote %s", args.png)
     return 0
-

@@ -14,6 +14,15 @@ moved click falls outside the image (skipped). ``outside`` marks clicks that fal
 outside the label slice (reference "label"), or, for reference "self", outside the original mask of
 at least one method (with one method: exactly its own object). ``grids_mm`` gives the working grid
 each click was answered on (the scale rule's pyramid, :class:`~seqpatch_core.method.run.Coarsen`).
+
+LiteMedSAM (method ``"litemedsam"``, with a :class:`~seqpatch_core.inference.boxes.BoxPredictor`)
+takes a box, not a click: the box of the original click (the label's tight box on the slice when one
+is given and not empty, else SeqPatch's mask at the original click grown by
+:data:`~seqpatch_core.evaluation.boxes.SEQPATCH_MARGIN_PX`, or a box given by the caller) is moved by
+each cell's offset, rounded to whole pixels, and clipped to the slice (:func:`shift_box`). The slice
+is encoded once and the decoder answers every moved box; its ``grids_mm`` is the pixel of its
+256 x 256 input in mm. A box clipped to no area (moved off the slice) is skipped like a click outside
+the image.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -29,12 +38,15 @@ from seqpatch_core.base.errors import InputError
 from seqpatch_core.base.metrics import dice
 from seqpatch_core.base.progress import Progress
 from seqpatch_core.base.tables import markdown_table
+from seqpatch_core.evaluation.boxes import SEQPATCH_MARGIN_PX
 from seqpatch_core.images.intensity import Window
+from seqpatch_core.inference.boxes import Box, BoxPredictor, box_around
 from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models.litemedsam import ARCH, IMAGE_SIZE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RobustnessMap", "click_robustness", "robustness_figure", "robustness_table"]
+__all__ = ["RobustnessMap", "click_robustness", "robustness_figure", "robustness_table", "shift_box"]
 
 
 @dataclass
@@ -44,7 +56,9 @@ class RobustnessMap:
     offsets_mm: (G,) offsets along y and along x; dice and grids_mm: method -> G x G rows (None where
     the click fell outside the image); outside: G x G bool; reference: "label" or "self"; point_yx:
     the original click (y, x) in slice px; slice: z; window: the held window's name; seconds: per
-    method and "total".
+    method and "total"; prompt: LiteMedSAM's box at the original click, ``{"box": [z, y0, x0, y1,
+    x1] (voxel indices, corners inclusive), "source": "label", "seqpatch", "unet" or "given"}`` (None
+    without LiteMedSAM).
     """
 
     offsets_mm: list[float]
@@ -56,6 +70,15 @@ class RobustnessMap:
     slice: int
     window: str
     seconds: dict[str, float]
+    prompt: dict | None = None
+
+    def as_dict(self) -> dict:
+        """The fields as JSON-ready data; ``prompt`` only with LiteMedSAM, so that the click methods'
+        record keeps its fields."""
+        out = asdict(self)
+        if self.prompt is None:
+            del out["prompt"]
+        return out
 
     @property
     def methods(self) -> list[str]:
@@ -72,6 +95,18 @@ def _inside(mask: np.ndarray, y: float, x: float) -> bool:
     return bool(mask[int(round(y)), int(round(x))])
 
 
+def shift_box(box: Box, dy: int, dx: int, shape_yx: tuple[int, int]) -> Box | None:
+    """``box`` moved by (dy, dx) whole pixels (+y down, +x right) and clipped to a slice of
+    ``shape_yx`` (H, W); None when what is left spans fewer than two pixels in y or in x (no area,
+    :func:`~seqpatch_core.inference.boxes.check_box`)."""
+    h, w = shape_yx
+    y0, y1 = max(0, box.y0 + dy), min(h - 1, box.y1 + dy)
+    x0, x1 = max(0, box.x0 + dx), min(w - 1, box.x1 + dx)
+    if y1 <= y0 or x1 <= x0:
+        return None
+    return Box(box.z, y0, x0, y1, x1)
+
+
 def click_robustness(
     predictor: Predictor,
     z: int,
@@ -86,6 +121,9 @@ def click_robustness(
     chunk: int | None = None,
     window: str | Window | None = None,
     coarsen: bool | None = None,
+    boxes: BoxPredictor | None = None,
+    box: Box | Sequence[float] | None = None,
+    box_source: str = "given",
 ) -> RobustnessMap:
     """Dice of every method over a grid of click offsets on slice ``z`` (see the module docstring).
 
@@ -95,8 +133,11 @@ def click_robustness(
     chunk lets ``progress`` advance while a method runs, with the same results); window: None for the
     predictor's setting; resolved once at the original click and held for every moved click and every
     method, so the map measures the networks, not a window rule that may switch between nearby clicks;
-    coarsen: the second pass (None: the predictor's setting). Raises InputError for
-    a point outside the volume, ``grid`` < 1, ``step_mm`` <= 0 or ``chunk`` < 0.
+    coarsen: the second pass (None: the predictor's setting). ``methods`` may name ``"litemedsam"``,
+    answered by ``boxes`` (holding the predictor's volume) after the click methods, from ``box``
+    (``(z, y0, x0, y1, x1)`` on slice z, where it came from in ``box_source``; None: the module
+    docstring's box), in chunks of ``chunk`` boxes. Raises InputError for a point outside the volume,
+    ``grid`` < 1, ``step_mm`` <= 0, ``chunk`` < 0, or LiteMedSAM without ``boxes`` or without a box.
     """
     if int(grid) < 1 or not step_mm > 0:
         raise InputError(f"the grid needs grid >= 1 and step > 0 mm, got grid={grid}, step={step_mm}")
@@ -120,6 +161,9 @@ def click_robustness(
     cells = [(i, j) for i in range(grid) for j in range(grid) if 0 <= ys[i] <= h - 1 and 0 <= xs[j] <= w - 1]
     centre = cells.index((grid // 2, grid // 2))  # the original click, inside by check_point
     points = [(float(ys[i]), float(xs[j])) for i, j in cells]
+    clicked = [m for m in methods if m != ARCH]
+    if ARCH in methods and (boxes is None or boxes.volume is None or boxes.volume.shape != vol.shape):
+        raise InputError(f"{ARCH} is not loaded with this image: it cannot take part")
 
     dices: dict[str, list[list[float | None]]] = {}
     grids: dict[str, list[list[float | None]]] = {}
@@ -127,26 +171,62 @@ def click_robustness(
     outside = np.zeros((grid, grid), dtype=bool)
     n = len(points)
     step = int(chunk) if chunk and int(chunk) < n else n
-    for mi, method in enumerate(methods):
+
+    def tick(done: int, what: str, start: int, total: int = n, noun: str = "clicks") -> None:
+        if progress is not None:
+            text = f"{start} of {total} {noun} done" if start else f"{total} {noun}"
+            progress((done + start / total) / len(methods), f"{what}: {text}")
+
+    def score(method: str, masks: Sequence[np.ndarray | None], grid_mm: Sequence[float | None]) -> None:
+        """Each cell's Dice against the reference (a None mask: a skipped cell), and whether its click
+        lies outside the object."""
+        ref = label_slice if label_slice is not None else masks[centre]
+        dices[method] = [[None] * grid for _ in range(grid)]
+        grids[method] = [[None] * grid for _ in range(grid)]
+        for (i, j), (y, x), mask, g in zip(cells, points, masks, grid_mm, strict=True):
+            if mask is not None:
+                dices[method][i][j] = dice(mask, ref)
+                grids[method][i][j] = g
+            outside[i, j] |= not _inside(ref, y, x)
+
+    opts = {"preset": preset, "threshold": threshold, "coarsen": coarsen, "window": held}
+    centre_masks = {}
+    for mi, method in enumerate(clicked):
         t0 = time.perf_counter()
         answers = []
         for start in range(0, n, step):
-            if progress is not None:
-                done = f"{start} of {n} clicks done" if start else f"{n} clicks"
-                progress((mi + start / n) / len(methods), f"{method}: {done}")
-            answers += predictor.predict_many(
-                z, points[start : start + step], method, preset=preset, threshold=threshold, coarsen=coarsen,
-                window=held,
-            )
-        ref = label_slice if label_slice is not None else answers[centre].mask
-        dices[method] = [[None] * grid for _ in range(grid)]
-        grids[method] = [[None] * grid for _ in range(grid)]
-        for (i, j), (y, x), r in zip(cells, points, answers, strict=True):
-            dices[method][i][j] = dice(r.mask, ref)
-            grids[method][i][j] = float(r.working_spacing)
-            outside[i, j] |= not _inside(ref, y, x)
+            tick(mi, method, start)
+            answers += predictor.predict_many(z, points[start : start + step], method, **opts)
+        score(method, [r.mask for r in answers], [float(r.working_spacing) for r in answers])
+        centre_masks[method] = answers[centre].mask
         seconds[method] = round(time.perf_counter() - t0, 3)
         log.info("%s: %d clicks in %.2f s", method, n, seconds[method])
+    prompt = None
+    if ARCH in methods:
+        t0 = time.perf_counter()
+        if box is None:
+            start_box, box_source = _centre_box(predictor, (z, y0, x0), label_slice, centre_masks.get("seqpatch"), opts)
+        else:
+            start_box = boxes.check_box(box.as_list() if isinstance(box, Box) else box)
+        if start_box.z != z:
+            raise InputError(f"{ARCH}'s box is on slice {start_box.z}, the click on slice {z}")
+        prompt = {"box": start_box.as_list(), "source": box_source}
+        # the clicks' offsets in whole pixels: a box is voxel indices (rint: +-1.5 px move alike)
+        dy = np.rint(offsets_mm / vol.spacing[1]).astype(int)
+        dx = np.rint(offsets_mm / vol.spacing[2]).astype(int)
+        moved = [shift_box(start_box, int(dy[i]), int(dx[j]), (h, w)) for i, j in cells]
+        kept = [b.as_list() for b in moved if b is not None]
+        found = []
+        for start in range(0, len(kept), step):  # one encoder pass (cached), the decoder per chunk
+            tick(len(clicked), ARCH, start, len(kept), "boxes")
+            found += [r.mask for r in boxes.predict_many(kept[start : start + step])]
+        masks = iter(found)
+        grid_mm = _input_pixel_mm(vol.shape[1:], vol.spacing[1:])
+        score(ARCH, [None if b is None else next(masks) for b in moved], [grid_mm] * n)
+        seconds[ARCH] = round(time.perf_counter() - t0, 3)
+        log.info("%s: %d boxes in %.2f s", ARCH, len(kept), seconds[ARCH])
+    dices = {m: dices[m] for m in methods}  # in the caller's order
+    grids = {m: grids[m] for m in methods}
     seconds["total"] = round(time.perf_counter() - t_start, 3)
     if progress is not None:
         progress(1.0, "done")
@@ -160,7 +240,39 @@ def click_robustness(
         slice=int(z),
         window=str(held),
         seconds=seconds,
+        prompt=prompt,
     )
+
+
+def _centre_box(
+    predictor: Predictor,
+    point_zyx: tuple[int, float, float],
+    label_slice: np.ndarray | None,
+    seqpatch_mask: np.ndarray | None,
+    opts: dict,
+) -> tuple[Box, str]:
+    """LiteMedSAM's box at the original click and its source: the label slice's tight box ("label"),
+    else SeqPatch's mask at the click (``seqpatch_mask``, or a SeqPatch pass when it was not among
+    the methods) grown by SEQPATCH_MARGIN_PX ("seqpatch"), as the page and the evaluation prompt it."""
+    z, y, x = point_zyx
+    if label_slice is not None:
+        found = box_around(label_slice, z)
+        if found is not None:
+            return found, "label"
+    if seqpatch_mask is None:
+        if "seqpatch" not in predictor.models:
+            raise InputError(f"{ARCH}'s box needs a label on the slice or the SeqPatch network")
+        seqpatch_mask = predictor.predict_many(z, [(y, x)], "seqpatch", **opts)[0].mask
+    found = box_around(seqpatch_mask, z, SEQPATCH_MARGIN_PX)
+    if found is None:
+        raise InputError(f"{ARCH} has no box: SeqPatch found no object at the click")
+    return found, "seqpatch"
+
+
+def _input_pixel_mm(shape_yx: tuple[int, int], spacing_yx: tuple[float, float]) -> float:
+    """The side in mm of one pixel of LiteMedSAM's 256 x 256 input, which holds the slice's longest
+    side: the grid its answers are made on, for the working grids' column."""
+    return round(max(shape_yx[0] * spacing_yx[0], shape_yx[1] * spacing_yx[1]) / IMAGE_SIZE, 3)
 
 
 def robustness_table(result: RobustnessMap) -> str:
@@ -172,6 +284,11 @@ def robustness_table(result: RobustnessMap) -> str:
         f"slice {result.slice}, click (y, x) = ({y:.1f}, {x:.1f}), reference: {result.reference}; "
         "rows: y offset, columns: x offset (mm); × = click outside the object"
     ]
+    if result.prompt is not None:
+        out.append(
+            f"{ARCH}'s box (z, y0, x0, y1, x1) = ({', '.join(str(v) for v in result.prompt['box'])}) from "
+            f"{result.prompt['source']}, moved with the click in whole pixels"
+        )
     for method in result.methods:
         used = sorted({g for row in result.grids_mm[method] for g in row if g is not None})
         where = ", ".join(f"{g:g}" for g in used)
