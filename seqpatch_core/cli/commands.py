@@ -8,6 +8,7 @@ and turned into one line on stderr by :func:`seqpatch_core.__main__.main`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -270,7 +271,7 @@ def _checked_models(args) -> dict:
     from seqpatch_core.method.run import pick_device
 
     if LITEMEDSAM in args.methods:
-        raise InputError(f"{LITEMEDSAM} takes boxes: score it with evaluate --image IMG --label LBL [--box MODE]")
+        raise InputError(f"{LITEMEDSAM} takes boxes: score it with evaluate (--image/--synthetic/--atlas) [--box MODE]")
     weights = {name: getattr(args, f"weights_{name}", None) for name in args.methods}
     return load_models(args.methods, weights, device=pick_device(args.device))
 
@@ -312,15 +313,19 @@ def cmd_evaluate(args) -> int:
     evaluation.parse_clicks(args.clicks)  # a bad mode fails before any model is loaded
     if sum(x is not None for x in (args.image, args.synthetic, args.atlas)) != 1:
         raise InputError("give either --image with --label, --synthetic N or --atlas N")
+    scorer = None
+    if args.atlas is not None or args.synthetic is not None:
+        models = _checked_models(argparse.Namespace(**{**vars(args), "methods": _click_methods(args)}))
+        scorer = _slice_boxes(args)
+        shared = {"clicks": args.clicks, "threshold": args.threshold, "coarsen": args.coarsen, "extra": scorer,
+                  "methods": args.methods}  # fmt: skip
     if args.atlas is not None:
         from seqpatch_core.data.atlases import DEFAULT_DIR
 
         res = evaluation.evaluate_atlas(
-            _checked_models(args), args.atlas, args.seed, args.atlas_bank or DEFAULT_DIR, pick_device(args.device),
-            clicks=args.clicks, threshold=args.threshold, coarsen=args.coarsen,
+            models, args.atlas, args.seed, args.atlas_bank or DEFAULT_DIR, pick_device(args.device), **shared
         )
     elif args.synthetic is not None:
-        models = _checked_models(args)
         bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
         res = evaluation.evaluate_synthetic(
             models,
@@ -328,10 +333,8 @@ def cmd_evaluate(args) -> int:
             args.seed,
             bank,
             pick_device(args.device),
-            clicks=args.clicks,
-            threshold=args.threshold,
             working_spacing=args.working_spacing,
-            coarsen=args.coarsen,
+            **shared,
         )
     else:
         if args.working_spacing is not None:
@@ -351,6 +354,8 @@ def cmd_evaluate(args) -> int:
                 preset=args.preset,
                 threshold=args.threshold,
             )
+    if scorer is not None:
+        res = scorer.annotate(res)
     print(f"{res['source']}, clicks: {res['clicks']}\n")
     print(evaluation.markdown_table(res["summary"]))
     print("\nBy object size (equivalent radius of the reference on the slice):\n")
@@ -371,22 +376,45 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _click_methods(args) -> list[str]:
+    """The click networks evaluate loads: ``args.methods`` but LiteMedSAM, and SeqPatch wherever
+    LiteMedSAM's boxes come from its masks (--box from-seqpatch), scored or not. Checks --box and
+    --clicks for LiteMedSAM before any model is loaded."""
+    from seqpatch_core.evaluation import boxes as box_evaluation
+    from seqpatch_core.evaluation import evaluate as evaluation
+
+    clicked = [m for m in args.methods if m != LITEMEDSAM]
+    if LITEMEDSAM not in args.methods:
+        return clicked
+    box_evaluation.parse_box_mode(args.box)
+    if evaluation.parse_clicks(args.clicks)[0] != "centroid":
+        raise InputError(f"{LITEMEDSAM} is scored with centre clicks only (--clicks centroid)")
+    seq = box_evaluation.needs_seqpatch(args.box) and "seqpatch" not in clicked
+    return clicked + (["seqpatch"] if seq else [])
+
+
+def _slice_boxes(args):
+    """LiteMedSAM's scorer of the synthetic or atlas slices (:class:`SliceBoxes`), None when it is
+    not among ``args.methods``."""
+    if LITEMEDSAM not in args.methods:
+        return None
+    from seqpatch_core.evaluation.boxes import SliceBoxes
+    from seqpatch_core.inference.boxes import BoxPredictor
+    from seqpatch_core.method.run import pick_device
+
+    return SliceBoxes(BoxPredictor(device=pick_device(args.device)), args.box)
+
+
 def _evaluate_with_boxes(args) -> dict:
     """evaluate --image --label with LiteMedSAM among the methods: the click methods as usual (centre
     clicks), LiteMedSAM with one box per labelled slice (--box), merged into one result."""
-    import argparse
-
     from seqpatch_core.evaluation import boxes as box_evaluation
     from seqpatch_core.evaluation import evaluate as evaluation
     from seqpatch_core.inference.boxes import BoxPredictor
     from seqpatch_core.method.run import pick_device
 
-    source, _margin = box_evaluation.parse_box_mode(args.box)
-    if evaluation.parse_clicks(args.clicks)[0] != "centroid":
-        raise InputError(f"{LITEMEDSAM} is scored with centre clicks only (--clicks centroid)")
+    needed = _click_methods(args)
     clicked = [m for m in args.methods if m != LITEMEDSAM]
-    # from-seqpatch needs SeqPatch's masks even when SeqPatch itself is not scored
-    needed = clicked + (["seqpatch"] if source == "from-seqpatch" and "seqpatch" not in clicked else [])
     pred, label = _load_case(argparse.Namespace(**{**vars(args), "methods": needed}))
     click_res = None
     if clicked:

@@ -21,6 +21,10 @@ jittered Dice, per slice then averaged).
 Metrics are :func:`seqpatch_core.base.metrics.evaluate_masks` on 2D slices with the slice's in-plane
 spacing (y, x) in mm: Dice, CD-x/y/z (cd_z is 0 on 2D slices), HD95, ABD (mm) and aRVD.
 
+A further scorer of the synthetic and atlas slices may run beside the click models on the same
+slices (``extra``, :class:`SliceScorer`: LiteMedSAM's boxes,
+:class:`seqpatch_core.evaluation.boxes.SliceBoxes`); its rows join the click models' in every table.
+
 Each click gives one :class:`Row`. Beside the per-method summary, results are split by object size
 (:func:`size_breakdown`: mean Dice with its bootstrap interval per method and the paired difference,
 per radius bin up to >= 60 mm) and the first method is compared with each other one slice by slice
@@ -35,6 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -59,6 +64,7 @@ __all__ = [
     "SIZE_BINS_MM",
     "SYNTH_RADII_MM",
     "Row",
+    "SliceScorer",
     "evaluate_atlas",
     "evaluate_synthetic",
     "evaluate_volume",
@@ -107,7 +113,8 @@ class Row:
     :class:`~seqpatch_core.method.run.Coarsen`), coarsened: whether it is coarser than the click's
     first grid. The metrics are :func:`~seqpatch_core.base.metrics.evaluate_masks` on the slice grid
     (distances in mm, sizes in mm^2). preset, spacing_mm (pixel size) and kind: synthetic and atlas
-    slices only.
+    slices only. box: the box mode of a box-prompted method's row ("label+0", "from-seqpatch+5";
+    :mod:`seqpatch_core.evaluation.boxes`), None for a click's.
     """
 
     method: str
@@ -129,11 +136,26 @@ class Row:
     preset: str | None = None
     spacing_mm: float | None = None
     kind: str | None = None
+    box: str | None = None
 
     @property
     def radius_mm(self) -> float:
         """The reference's equivalent radius sqrt(area / pi) on the slice, mm."""
         return math.sqrt(self.size_ref / math.pi)
+
+
+class SliceScorer(Protocol):
+    """A method scored on the synthetic or atlas slices beside the click models, on the same slices.
+
+    ``method``: its name in the rows. Called once per slice with (the slice's index, the slice, its
+    ray preset, the click models' results on it: name -> one Result per click, the centre click
+    ``s.click`` first); returns the slice's rows (case = the index).
+    """
+
+    method: str
+
+    def __call__(self, index: int, s: synth.SynthSlice, preset: str, results: dict[str, list[Result]]) -> list[Row]:
+        """The rows of slice ``index``."""
 
 
 def parse_clicks(spec: str) -> tuple[str, int]:
@@ -298,9 +320,11 @@ def _segment_slices(
     working_spacing: float | None,
     coarsen: bool,
     progress: Progress | None,
+    extra: SliceScorer | None = None,
 ) -> list[Row]:
     """Rows of every model on windowed slices (slice, preset), each clicked by :func:`slice_clicks`
-    and segmented by :func:`segment_slice` from ``working_spacing`` (None: the slice's own grid)."""
+    and segmented by :func:`segment_slice` from ``working_spacing`` (None: the slice's own grid),
+    then ``extra``'s rows of the slice, given those answers."""
     rows: list[Row] = []
     for i, (s, preset) in enumerate(val):
         if progress is not None:
@@ -313,6 +337,8 @@ def _segment_slices(
         }
         px = (s.spacing_mm, s.spacing_mm)
         rows += _rows_for_slice(res, s.label, pts, px, i, 0, preset=preset, spacing_mm=s.spacing_mm, kind=s.kind)
+        if extra is not None:
+            rows += extra(i, s, preset, res)
     if progress is not None:
         progress(1.0, "done")
     return rows
@@ -329,24 +355,30 @@ def evaluate_synthetic(
     progress: Progress | None = None,
     working_spacing: float | None = None,
     coarsen: bool = True,
+    extra: SliceScorer | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict:
     """Evaluate ``models`` (name -> network) on the ``n`` held-out slices of :func:`synthetic_set`.
 
     Each slice is a windowed image on its own grid and starts the pyramid there (``working_spacing``,
     mm: on that grid instead, the slice resampled, scored against the label on its own grid); with
     ``coarsen`` each model's :class:`~seqpatch_core.method.run.Coarsen` rule climbs the pyramid, as in
-    the app (False: the first grid only). Returns the same structure as :func:`evaluate_volume`
-    (``case`` is the slice index), plus ``"by_preset"``: ``{preset: {"summary", "by_size"}}``.
+    the app (False: the first grid only). ``extra`` scores each slice too, given the models' answers
+    (:class:`SliceScorer`). ``methods``: the methods reported, in order (the first is the paired
+    comparison's reference); default the models', then ``extra``'s; a model left out only feeds
+    ``extra``. Returns the same structure as :func:`evaluate_volume` (``case`` is the slice index),
+    plus ``"by_preset"``: ``{preset: {"summary", "by_size"}}``.
     """
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
     if working_spacing is not None and not 0.2 <= working_spacing <= 10.0:
         raise InputError(f"--working-spacing must be between 0.2 and 10 mm, got {working_spacing}")
     mode, k = parse_clicks(clicks)
+    names = _reported(models, extra, methods)
     val = synthetic_set(n, seed, backgrounds)
     rows = _segment_slices(models, val, device, mode, k, _jitter_rng(seed), threshold, working_spacing, coarsen,
-                           progress)  # fmt: skip
-    names = list(models)
+                           progress, extra)  # fmt: skip
+    rows = [r for r in rows if r.method in names]
     # the two halves differ in working spacing and ray preset: each gets its own summary
     by_preset: dict[str, dict] = {}
     for preset in dict.fromkeys(r.preset for r in rows):
@@ -367,22 +399,51 @@ def evaluate_synthetic(
     }
 
 
-def evaluate_atlas(models: dict, n: int, seed: int, bank_path: str | Path, device, clicks: str = "centroid",
-                   threshold: float = 0.5, coarsen: bool = True) -> dict:
+def _reported(models: dict, extra: SliceScorer | None, methods: Sequence[str] | None) -> list[str]:
+    """The methods an evaluation reports, in order: ``methods``, or the models' then ``extra``'s."""
+    known = [*models, *([extra.method] if extra is not None else [])]
+    if methods is None:
+        return known
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise InputError(f"no model or scorer for {', '.join(unknown)}")
+    return list(methods)
+
+
+def evaluate_atlas(
+    models: dict,
+    n: int,
+    seed: int,
+    bank_path: str | Path,
+    device,
+    clicks: str = "centroid",
+    threshold: float = 0.5,
+    coarsen: bool = True,
+    extra: SliceScorer | None = None,
+    methods: Sequence[str] | None = None,
+) -> dict:
     """Evaluate ``models`` on ``n`` held-out (right-hemisphere) atlas objects drawn with
-    ``SeedSequence([seed, 17])`` at the MR working spacing with preset ``promise12``; the same result
-    structure as :func:`evaluate_synthetic`."""
+    ``SeedSequence([seed, 17])`` at the MR working spacing with preset ``promise12``; ``extra`` and
+    ``methods`` and the result's structure as in :func:`evaluate_synthetic`."""
     if n < 1:
         raise InputError(f"--atlas needs at least 1 object, got {n}")
     mode, k = parse_clicks(clicks)
+    names = _reported(models, extra, methods)
     bank = AtlasBank(bank_path)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
     val = [(bank.sample(rng, SLICE_SIZE, "val"), "promise12") for _ in range(n)]
-    rows = _segment_slices(models, val, device, mode, k, _jitter_rng(seed), threshold, None, coarsen, None)
-    names = list(models)
-    return {"source": f"atlas val (n={n}, seed={seed}, sources={','.join(bank.ids())})", "clicks": clicks,
-            "seed": seed, "slices": list(range(n)), "rows": rows, "summary": summarize(rows, names, mode),
-            "by_size": size_breakdown(rows, names, mode), "paired": paired_comparison(rows, names, mode)}
+    rows = _segment_slices(models, val, device, mode, k, _jitter_rng(seed), threshold, None, coarsen, None, extra)
+    rows = [r for r in rows if r.method in names]
+    return {
+        "source": f"atlas val (n={n}, seed={seed}, sources={','.join(bank.ids())})",
+        "clicks": clicks,
+        "seed": seed,
+        "slices": list(range(n)),
+        "rows": rows,
+        "summary": summarize(rows, names, mode),
+        "by_size": size_breakdown(rows, names, mode),
+        "paired": paired_comparison(rows, names, mode),
+    }
 
 
 def _mean_sd(values: Sequence[float]) -> dict[str, float]:

@@ -133,11 +133,21 @@ class BoxPredictor:
         self._lock = threading.Lock()
         self.encoder_runs = 0
 
-    def set_volume(self, volume: Volume) -> None:
+    def set_volume(self, volume: Volume, windowed: np.ndarray | None = None) -> None:
         """Window the whole volume as LiteMedSAM's training data were (:func:`box_prompt.window_255`;
-        the MR percentiles are the volume's) and forget the previous volume's embeddings."""
+        the MR percentiles are the volume's) and forget the previous volume's embeddings.
+
+        ``windowed``: the volume already windowed to [0, 1], float (z, y, x) of its shape, for images
+        that hold no raw intensities (the evaluation's synthetic and atlas slices): it is taken as
+        LiteMedSAM's window (:func:`box_prompt.to_255`) instead of windowing ``volume.array`` again.
+        """
+        if windowed is not None and np.shape(windowed) != volume.shape:
+            raise InputError(f"windowed image of shape {np.shape(windowed)} for a volume of {volume.shape}")
         with self._lock:
-            self._u8 = box_prompt.window_255(volume.array, volume.is_ct)
+            if windowed is None:
+                self._u8 = box_prompt.window_255(volume.array, volume.is_ct)
+            else:
+                self._u8 = box_prompt.to_255(windowed)
             self.volume = volume
             self._embeddings.clear()
 

@@ -32,6 +32,7 @@ __all__ = [
     "prepare_slice",
     "resized_shape",
     "scale_boxes",
+    "to_255",
     "window_255",
 ]
 
@@ -52,10 +53,16 @@ def window_255(array: np.ndarray, is_ct: bool) -> np.ndarray:
     else:
         nonzero = array[array != 0]
         window = mr_window(nonzero if nonzero.size else array)
-    out = (apply_window(array, window) * 255.0).astype(np.uint8)
+    out = to_255(apply_window(array, window))
     if not is_ct:
         out[array == 0] = 0
     return out
+
+
+def to_255(windowed: np.ndarray) -> np.ndarray:
+    """An image already windowed to [0, 1] (any shape, float) as uint8 0..255 of the same shape,
+    truncated as ``np.uint8`` did to the training data (values outside [0, 1] clipped)."""
+    return (np.clip(np.asarray(windowed, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def resized_shape(h: int, w: int, target: int = IMAGE_SIZE) -> tuple[int, int]:
