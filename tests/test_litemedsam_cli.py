@@ -215,7 +215,7 @@ def test_cli_refuses_bad_prompts_in_one_line(capsys, tmp_path):
     assert rc == 2 and "centre clicks only" in err
     rc, _o, err = _run(capsys, "evaluate", "--atlas", "2", "--methods", "litemedsam", "--box", "seqpatch")
     assert rc == 2 and "unknown box mode" in err
-    rc, _o, err = _run(capsys, "robustness", str(image), "--slice", "0", "--methods", "seqpatch,litemedsam")
+    rc, _o, err = _run(capsys, "calibrate", "--synthetic", "2", "--methods", "seqpatch,litemedsam")
     assert rc == 2 and "takes boxes" in err
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--methods", "seqpatch,sam2"])

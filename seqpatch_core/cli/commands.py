@@ -271,7 +271,7 @@ def _checked_models(args) -> dict:
     from seqpatch_core.method.run import pick_device
 
     if LITEMEDSAM in args.methods:
-        raise InputError(f"{LITEMEDSAM} takes boxes: score it with evaluate (--image/--synthetic/--atlas) [--box MODE]")
+        raise InputError(f"{LITEMEDSAM} takes boxes: evaluate and robustness score it, this command does not")
     weights = {name: getattr(args, f"weights_{name}", None) for name in args.methods}
     return load_models(args.methods, weights, device=pick_device(args.device))
 

@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _method_list(text: str) -> list[str]:
     """``"seqpatch,unet"`` -> ["seqpatch", "unet"]; unknown names are a usage error. LiteMedSAM, which
-    takes boxes, is named too (evaluate scores it; the other commands refuse it)."""
+    takes boxes, is named too (evaluate and robustness score it; the other commands refuse it)."""
     from seqpatch_core.method.models import MODELS
     from seqpatch_core.method.models.litemedsam import ARCH
 
