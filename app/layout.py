@@ -227,7 +227,7 @@ def build_demo(
                 with gr.Column(scale=2, min_width=260):
                     gr.Markdown(EXPLAIN, elem_id="explain")
             rays_img = image("rays", "rays")
-        teach = teaching_panels(predictor)
+        teach = teaching_panels(predictor, box_model)
 
         comps = outputs.components(
             {

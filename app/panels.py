@@ -14,6 +14,7 @@ from app.ablations import ablation_choices, ablation_context
 from app.binding import bind
 from app.drawing import NAMES
 from seqpatch_core.inference.predictor import METHODS, Predictor
+from seqpatch_core.method.models.litemedsam import ARCH, LiteMedSAM
 
 __all__ = ["EXPLAIN", "image", "teaching_panels", "wire_teaching"]
 
@@ -58,15 +59,17 @@ def image(
     )
 
 
-def teaching_panels(predictor: Predictor) -> dict[str, Any]:
-    """Tabs below the main view: robustness, 3D object, ablations, feature maps (components by name)."""
+def teaching_panels(predictor: Predictor, box_model: LiteMedSAM | None = None) -> dict[str, Any]:
+    """Tabs below the main view: robustness, 3D object, ablations, feature maps (components by name).
+    With ``box_model`` (LiteMedSAM's weights loaded) the robustness grid and the 3D object offer it too."""
     c: dict[str, Any] = {}
+    boxed = " LiteMedSAM takes the click's box (as on the main view), moved the same way." if box_model else ""
     gr.Markdown("### Teaching and robustness (each tab works on the current click)")
     with gr.Tabs():
         with gr.Tab("Click robustness", elem_id="tab-robustness"):
             gr.Markdown(
                 "How much does the result change when the click moves? Both networks segment a grid of "
-                "moved clicks around the current one; each cell is a Dice."
+                "moved clicks around the current one; each cell is a Dice." + boxed
             )
             with gr.Row():
                 c["rob_grid"] = gr.Slider(
@@ -85,10 +88,16 @@ def teaching_panels(predictor: Predictor) -> dict[str, Any]:
             gr.Markdown(
                 "Follows the clicked object slice by slice (the next click is the mask's centre on the "
                 "previous slice) until it vanishes, its area jumps, or the volume ends."
+                + (
+                    " LiteMedSAM starts from the click's box; each next box is the previous slice's mask's "
+                    "box plus a few pixels, until the mask vanishes."
+                    if box_model
+                    else ""
+                )
             )
             with gr.Row():
                 c["obj_method"] = gr.Radio(
-                    [(NAMES[m], m) for m in METHODS],
+                    [(NAMES[m], m) for m in (*METHODS, *([ARCH] if box_model else []))],
                     value="seqpatch",
                     label="Method",
                     elem_id="obj-method",

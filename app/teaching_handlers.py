@@ -2,7 +2,9 @@
 the sequential network computes along one ray. Functions of a :class:`~app.session.Session` returning
 ``{output name: value}`` (names declared in :mod:`app.outputs`), like :mod:`app.handlers`.
 
-Every panel works on the *current click*: the point clicked on the slice being shown.
+Every panel works on the *current click*: the point clicked on the slice being shown. LiteMedSAM, when
+its weights are loaded, takes part in the robustness grid and the 3D object from the current click's
+box, the one the main view gives it (:func:`app.handlers.click_box`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,22 @@ from scipy import ndimage
 from app import render, zerogpu
 from app.ablations import ABLATION_CAVEAT, ABLATIONS, PAPER_KEY, PREFIX, training_summary
 from app.drawing import COLOURS, NAMES, outlined_text
+from app.handlers import click_box
 from app.notices import user_errors
 from app.readouts import render_feature_strips
 from app.render_rays import render_ray_grid
-from app.session import Object3D, ObjectStep, Session, require
+from app.session import BOX_WEIGHTS_MISSING, Object3D, ObjectStep, Session, require
 from app.view import centres_inside, metric_cells, render_view
-from seqpatch_core.base.errors import InputError
+from seqpatch_core.base.errors import InputError, first_line
 from seqpatch_core.base.metrics import dice
 from seqpatch_core.base.progress import Progress
 from seqpatch_core.evaluation.robustness import click_robustness, robustness_figure
 from seqpatch_core.images.intensity import Window
 from seqpatch_core.images.orientation import orientation
+from seqpatch_core.inference.boxes import BoxPredictor
 from seqpatch_core.inference.predictor import METHODS, Result
-from seqpatch_core.inference.propagate import propagate
+from seqpatch_core.inference.propagate import propagate, propagate_boxes
+from seqpatch_core.method.models.litemedsam import ARCH as LITEMEDSAM
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,26 @@ def _click_window(session: Session) -> Window:
     return next(iter(session.results[session.z].values())).window
 
 
+def _loaded_boxes(session: Session) -> BoxPredictor:
+    """The session's LiteMedSAM holding its image (windowed once per image, as for the main view), or a
+    one-line InputError without its weights."""
+    s = session
+    if s.boxes is None:
+        raise InputError(BOX_WEIGHTS_MISSING)
+    with s.using():
+        if s.boxes.volume is not s.volume:
+            s.boxes.set_volume(s.volume)
+    return s.boxes
+
+
+#: How the teaching tabs name where LiteMedSAM's box came from (:func:`app.handlers.click_box`).
+BOX_SOURCES = {
+    "label": "the label's box on the slice (an oracle prompt)",
+    "seqpatch": "SeqPatch's mask plus a margin",
+    "unet": "the U-net's mask plus a margin",
+}
+
+
 def _where(session: Session, click: tuple[int, float, float] | None = None) -> str:
     """The click a panel's result was computed for, in words (``click`` None: the current click).
 
@@ -66,14 +91,10 @@ def _where(session: Session, click: tuple[int, float, float] | None = None) -> s
 COMPARE_GRID_PX = 620
 
 
-def ray_grid(
-    result: Result, title: str | None = None, width: int | None = COMPARE_GRID_PX
-) -> np.ndarray:
+def ray_grid(result: Result, title: str | None = None, width: int | None = COMPARE_GRID_PX) -> np.ndarray:
     """The per-ray view of a seqpatch-architecture result (render's grid, drawn ``width`` px wide for
     the place it is shown at), with an optional title bar."""
-    grid = render_ray_grid(
-        result.patches, result.ray_likelihoods, inside=centres_inside(result), width=width
-    )
+    grid = render_ray_grid(result.patches, result.ray_likelihoods, inside=centres_inside(result), width=width)
     if not title:
         return grid
     bar = np.full((30, grid.shape[1], 3), 24, dtype=np.uint8)
@@ -89,7 +110,9 @@ def ray_grid(
 def robustness(
     session: Session | None, grid: float = 5, step_mm: float = 3.0, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Dice heat maps over a grid of moved clicks around the current click (seqpatch and U-net)."""
+    """Dice heat maps over a grid of moved clicks around the current click (SeqPatch and the U-net),
+    and of LiteMedSAM's box moved alike when its weights are loaded (the click's box: the label's on
+    the slice, else SeqPatch's mask plus a margin, as on the main view)."""
     s = require(session)
     z, y, x = current_click(s)
     methods = [m for m in METHODS if m in s.predictor.models]
@@ -100,6 +123,20 @@ def robustness(
     except (TypeError, ValueError):
         raise InputError("the grid size and the step must be numbers") from None
     label = s.label[z] if s.label is not None else None
+    boxes = box = None
+    source, box_note = "given", ""
+    if s.boxes is not None:
+        try:
+            box, source = click_box(s, z, s.results[z])
+        except InputError as exc:  # the click methods' grid still runs; the note says why not LiteMedSAM
+            box_note = f" {NAMES[LITEMEDSAM]} is left out: {first_line(exc)}."
+        else:
+            boxes = _loaded_boxes(s)
+            methods.append(LITEMEDSAM)
+            box_note = (
+                f" {NAMES[LITEMEDSAM]}'s box, {BOX_SOURCES.get(source, source)}, moves with the click (in "
+                "whole pixels, clipped to the slice): one encoder pass for the slice, the decoder for each box."
+            )
     with s.using():  # the memory pool leaves the session alone while the grid runs
         result = click_robustness(
             s.predictor,
@@ -114,6 +151,9 @@ def robustness(
             chunk=ROBUSTNESS_CHUNK,
             window=_click_window(s),  # every moved click in the window of the original one
             coarsen=s.second_pass,
+            boxes=boxes,
+            box=box,
+            box_source=source,
         )
     s.robustness = result
     fig = robustness_figure(result, NAMES, orientation(s.volume.direction).slices.to_display)  # as the slice is shown
@@ -124,14 +164,11 @@ def robustness(
             "**Scored against each method's own result at the original click** (no label loaded): "
             "how stable the answer is, not how right."
         )
-    means = ", ".join(
-        f"{NAMES[m]} mean Dice {result.mean(m):.3f}"
-        for m in methods
-    )
+    means = ", ".join(f"{NAMES[m]} mean Dice {result.mean(m):.3f} (worst {result.worst(m):.3f})" for m in methods)
     n_out = int(np.sum(result.outside))
     note = (
         f"{ref} {grid_n}×{grid_n} clicks, {step:g} mm apart, around {_where(s, (z, y, x))}, all in the "
-        f"window {result.window}. {means}. "
+        f"window {result.window}. {means}.{box_note} "
         f"Cells marked × (hatched): the moved click lies outside the object ({n_out} of them); "
         f"red frame: the original click; n/a: outside the image. "
         f"{result.seconds['total']:.1f} s."
@@ -180,9 +217,7 @@ def _montage(session: Session, obj: Object3D, tiles: int = 8, tile_px: int = 240
         contours = [render.Contour(obj.method, shown(obj.prop.mask3d[z][crop]))]
         if s.label is not None:
             contours.append(render.Contour("truth", shown(s.label[z][crop] != 0), dashed=True, fill=False))
-        pic = render.render_overlay(
-            render.grey_rgb(shown(s.windowed(z)[crop]), f), f, contours, opacity=0.25
-        )
+        pic = render.render_overlay(render.grey_rgb(shown(s.windowed(z)[crop]), f), f, contours, opacity=0.25)
         img = Image.fromarray(pic)
         img.thumbnail((tile_px, tile_px))
         canvas = Image.new("RGB", (tile_px, tile_px), (24, 24, 24))
@@ -204,12 +239,13 @@ def _montage(session: Session, obj: Object3D, tiles: int = 8, tile_px: int = 240
 def segment_object(
     session: Session | None, method: str = "seqpatch", progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Follow the clicked object through the neighbouring slices (:func:`propagate`) and keep its 3D mask."""
+    """Follow the clicked object through the neighbouring slices and keep its 3D mask: a click method
+    by :func:`propagate`, LiteMedSAM box to box from the click's box by :func:`propagate_boxes`."""
     s = require(session)
     z, y, x = current_click(s)
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if method not in s.predictor.models:
+    if method not in (*METHODS, LITEMEDSAM):
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join((*METHODS, LITEMEDSAM))}")
+    if method in METHODS and method not in s.predictor.models:
         raise InputError(f"the {NAMES[method]} weights are not loaded (see weights/README.md)")
     nz = s.shape[0]
 
@@ -218,18 +254,30 @@ def segment_object(
             done = f"{n} slice{'s' if n > 1 else ''}"
             progress(min(n / max(nz, 1), 0.99), f"{NAMES[method]}: {done} of at most {nz} done")
 
-    window = _click_window(s)
-    with s.using():
-        prop = propagate(
-            s.predictor,
-            (z, y, x),
-            method=method,
-            threshold=s.threshold,
-            window=window,
-            coarsen=s.second_pass,
-            on_slice=tick,
+    window, threshold, prompt = _click_window(s), s.threshold, ""
+    if method == LITEMEDSAM:
+        boxes = _loaded_boxes(s)
+        box, source = click_box(s, z, s.results[z])
+        with s.using():
+            prop = propagate_boxes(boxes, box, on_slice=tick)
+        # LiteMedSAM reads its own window and thresholds its own sigmoid at 0.5 (not the slider)
+        window, threshold = None, 0.5
+        prompt = (
+            f" Its box on slice {z}: {BOX_SOURCES.get(source, source)}; on each next slice, the box of the "
+            "previous slice's mask plus a few pixels, until the mask vanishes."
         )
-    obj = Object3D(method=method, seed_zyx=(z, y, x), threshold=s.threshold, prop=prop, window=window)
+    else:
+        with s.using():
+            prop = propagate(
+                s.predictor,
+                (z, y, x),
+                method=method,
+                threshold=threshold,
+                window=window,
+                coarsen=s.second_pass,
+                on_slice=tick,
+            )
+    obj = Object3D(method=method, seed_zyx=(z, y, x), threshold=threshold, prop=prop, window=window)
     s.history.append(ObjectStep(method, s.objects3d.get(method)))  # undo takes it back
     s.objects3d[method] = obj
     lo, hi = prop.z_range
@@ -238,8 +286,8 @@ def segment_object(
     lines = [
         f"**{NAMES[method]}, whole object**: **{prop.volume_ml:.2f} mL** on slices **{lo}–{hi}** "
         f"({hi - lo + 1} slice{'s' if hi != lo else ''}), from the click at {_where(s, (z, y, x))}, threshold "
-        f"{s.threshold:.2f}. Stopped: +z {stops.get(prop.stops.get('+z'), '–')}, "
-        f"−z {stops.get(prop.stops.get('-z'), '–')}.",
+        f"{threshold:.2f}. Stopped: +z {stops.get(prop.stops.get('+z'), '–')}, "
+        f"−z {stops.get(prop.stops.get('-z'), '–')}.{prompt}",
     ]
     if s.label is not None:
         ref, what = _seed_component(s.label, (z, y, x))

@@ -15,16 +15,19 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from helpers import free_port
+from helpers import BrightBoxNet, BrightNet, free_port
 from matplotlib.figure import Figure
 
 from app import build_demo, handlers, outputs
 from app.ablations import ablation_choices, load_ablations
-from app.exports import export
+from app.exports import clicks_record, export
+from app.notices import UserNotice
 from app.readouts import ray_features
-from app.session import Session
+from app.session import BOX_WEIGHTS_MISSING, Session
 from app.teaching_handlers import compare, ray_features_view, robustness, segment_object
 from seqpatch_core.base.metrics import dice
+from seqpatch_core.evaluation.boxes import SEQPATCH_MARGIN_PX
+from seqpatch_core.inference.boxes import box_around
 from seqpatch_core.inference.predictor import Predictor
 from seqpatch_core.method.models import build_model, save_checkpoint
 
@@ -212,11 +215,14 @@ def test_the_teaching_outputs_empty_to_their_blanks():
         assert out[name].ndim == 3 and out[name].dtype == np.uint8
 
 
-def test_demo_builds_with_ablations(predictor):
-    demo = build_demo(predictor, examples=[])
+@pytest.mark.parametrize("box_model", [None, BrightBoxNet()], ids=["without LiteMedSAM", "with LiteMedSAM"])
+def test_demo_builds_with_ablations(predictor, box_model):
+    demo = build_demo(predictor, examples=[], box_model=box_model)
     assert isinstance(demo, gr.Blocks)
     names = {d.get("api_name") for d in demo.config["dependencies"]}
     assert {"robustness", "segment_3d", "compare", "ray_features"} <= names
+    (radio,) = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "obj-method"]
+    assert [m for _, m in radio.choices] == ["seqpatch", "unet", *(["litemedsam"] if box_model else [])]
 
 
 @pytest.mark.slow
@@ -254,3 +260,90 @@ def test_teaching_endpoints_through_gradio_client(predictor, sphere_files, tmp_p
         assert any(str(f).endswith("sphere_seqpatch_3d_mask.nii.gz") for f in files)
     finally:
         demo.close()
+
+
+# ----------------------------------------------------------------------------- LiteMedSAM in the tabs
+# BrightNet for the click methods and BrightBoxNet for LiteMedSAM: both segment the bright ball, so
+# the boxes (the label's, or SeqPatch's mask plus the margin) are known
+
+
+@pytest.fixture(scope="module")
+def bright() -> Predictor:
+    return Predictor({"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}, device="cpu")
+
+
+def _boxed(bright, sphere_files, with_label: bool) -> Session:
+    files = sphere_files if with_label else sphere_files[:1]
+    s = handlers.load(bright, None, *files, box_model=BrightBoxNet())["state"]
+    handlers.segment(s, *CENTRE)  # the main view's LiteMedSAM answer encodes the slice
+    return s
+
+
+@pytest.mark.parametrize("with_label", [True, False], ids=["label box", "SeqPatch box"])
+def test_robustness_with_litemedsam_moves_the_clicks_box(bright, sphere_files, with_label):
+    s = _boxed(bright, sphere_files, with_label)
+    z = CENTRE[0]
+    assert s.boxes.encoder_runs == 1
+    out = robustness(s, 3, 2.0)
+    res = s.robustness
+    assert res.methods == ["seqpatch", "unet", "litemedsam"]
+    assert s.boxes.encoder_runs == 1  # the slice's embedding is the main view's, from the cache
+    want = box_around(s.label[z], z) if with_label else box_around(s.results[z]["seqpatch"].mask, z, SEQPATCH_MARGIN_PX)
+    assert res.prompt == {"box": want.as_list(), "source": "label" if with_label else "seqpatch"}
+    assert s.box_answer(z).result.box == want  # the same box as the main view's
+    source = "the label's box on the slice" if with_label else "SeqPatch's mask plus a margin"
+    assert f"LiteMedSAM's box, {source}" in out["rob_note"]
+    assert f"LiteMedSAM mean Dice {res.mean('litemedsam'):.3f} (worst {res.worst('litemedsam'):.3f})" in out["rob_note"]
+    assert res.dice["litemedsam"][1][1] > (0.9 if with_label else 0.99)  # vs the label, or itself
+    titles = [ax.get_title() for ax in out["rob_plot"].axes if ax.get_title()]
+    assert [t.split(":")[0] for t in titles] == ["SeqPatch", "U-net", "LiteMedSAM"]
+
+
+def test_robustness_without_litemedsam_or_its_box_runs_the_two_networks(bright, sphere_files):
+    s = handlers.load(bright, None, *sphere_files)["state"]  # no LiteMedSAM weights
+    handlers.segment(s, *CENTRE)
+    out = robustness(s, 3, 2.0)
+    assert s.robustness.methods == ["seqpatch", "unet"] and s.robustness.prompt is None
+    assert "LiteMedSAM" not in out["rob_note"]
+    # with its weights but no box (SeqPatch found nothing, no label): left out, said in the note
+    s = _boxed(bright, sphere_files, with_label=False)
+    s.results[CENTRE[0]]["seqpatch"].mask[:] = False
+    out = robustness(s, 3, 2.0)
+    assert s.robustness.methods == ["seqpatch", "unet"]
+    assert "LiteMedSAM is left out: LiteMedSAM has no box" in out["rob_note"]
+
+
+def test_litemedsam_whole_object_box_to_box_shown_and_exported(bright, sphere_files):
+    s = _boxed(bright, sphere_files, with_label=True)
+    z = CENTRE[0]
+    out = segment_object(s, "litemedsam")
+    obj = s.objects3d["litemedsam"]
+    rows = {r["z"]: r for r in obj.prop.per_slice}
+    assert rows[z]["box"] == box_around(s.label[z], z).as_list()  # the main view's box, the label's
+    lo, hi = obj.prop.z_range
+    assert lo <= 1 and hi >= 7  # the ball's slices (1..7) are all reached
+    ball = slice(1, 8)
+    assert dice(obj.prop.mask3d[ball], s.label[ball] != 0) > 0.9
+    note = out["obj_note"]
+    assert f"**LiteMedSAM, whole object**: **{obj.prop.volume_ml:.2f} mL** on slices **{lo}–{hi}**" in note
+    assert "threshold 0.50" in note and "the label's box on the slice" in note
+    assert "\n| LiteMedSAM | " in note  # its row of the 3D table
+    assert out["obj_view"].ndim == 3 and "3D object (LiteMedSAM, dotted)" in out["status"]
+    # beside SeqPatch's object, each exported as its own mask
+    segment_object(s, "seqpatch")
+    assert set(s.objects3d) == {"litemedsam", "seqpatch"}
+    assert set(clicks_record(s)["objects_3d"]) == {"litemedsam", "seqpatch"}
+    files = export(s)["files"]
+    path = next(f for f in files if f.endswith("sphere_litemedsam_3d_mask.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(path)) != 0, obj.prop.mask3d)
+    handlers.undo(s)
+    handlers.undo(s)
+    assert not s.objects3d
+
+
+def test_litemedsam_whole_object_without_its_weights_is_one_line(bright, sphere_files):
+    s = handlers.load(bright, None, *sphere_files)["state"]
+    handlers.segment(s, *CENTRE)
+    with pytest.raises(UserNotice) as info:
+        segment_object(s, "litemedsam")
+    assert info.value.message == BOX_WEIGHTS_MISSING and not s.objects3d

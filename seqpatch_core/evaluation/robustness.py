@@ -89,6 +89,10 @@ class RobustnessMap:
         """Mean Dice of ``method`` over the clicks inside the image."""
         return float(np.mean([v for row in self.dice[method] for v in row if v is not None]))
 
+    def worst(self, method: str) -> float:
+        """The lowest Dice of ``method`` over the clicks inside the image."""
+        return float(min(v for row in self.dice[method] for v in row if v is not None))
+
 
 def _inside(mask: np.ndarray, y: float, x: float) -> bool:
     """Whether the click (y, x) (slice px) lands on a foreground pixel of the (H, W) mask."""
@@ -292,7 +296,7 @@ def robustness_table(result: RobustnessMap) -> str:
     for method in result.methods:
         used = sorted({g for row in result.grids_mm[method] for g in row if g is not None})
         where = ", ".join(f"{g:g}" for g in used)
-        out += ["", f"**{method}** (mean Dice {result.mean(method):.3f}, min {_worst(result, method):.3f}, "
+        out += ["", f"**{method}** (mean Dice {result.mean(method):.3f}, min {result.worst(method):.3f}, "
                 f"grids {where} mm, {result.seconds[method]:.2f} s)", ""]  # fmt: skip
         rows = []
         for i, row in enumerate(result.dice[method]):
@@ -301,11 +305,6 @@ def robustness_table(result: RobustnessMap) -> str:
             rows.append([f"{offs[i]:+g}", *cells])
         out.append(markdown_table(["y \\ x", *(f"{o:+g}" for o in offs)], rows))
     return "\n".join(out)
-
-
-def _worst(result: RobustnessMap, method: str) -> float:
-    """The lowest Dice of ``method`` over the clicks inside the image."""
-    return float(min(v for row in result.dice[method] for v in row if v is not None))
 
 
 def robustness_figure(result: RobustnessMap, names: dict[str, str] | None = None, to_display=None):
