@@ -16,7 +16,7 @@ from seqpatch_core.evaluation.evaluate import evaluate_synthetic
 from seqpatch_core.images.volume import volume_from_array
 from seqpatch_core.inference.predictor import Predictor, segment_slice
 from seqpatch_core.method.models import build_model, load_checkpoint
-from seqpatch_core.method.run import Coarsen, equivalent_radius_px, pick_device
+from seqpatch_core.method.run import Coarsen, WorkingResult, equivalent_radius_px, pick_device
 
 #: A 10-mm ball on 1-mm pixels: equivalent radius 10 working px on its middle slice at 1.0 mm.
 BALL = {"shape": (3, 64, 64), "centre": (1.0, 32.0, 30.0), "radius_mm": 10.0, "spacing_zyx": (4.0, 1.0, 1.0)}
@@ -88,6 +88,44 @@ def test_only_the_large_clicks_of_a_batch_climb():
     np.testing.assert_array_equal(res[1].likelihood, alone.likelihood)
 
 
+@pytest.mark.parametrize(("growth", "answer"), [(None, 2.0), (1.3, 1.0)])
+def test_an_object_as_wide_on_the_coarser_grid_keeps_the_finer_answer(growth, answer):
+    """The ball is 10 mm wide on every grid (BrightNet sees all of it): with ``growth`` the 2-mm pass
+    finds it no wider, so the 1-mm answer stands and the climb stops there."""
+    image, label = sphere_arrays(**BALL)
+    net = BrightNet("seqpatch")
+    net.record["coarsen"] = {"radius_px": 7.0, "growth": growth}
+    pred = Predictor({"seqpatch": net}, device="cpu")
+    pred.set_volume(volume_from_array(image, spacing=BALL["spacing_zyx"], modality="CT"))
+    r = pred.predict((1, 32, 30))
+    assert r.grids_mm == (1.0, 2.0) and r.working_spacing == answer and r.coarsened is (answer > 1.0)
+    assert r.timings["coarser_ms"] > 0  # the 2-mm pass counts in the click's time either way
+    assert dice(r.mask, label[1]) > 0.85
+
+
+def test_a_growing_answer_climbs_on():
+    """A network that answers a disc of 12 working px wherever it is (a blob inside an organ larger
+    than its rays): 12, 24, 48 mm on the 1, 2, 4 mm grids grow, so the climb goes on to the
+    pyramid's end, with or without ``growth``; the answer is the last grid's."""
+
+    def blob_runner(method, img_w, clicks_w, cfg, device, dtype):
+        yy, xx = np.mgrid[: img_w.shape[0], : img_w.shape[1]]
+        out = []
+        for cy, cx in clicks_w:
+            disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < 12.0**2).astype(np.float32)
+            out.append(WorkingResult(disc, np.ones_like(disc), np.zeros((1, 1, 1, 1), np.float32),
+                                     np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, 1, 2))))  # fmt: skip
+        return out
+
+    net = BrightNet("unet")
+    net.record["coarsen"] = {"radius_px": 10.0, "growth": 1.3}
+    pred = Predictor({"unet": net}, device="cpu", runner=blob_runner)
+    pred.set_slice(np.zeros((400, 400), np.float32), 1.0)
+    r = pred.predict((0, 200, 200), method="unet")
+    assert r.grids_mm == (1.0, 2.0, 4.0, 8.0) and r.working_spacing == 8.0
+    assert equivalent_radius_px(r.mask, (1.0, 1.0), 1.0) == pytest.approx(96.0, rel=0.05)
+
+
 @pytest.mark.parametrize(("modality", "grids"), [("CT", (1.0, 2.0)), ("MR", (0.625, 1.0, 2.0))])
 def test_mr_starts_finer_and_joins_the_ct_grids(modality, grids):
     image, _ = sphere_arrays(**BALL)
@@ -121,19 +159,34 @@ def test_evaluate_synthetic_applies_the_rule_unless_told_not_to():
     assert one["summary"]["seqpatch"]["coarsened"] == 0 and "no pyramid" in one["source"]
 
 
-def test_replay_is_the_predictors_rule():
-    levels = [(30.0, 0.5), (15.0, 0.8), (7.0, 0.7)]
-    assert replay(levels, math.inf) == (0.5, 0)
-    assert replay(levels, 20.0) == (0.8, 1)
-    assert replay(levels, 10.0) == (0.7, 2)
-    assert replay(levels, 1.0) == (0.7, 2)  # the pyramid ends
+@pytest.mark.parametrize(
+    ("radius_px", "growth", "expected"),
+    [
+        (math.inf, None, (0.5, 0, 1)),
+        (20.0, None, (0.8, 1, 2)),
+        (10.0, None, (0.7, 2, 3)),
+        (1.0, None, (0.7, 2, 3)),  # the pyramid ends
+        (10.0, 1.5, (0.5, 0, 2)),  # 30 px at 1 mm, 15 px at 2 mm: as wide; the finer answer stands
+        (10.0, 0.9, (0.7, 2, 3)),  # a growth under 1 keeps every climb
+    ],
+)
+def test_replay_is_the_predictors_rule(radius_px, growth, expected):
+    levels = [(1.0, 30.0, 0.5), (2.0, 15.0, 0.8), (4.0, 7.0, 0.7)]
+    assert replay(levels, radius_px, growth) == expected
+
+
+def test_replay_climbs_while_the_object_grows():
+    # a blob of 12 px inside an organ: 12 mm at 1 mm, 24 mm at 2 mm, 48 mm at 4 mm, then 50 mm at 8 mm
+    levels = [(1.0, 12.0, 0.1), (2.0, 12.0, 0.3), (4.0, 12.0, 0.9), (8.0, 6.25, 0.8)]
+    assert replay(levels, 10.0, 1.3) == (0.9, 2, 4)
+    assert replay(levels, 10.0, None) == (0.8, 3, 4)
 
 
 @pytest.mark.slow
 def test_sweep_chooses_the_best_radius_and_never_equals_the_first_grid():
     models = {"seqpatch": BrightNet("seqpatch"), "unet": BrightNet("unet")}
     cpu = pick_device("cpu")
-    sweep = coarsen_sweep(models, 4, seed=5, backgrounds=None, device=cpu, radii=[0.5, 1e6])
+    sweep = coarsen_sweep(models, 4, seed=5, backgrounds=None, device=cpu, radii=[0.5, 1e6], growths=[None])
     one = evaluate_synthetic(models, 4, seed=5, backgrounds=None, device=cpu, coarsen=False)
     for name, e in sweep["methods"].items():
         radii = [row["radius_px"] for row in e["table"]]
@@ -143,10 +196,10 @@ def test_sweep_chooses_the_best_radius_and_never_equals_the_first_grid():
         assert never["dice"] == pytest.approx(one["summary"][name]["dice"]["mean"])
         assert e["table"][1]["dice"] == pytest.approx(never["dice"])  # nothing is that large
         best = max(row["dice"] for row in e["table"])
-        chosen = next(row for row in e["table"] if row["radius_px"] == e["chosen"])
+        chosen = next(row for row in e["table"] if row["radius_px"] == e["chosen"]["radius_px"])
         assert chosen["dice"] == pytest.approx(best)
-        if e["table"][0]["dice"] < best:  # ties go to the larger radius: fewer passes
-            assert e["chosen"] == math.inf
+        if e["table"][0]["dice"] < best:  # ties go to fewer passes
+            assert e["chosen"] == {"radius_px": math.inf, "growth": None}
     text = markdown_sweep(sweep)
     assert text.count(" * |") == 2 and "never" in text
     json.dumps(sweep, allow_nan=True)
@@ -170,17 +223,18 @@ def test_calibrate_writes_the_rule_into_the_weights(tmp_path, capsys):
         assert all(np.array_equal(state[k], before[name][k]) for k in state)  # the weights are untouched
         chosen = sweep["methods"][name]["chosen"]
         rule = Coarsen.of(build_model(name, checkpoint=path))
-        if math.isinf(chosen):
+        if math.isinf(chosen["radius_px"]):
             assert record["coarsen"] is None and rule is None
         else:
-            assert rule == Coarsen(chosen) and record["coarsen"]["chosen_on"].startswith("calibrate")
+            assert rule == Coarsen(chosen["radius_px"], chosen["growth"])
+            assert record["coarsen"]["chosen_on"].startswith("calibrate")
     readable = json.loads(ckpt["seqpatch"].with_suffix(".json").read_text())  # the JSON beside follows
     assert readable["training"] == {"seed": 1}
     assert readable["coarsen"] == load_checkpoint(ckpt["seqpatch"])[0]["coarsen"]
     assert not ckpt["unet"].with_suffix(".json").exists()
 
 
-@pytest.mark.parametrize("bad", [["--radii", "a,b"], ["--radii", "-3"]])
+@pytest.mark.parametrize("bad", [["--radii", "a,b"], ["--radii", "-3"], ["--growth", "x"], ["--growth", "0.5"]])
 def test_calibrate_rejects_bad_options(tmp_path, capsys, bad):
     ckpt = write_checkpoints(tmp_path)
     rc = main(["calibrate", "--synthetic", "1", "--backgrounds", "none", "--weights-seqpatch", str(ckpt["seqpatch"]),

@@ -439,24 +439,30 @@ def cmd_calibrate(args) -> int:
         raise InputError(f"--radii takes comma-separated numbers, got {args.radii!r}") from None
     if not radii or min(radii) <= 0:
         raise InputError(f"--radii needs positive radii in working pixels, got {args.radii!r}")
+    try:
+        growths = [None if t.strip().lower() == "none" else float(t) for t in args.growth.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--growth takes comma-separated numbers or none, got {args.growth!r}") from None
+    if not growths or any(g is not None and g < 1.0 for g in growths):
+        raise InputError(f"--growth needs ratios of at least 1 (or none), got {args.growth!r}")
     models = _checked_models(args)
     bank = args.backgrounds if args.backgrounds and args.backgrounds.lower() != "none" else None
     res = calibration.coarsen_sweep(models, args.synthetic, args.seed, bank, pick_device(args.device), radii,
-                                    args.threshold)
+                                    args.threshold, growths=growths)  # fmt: skip
     print(calibration.markdown_sweep(res), flush=True)
     _write_json(res, args.json)
     if args.write:
         for name, model in models.items():
             path = getattr(args, f"weights_{name}", None) or DEFAULT_WEIGHTS[name]
             chosen = res["methods"][name]["chosen"]
-            table = {e["radius_px"]: e["dice"] for e in res["methods"][name]["table"]}
+            table = {(e["radius_px"], e["growth"]): e["dice"] for e in res["methods"][name]["table"]}
             rule = None
-            if math.isfinite(chosen):
+            if math.isfinite(chosen["radius_px"]):
                 rule = {
-                    "radius_px": chosen,
+                    **chosen,
                     "chosen_on": f"calibrate --synthetic {args.synthetic} --seed {args.seed}",
-                    "val_dice_first_grid": round(table[math.inf], 4),
-                    "val_dice": round(table[chosen], 4),
+                    "val_dice_first_grid": round(table[(math.inf, None)], 4),
+                    "val_dice": round(table[(chosen["radius_px"], chosen["growth"])], 4),
                 }
             write_record_fields(model, path, coarsen=rule)
             log.info("wrote %s and its record: coarsen %s", path, rule)

@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser(
         "calibrate",
         help="choose (and store in the weights) the coarsen rule: the mask radius above which a click goes up "
-        "the pyramid of grids",
+        "the pyramid of grids, and the growth below which the finer grid's answer stands",
     )
     ca.add_argument("--synthetic", type=int, default=96, metavar="N", help="N validation slices (default 96)")
     ca.add_argument(
@@ -285,7 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(default_bank) if default_bank.exists() else None,
         help="background bank (folder or .npz; 'none': phantoms)",
     )
-    ca.add_argument("--radii", default="12,16,20,24,28,32,40,48", help="candidate radii, working pixels")
+    ca.add_argument("--radii", default="8,10,12,16,20,24,32,40", help="candidate radii, working pixels")
+    ca.add_argument(
+        "--growth",
+        default="none,1.2,1.3,1.4,1.5",
+        help="candidate growths: the finer grid's answer stands when the next grid finds the object at most this "
+        "many times as wide (none: every climb kept)",
+    )
     ca.add_argument("--write", action="store_true", help="store each chosen rule in its weights file")
     _add_model_options(ca, clicks=False)
     ca.set_defaults(func=cmd_calibrate)

@@ -3,7 +3,7 @@ chosen on synthetic validation slices (``calibrate``).
 
 :func:`coarsen_sweep` segments every validation slice of :func:`~seqpatch_core.evaluation.evaluate.
 synthetic_set` (all sizes, 3-80 mm) on its own grid and on the coarser grids of the pyramid that a
-candidate radius could send it to, then replays the rule for each candidate; :func:`markdown_sweep`
+candidate radius could send it to, then replays the rule for each candidate (radius, growth); :func:`markdown_sweep`
 prints the tables. ``calibrate --write`` stores the chosen rule in the weights
 (:func:`seqpatch_core.method.models.write_record_fields`).
 """
@@ -29,14 +29,20 @@ from seqpatch_core.method.run import Coarsen, equivalent_radius_px
 __all__ = ["coarsen_sweep", "markdown_sweep", "replay"]
 
 
-def replay(levels: Sequence[tuple[float, float]], radius_px: float) -> tuple[float, int]:
-    """The rule replayed on one click: ``levels`` are (mask's equivalent radius in that grid's px,
-    Dice) per grid of its pyramid, finest first (as far as they were computed). Returns (the Dice of
-    the grid the rule stops on, that grid's index), as :meth:`Predictor.predict_many` decides."""
+def replay(
+    levels: Sequence[tuple[float, float, float]], radius_px: float, growth: float | None = None
+) -> tuple[float, int, int]:
+    """The rule replayed on one click: ``levels`` are (grid mm, the mask's equivalent radius in that
+    grid's px, Dice) per grid of its pyramid, finest first (as far as they were computed). Returns
+    (the Dice of the grid the rule answers with, that grid's index, the passes it took), as
+    :meth:`Predictor.predict_many` decides (:class:`~seqpatch_core.method.run.Coarsen`)."""
     i = 0
-    while i + 1 < len(levels) and levels[i][0] > radius_px:
+    while i + 1 < len(levels) and levels[i][1] > radius_px:
+        finer_mm, coarser_mm = levels[i][0] * levels[i][1], levels[i + 1][0] * levels[i + 1][1]
+        if growth is not None and coarser_mm <= growth * finer_mm:
+            return levels[i][2], i, i + 2  # the finer answer stands; the coarser pass was spent
         i += 1
-    return levels[i][1], i
+    return levels[i][2], i, i + 1
 
 
 def coarsen_sweep(
@@ -48,22 +54,26 @@ def coarsen_sweep(
     radii: Sequence[float],
     threshold: float = 0.5,
     progress: Progress | None = None,
+    growths: Sequence[float | None] = (None,),
 ) -> dict:
-    """Choose each model's :class:`~seqpatch_core.method.run.Coarsen` radius on synthetic slices.
+    """Choose each model's :class:`~seqpatch_core.method.run.Coarsen` rule on synthetic slices.
 
     The centre click of each of ``synthetic_set(n, seed, backgrounds)`` is segmented on the grids of
     its pyramid (:meth:`Coarsen.grids` of its own grid), one grid at a time and only as far as the
-    smallest candidate radius could climb; each candidate R of ``radii`` (working px; ``inf``: the
-    first grid only) is then replayed (:func:`replay`). Per model: the mean Dice for each R over all
-    slices and per half, how many clicks each R sends to a coarser grid, and the
-    chosen R (the best mean; ties go to the larger R, the fewer passes). Use validation seeds, never
-    the benchmark's. Returns ``{"n", "seed", "radii", "methods": {name: {"table", "chosen"}}}``.
+    smallest candidate radius could climb; each candidate (R, growth) of ``radii`` x ``growths``
+    (R in working px, ``inf``: the first grid only; growth None: every climb kept) is then replayed
+    (:func:`replay`). Per model: the mean Dice for each candidate over all slices and per half, how
+    many clicks it answers from a coarser grid, its mean passes, and the chosen candidate (the best
+    mean; ties go to fewer passes, then the larger R). Use validation seeds, never the benchmark's.
+    Returns ``{"n", "seed", "radii", "growths", "methods": {name: {"table", "chosen"}}}``, chosen as
+    ``{"radius_px", "growth"}``.
     """
     if n < 1:
         raise InputError(f"--synthetic needs at least 1 slice, got {n}")
     radii = sorted({float(r) for r in radii} | {math.inf})
+    growths = sorted({None if g is None else float(g) for g in growths}, key=lambda g: -1.0 if g is None else g)
     val = synthetic_set(n, seed, backgrounds)
-    per: dict[str, list[tuple[str, list[tuple[float, float]]]]] = {m: [] for m in models}
+    per: dict[str, list[tuple[str, list[tuple[float, float, float]]]]] = {m: [] for m in models}
     for i, (s, preset) in enumerate(val):
         if progress is not None:
             progress(i / len(val), f"synthetic slice {i}")
@@ -71,41 +81,47 @@ def coarsen_sweep(
         click = np.array([s.click])
         px = (s.spacing_mm, s.spacing_mm)
         for name, net in models.items():
-            levels: list[tuple[float, float]] = []
+            levels: list[tuple[float, float, float]] = []
             for grid in Coarsen.grids(s.spacing_mm):
                 (r,) = segment_slice(net, s.image, click, cfg, s.spacing_mm, device, threshold, None, grid, False)
-                levels.append((equivalent_radius_px(r.mask, px, grid), dice(r.mask, s.label)))
-                if levels[-1][0] <= radii[0]:  # no candidate sends this click further up
+                levels.append((grid, equivalent_radius_px(r.mask, px, grid), dice(r.mask, s.label)))
+                if levels[-1][1] <= radii[0]:  # no candidate sends this click further up
                     break
             per[name].append((preset, levels))
     if progress is not None:
         progress(1.0, "done")
-    out: dict = {"n": n, "seed": seed, "radii": radii, "methods": {}}
+    out: dict = {"n": n, "seed": seed, "radii": radii, "growths": growths, "methods": {}}
     for name, items in per.items():
         table = []
         for radius in radii:
-            picks = [(p, *replay(levels, radius)) for p, levels in items]
-            entry = {"radius_px": radius, "dice": float(np.mean([d for _, d, _ in picks])),
-                     "coarsened": int(sum(level > 0 for _, _, level in picks))}  # fmt: skip
-            for half in dict.fromkeys(p for p, _, _ in picks):
-                entry[f"dice_{half}"] = float(np.mean([d for p, d, _ in picks if p == half]))
-            table.append(entry)
-        best = max(table, key=lambda e: (round(e["dice"], 6), e["radius_px"]))
-        out["methods"][name] = {"table": table, "chosen": best["radius_px"]}
+            for growth in growths if math.isfinite(radius) else [None]:
+                picks = [(p, *replay(levels, radius, growth)) for p, levels in items]
+                entry = {"radius_px": radius, "growth": growth, "dice": float(np.mean([d for _, d, _, _ in picks])),
+                         "coarsened": int(sum(level > 0 for _, _, level, _ in picks)),
+                         "passes": float(np.mean([k for _, _, _, k in picks]))}  # fmt: skip
+                for half in dict.fromkeys(p for p, _, _, _ in picks):
+                    entry[f"dice_{half}"] = float(np.mean([d for p, d, _, _ in picks if p == half]))
+                table.append(entry)
+        best = max(table, key=lambda e: (round(e["dice"], 6), -e["passes"], e["radius_px"]))
+        out["methods"][name] = {"table": table, "chosen": {"radius_px": best["radius_px"], "growth": best["growth"]}}
     return out
 
 
 def markdown_sweep(sweep: dict) -> str:
-    """One table per model: radius, mean Dice (overall and per half), clicks sent coarser; * = chosen."""
+    """One table per model: radius, growth, mean Dice (overall and per half), clicks answered from a
+    coarser grid, mean passes; * = chosen."""
     parts = []
     for name, e in sweep["methods"].items():
         halves = [k for k in e["table"][0] if k.startswith("dice_")]
-        head = ["coarsen above (working px)", "Dice", *(h[5:] for h in halves), "coarser grid"]
+        head = ["coarsen above (working px)", "finer stands below growth", "Dice", *(h[5:] for h in halves),
+                "coarser grid", "passes"]  # fmt: skip
         cells = []
         for row in e["table"]:
-            mark = " *" if row["radius_px"] == e["chosen"] else ""
+            chosen = (row["radius_px"], row["growth"]) == (e["chosen"]["radius_px"], e["chosen"]["growth"])
             r = "never" if math.isinf(row["radius_px"]) else f"{row['radius_px']:g}"
-            cells.append([r + mark, f"{row['dice']:.3f}", *(f"{row[h]:.3f}" for h in halves), row["coarsened"]])
+            g = "-" if row["growth"] is None else f"{row['growth']:g}"
+            cells.append([r + (" *" if chosen else ""), g, f"{row['dice']:.3f}", *(f"{row[h]:.3f}" for h in halves),
+                          row["coarsened"], f"{row['passes']:.2f}"])  # fmt: skip
         title = f"{name} (pyramid of grids, {sweep['n']} slices, seed {sweep['seed']}):"
         parts.append(title + "\n\n" + markdown_table(head, cells))
     return "\n\n".join(parts)

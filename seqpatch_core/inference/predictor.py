@@ -130,8 +130,9 @@ class Result:
     (S, S) field of view (unet); centres: (n_rays, K, 2) patch centres (y, x) in slice px (seqpatch),
     or the field of view's four corners (4, 2) (unet); timings: ms per stage and "total_ms" (every
     grid's passes; "coarser_ms": the passes after the first grid's). ``working_spacing`` is the grid
-    (mm) of this answer, the last of ``grids_mm``: every grid the click was segmented on, finest first
-    (:class:`Coarsen`); the arrays are those of the last grid's pass.
+    (mm) of this answer, and its arrays are that grid's pass; ``grids_mm`` is every grid the click was
+    segmented on, finest first (:class:`Coarsen`): the answer's grid is the last one, or the one
+    before it when the last showed the object no wider.
     """
 
     method: str
@@ -153,7 +154,7 @@ class Result:
     @property
     def coarsened(self) -> bool:
         """Whether the click climbed the pyramid: its answer is from a coarser grid than its first."""
-        return len(self.grids_mm) > 1
+        return bool(self.grids_mm) and self.working_spacing != self.grids_mm[0]
 
     def rethreshold(self, threshold: float) -> np.ndarray:
         """The mask at another threshold from the cached likelihoods (no network run)."""
@@ -333,8 +334,10 @@ class Predictor:
         :class:`Coarsen`: that rule instead of the model's) and a rule in the model's record, the
         clicks whose mask is too large for their grid are segmented again, in one batch per grid,
         on the next grid of the pyramid (:data:`~seqpatch_core.method.run.PYRAMID_MM`), until it
-        fits or the pyramid ends. Each answer is its last grid's, mapped back onto the slice grid
-        by resampling the likelihood and thresholding there (no blocky masks from coarse grids).
+        fits, the coarser grid finds the object no wider (the finer answer stands: the rule's
+        ``growth``) or the pyramid ends. Each answer is mapped back onto the slice grid from its
+        own grid by resampling the likelihood and thresholding there (no blocky masks from coarse
+        grids).
         """
         t0 = time.perf_counter()
         pts = [self.check_point((z, *p)) for p in points_yx]
@@ -352,17 +355,32 @@ class Predictor:
         for level, spacing_mm in enumerate(grids):
             t1 = t0 if level == 0 else time.perf_counter()  # the first pass's preparation: checks, window
             answers = self._pass(z, [pts[i] for i in todo], method, preset, window, spacing_mm, threshold, t1)
+            climbing = []
             for i, r in zip(todo, answers, strict=True):
                 before = results[i]
-                if before is not None:
-                    r.timings["coarser_ms"] = before.timings.get("coarser_ms", 0.0) + r.timings["total_ms"]
-                    r.timings["total_ms"] += before.timings["total_ms"]
-                r.grids_mm = (*(before.grids_mm if before else ()), spacing_mm)
-                results[i] = r
-            if level + 1 < len(grids):
-                todo = [i for i in todo if rule.wants(results[i].mask, pixel_mm, spacing_mm)]
-                if not todo:
-                    break
+                tried = (*(before.grids_mm if before else ()), spacing_mm)
+                if before is None:
+                    r.grids_mm = tried
+                    results[i] = r
+                else:
+                    # this grid's pass counts in the click's time, whichever grid answers
+                    coarser_ms = before.timings.get("coarser_ms", 0.0) + r.timings["total_ms"]
+                    total_ms = before.timings["total_ms"] + r.timings["total_ms"]
+                    if rule.keeps_finer(before.mask, r.mask, pixel_mm):
+                        r = before  # the finer grid had seen the whole object: its answer stands
+                    else:
+                        results[i] = r
+                    r.timings["coarser_ms"], r.timings["total_ms"] = coarser_ms, total_ms
+                    r.grids_mm = tried
+                if (
+                    r.working_spacing == spacing_mm
+                    and level + 1 < len(grids)
+                    and rule.wants(r.mask, pixel_mm, spacing_mm)
+                ):
+                    climbing.append(i)
+            todo = climbing
+            if not todo:
+                break
         return results
 
     def _pass(self, z, pts, method, preset, window, spacing_mm, threshold, t0) -> list[Result]:

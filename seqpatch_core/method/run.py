@@ -81,21 +81,29 @@ PYRAMID_MM: tuple[float, ...] = (0.625, 1.0, 2.0, 4.0, 8.0)
 
 @dataclass(frozen=True)
 class Coarsen:
-    """The scale rule: a click whose mask's equivalent radius exceeds ``radius_px`` pixels of the grid
-    it was segmented on is segmented again on the next coarser grid of the pyramid, until its mask
-    fits (the boundary closes well inside the rays) or the pyramid ends; the last grid's answer is used.
+    """The scale rule: which grid of the pyramid answers a click.
 
-    Why: the networks read objects of a few to a few tens of working pixels (the generator's radii,
-    5-25 mm on 0.625-1.0 mm grids); an organ of 60 mm is 60 px at 1.0 mm, where both return a blob
-    inside it, and 15 px at 4.0 mm, where it looks like what they learnt. A mask larger than
-    ``radius_px`` says the object is too large for this grid, whether the mask already reaches the
-    outer patches of the rays or stops short of the boundary (under-segmentation, the usual failure).
-    Small objects, whose masks stay under ``radius_px`` on their first grid, take one pass, as before.
-    The rule belongs to the weights: ``calibrate`` chooses ``radius_px`` on validation slices and
-    stores it in the checkpoint's record under ``"coarsen"``; a checkpoint without it takes one grid.
+    A click starts on its first grid. While its mask's equivalent radius exceeds ``radius_px`` pixels
+    of the grid it was segmented on, it is segmented again on the next coarser grid. With ``growth``,
+    the coarser answer is compared with the finer one: if the object it finds is no more than
+    ``growth`` times as wide (in mm), the finer grid had already seen the whole object, and the finer
+    answer stands (sharper, and the climb stops); if it is wider, the finer grid saw only part of the
+    object, and the climb goes on from the coarser answer. Without ``growth`` every climb is kept.
+    The pyramid's last grid answers for itself.
+
+    Why: the networks read objects of a few to a few tens of working pixels; an organ of 60 mm is
+    60 px at 1.0 mm, where both return a blob inside it (often 10-30 px, as wide as a lesion of
+    10-20 mm), and 15 px at 4.0 mm, where it looks like what they learnt. A mask's size on one grid
+    cannot tell the two apart; how it changes on the next grid can: a lesion stays the same size in
+    mm, the blob in an organ grows towards the organ's boundary. Small objects, whose masks stay
+    under ``radius_px`` on their first grid, take one pass.
+    The rule belongs to the weights: ``calibrate`` chooses ``radius_px`` and ``growth`` on validation
+    slices and stores them in the checkpoint's record under ``"coarsen"``; a checkpoint without it
+    takes one grid.
     """
 
     radius_px: float
+    growth: float | None = None
 
     @classmethod
     def of(cls, model: nn.Module) -> Coarsen | None:
@@ -103,7 +111,8 @@ class Coarsen:
         rule = getattr(model, "record", {}).get("coarsen")
         if not rule or rule.get("radius_px") is None:
             return None
-        return cls(float(rule["radius_px"]))
+        growth = rule.get("growth")
+        return cls(float(rule["radius_px"]), None if growth is None else float(growth))
 
     @staticmethod
     def grids(first_mm: float) -> tuple[float, ...]:
@@ -115,6 +124,14 @@ class Coarsen:
         """Whether ``mask`` ((H, W) bool on a grid of ``pixel_mm`` (y, x) pixels), segmented on a
         working grid of ``working_spacing`` mm, is too large for that grid (to be redone coarser)."""
         return equivalent_radius_px(mask, pixel_mm, working_spacing) > self.radius_px
+
+    def keeps_finer(self, finer: np.ndarray, coarser: np.ndarray, pixel_mm: tuple[float, float]) -> bool:
+        """Whether the finer grid's mask stands against the next coarser grid's (both (H, W) bool on
+        the same grid of ``pixel_mm`` pixels): the coarser one's object is at most ``growth`` times
+        as wide (equivalent radius, mm). Always False without ``growth``."""
+        if self.growth is None:
+            return False
+        return equivalent_radius_px(coarser, pixel_mm, 1.0) <= self.growth * equivalent_radius_px(finer, pixel_mm, 1.0)
 
 
 def equivalent_radius_px(mask: np.ndarray, pixel_mm: tuple[float, float], working_spacing: float) -> float:
