@@ -193,6 +193,17 @@ def partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:
     return "\n\n".join(lines)
 
 
+
+def grid_note(r: Result) -> str:
+    """The grid that answered ``r`` and why (:class:`~seqpatch_core.method.run.Coarsen`), e.g.
+    "2 mm (large object: segmented again on this coarser grid)" or "1 mm (checked on 2 mm: no wider)"."""
+    text = f"{r.working_spacing:g} mm"
+    if r.coarsened:
+        return text + " (large object: segmented again on this coarser grid)"
+    if len(r.grids_mm) > 1:
+        return text + f" (checked on {r.grids_mm[-1]:g} mm: no wider there)"
+    return text
+
 def status_text(session: Session, z: int) -> str:
     """Markdown: the click of slice ``z`` in voxels and mm, each method's grid, the window and the notes."""
     res = session.results.get(z) or {}
@@ -205,12 +216,7 @@ def status_text(session: Session, z: int) -> str:
             f"Point (z, y, x) = ({pz:.0f}, {py:.1f}, {px:.1f}) voxels = "
             f"({phys[0]:.1f}, {phys[1]:.1f}, {phys[2]:.1f}) mm (x, y, z); window {r.window}; "
             f"ray preset {r.preset}; working grid "
-            + ", ".join(
-                f"{NAMES[m]} {res[m].working_spacing:g} mm"
-                + (" (large object: segmented again on this coarser grid)" if res[m].coarsened else "")
-                for m in METHODS
-                if m in res
-            )
+            + ", ".join(f"{NAMES[m]} {grid_note(res[m])}" for m in METHODS if m in res)
             + "."
         )
     n = len(session.results)

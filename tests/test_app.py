@@ -472,3 +472,18 @@ def test_gradio_client_load_and_click(predictor, volume_files, tmp_path):
         assert arr.shape == SHAPE
     finally:
         demo.close()
+
+
+def test_status_says_when_a_coarser_grid_found_the_object_no_wider(volume_files):
+    from helpers import BrightNet
+
+    checked = BrightNet("seqpatch")
+    checked.record["coarsen"] = {"radius_px": 1.0, "growth": 1.3}  # climbs once, finds the same object
+    pred = Predictor({"seqpatch": checked, "unet": BrightNet("unet")}, device="cpu")
+    s = handlers.load(pred, None, *volume_files)["state"]
+    out = handlers.segment(s, 2, *CENTRE)
+    r = s.results[2]["seqpatch"]
+    base = rays.WORKING_SPACING_MM["CT"]
+    assert r.working_spacing == base and not r.coarsened and len(r.grids_mm) == 2
+    assert f"SeqPatch {base:g} mm (checked on {r.grids_mm[-1]:g} mm: no wider there)" in out["status"]
+    assert clicks_record(s)["clicks"][-1]["results"]["seqpatch"]["grids_mm"] == list(r.grids_mm)
