@@ -281,12 +281,13 @@ def test_without_a_label_litemedsams_box_is_seqpatchs_mask_plus_the_margin(spy):
         ({"boxes": "loaded", "box": [6, 20, 20, 20, 44]}, "no area"),
     ],
 )
-def test_litemedsam_needs_its_model_and_a_box_on_the_slice(options, says):
+def test_litemedsam_needs_its_model_and_a_box_on_the_slice(spy, options, says):
     pred = bright_predictor()
     if options.get("boxes") == "loaded":
         options = {**options, "boxes": _boxes(pred)}
     with pytest.raises(InputError, match=says):
         click_robustness(pred, 6, (32.0, 30.0), grid=3, methods=("unet", "litemedsam"), **options)
+    assert spy == []  # refused before any network ran
 
 
 @pytest.mark.slow

@@ -166,8 +166,16 @@ def click_robustness(
     centre = cells.index((grid // 2, grid // 2))  # the original click, inside by check_point
     points = [(float(ys[i]), float(xs[j])) for i, j in cells]
     clicked = [m for m in methods if m != ARCH]
-    if ARCH in methods and (boxes is None or boxes.volume is None or boxes.volume.shape != vol.shape):
-        raise InputError(f"{ARCH} is not loaded with this image: it cannot take part")
+    start_box = None
+    if ARCH in methods:  # its box is checked before any network runs (SeqPatch's comes after)
+        if boxes is None or boxes.volume is None or boxes.volume.shape != vol.shape:
+            raise InputError(f"{ARCH} is not loaded with this image: it cannot take part")
+        if box is not None:
+            start_box = boxes.check_box(box.as_list() if isinstance(box, Box) else box)
+        elif label_slice is not None:
+            start_box, box_source = box_around(label_slice, z), "label"
+        if start_box is not None and start_box.z != z:
+            raise InputError(f"{ARCH}'s box is on slice {start_box.z}, the click on slice {z}")
 
     dices: dict[str, list[list[float | None]]] = {}
     grids: dict[str, list[list[float | None]]] = {}
@@ -208,12 +216,9 @@ def click_robustness(
     prompt = None
     if ARCH in methods:
         t0 = time.perf_counter()
-        if box is None:
-            start_box, box_source = _centre_box(predictor, (z, y0, x0), label_slice, centre_masks.get("seqpatch"), opts)
-        else:
-            start_box = boxes.check_box(box.as_list() if isinstance(box, Box) else box)
-        if start_box.z != z:
-            raise InputError(f"{ARCH}'s box is on slice {start_box.z}, the click on slice {z}")
+        if start_box is None:
+            start_box = _seqpatch_box(predictor, (z, y0, x0), centre_masks.get("seqpatch"), opts)
+            box_source = "seqpatch"
         prompt = {"box": start_box.as_list(), "source": box_source}
         # the clicks' offsets in whole pixels: a box is voxel indices (rint: +-1.5 px move alike)
         dy = np.rint(offsets_mm / vol.spacing[1]).astype(int)
@@ -248,29 +253,21 @@ def click_robustness(
     )
 
 
-def _centre_box(
-    predictor: Predictor,
-    point_zyx: tuple[int, float, float],
-    label_slice: np.ndarray | None,
-    seqpatch_mask: np.ndarray | None,
-    opts: dict,
-) -> tuple[Box, str]:
-    """LiteMedSAM's box at the original click and its source: the label slice's tight box ("label"),
-    else SeqPatch's mask at the click (``seqpatch_mask``, or a SeqPatch pass when it was not among
-    the methods) grown by SEQPATCH_MARGIN_PX ("seqpatch"), as the page and the evaluation prompt it."""
+def _seqpatch_box(
+    predictor: Predictor, point_zyx: tuple[int, float, float], mask: np.ndarray | None, opts: dict
+) -> Box:
+    """LiteMedSAM's box at the original click without a label there: SeqPatch's mask at the click
+    (``mask``, or a SeqPatch pass when it was not among the methods) grown by SEQPATCH_MARGIN_PX, as
+    the page and the evaluation prompt it; InputError without SeqPatch or when its mask is empty."""
     z, y, x = point_zyx
-    if label_slice is not None:
-        found = box_around(label_slice, z)
-        if found is not None:
-            return found, "label"
-    if seqpatch_mask is None:
+    if mask is None:
         if "seqpatch" not in predictor.models:
             raise InputError(f"{ARCH}'s box needs a label on the slice or the SeqPatch network")
-        seqpatch_mask = predictor.predict_many(z, [(y, x)], "seqpatch", **opts)[0].mask
-    found = box_around(seqpatch_mask, z, SEQPATCH_MARGIN_PX)
+        mask = predictor.predict_many(z, [(y, x)], "seqpatch", **opts)[0].mask
+    found = box_around(mask, z, SEQPATCH_MARGIN_PX)
     if found is None:
         raise InputError(f"{ARCH} has no box: SeqPatch found no object at the click")
-    return found, "seqpatch"
+    return found
 
 
 def _input_pixel_mm(shape_yx: tuple[int, int], spacing_yx: tuple[float, float]) -> float:
