@@ -32,9 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         help="port (default: $GRADIO_SERVER_PORT or 7860)",
     )
-    p.add_argument(
-        "--seqpatch-weights", default=None, help="checkpoint (default: weights/seqpatch.safetensors)"
-    )
+    p.add_argument("--seqpatch-weights", default=None, help="checkpoint (default: weights/seqpatch.safetensors)")
     p.add_argument("--unet-weights", default=None, help="checkpoint (default: weights/unet.safetensors)")
     p.add_argument(
         "--no-ablations",
@@ -48,8 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--engine",
         default=os.environ.get("SEQPATCH_ENGINE", "auto"),
         choices=["auto", "torch", "openvino", "onnxruntime"],
-        help="what runs the networks on a CPU: auto (the fastest path here whose masks agree with float32 "
-        "PyTorch, checked at start), torch (force PyTorch), openvino or onnxruntime (env SEQPATCH_ENGINE)",
+        help="what runs the networks and LiteMedSAM's image encoder on a CPU: auto (the fastest path here whose "
+        "masks agree with float32 PyTorch, checked at start), torch (force PyTorch), openvino or onnxruntime "
+        "(env SEQPATCH_ENGINE)",
     )
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the cores this process may use)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -94,9 +93,7 @@ def main(argv=None) -> None:
         model.to(device)
         log.info("loaded %s (sha256 %s)", name, str(model.record.get("sha256", "?"))[:12])
     if not main_loaded:
-        log.warning(
-            "no weights loaded: the app starts, but segmentation needs weights (see weights/README.md)"
-        )
+        log.warning("no weights loaded: the app starts, but segmentation needs weights (see weights/README.md)")
     from app import zerogpu
 
     # On a ZeroGPU Space the networks run inside spaces.GPU functions, by name; elsewhere None.
@@ -113,8 +110,15 @@ def main(argv=None) -> None:
     # LiteMedSAM: once per process, shared by the sessions (each keeps its own slice embeddings)
     box_model = load_box_model()
     if box_model is not None:
+        from seqpatch_core.inference.boxes import choose_encoder
+
         box_model.to(device)
         log.info("loaded litemedsam (sha256 %s)", str(box_model.record.get("sha256", "?"))[:12])
+        # its image encoder by the networks' rule and --engine: on a CPU, the fastest path whose box
+        # answers agree with float32 PyTorch (the sessions share the compiled graph)
+        choice = choose_encoder(box_model, args.engine)
+        box_model = choice.net
+        log.info("litemedsam's encoder runs on %s (tried: %s)", choice.label, choice.tried)
     demo = build_demo(predictor, box_model=box_model)
     demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)
 

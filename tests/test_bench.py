@@ -1,11 +1,15 @@
-"""The bench command's measurements and table, on a generated CT slice with small networks."""
+"""The bench command's measurements and tables: on a generated CT slice with small networks, and
+LiteMedSAM's encoder paths with the shipped weights."""
 
 import pytest
 import torch
 
 from seqpatch_core.bench.speed import markdown, network_flops, run_bench
 from seqpatch_core.inference.predictor import Predictor
+from seqpatch_core.method.models.litemedsam import LITEMEDSAM_WEIGHTS
 from seqpatch_core.method.rays import get_preset
+
+needs_litemedsam = pytest.mark.skipif(not LITEMEDSAM_WEIGHTS.is_file(), reason="weights/litemedsam.safetensors absent")
 
 
 @pytest.mark.slow
@@ -68,3 +72,29 @@ def test_bench_engines_compares_every_path_with_its_agreement(small_models, one_
     assert b["floor_ms"]["float32"]["seqpatch"] > 0
     table = paths_markdown(b)
     assert "| onnxruntime-float32 |" in table and "Compute floor" in table
+
+
+@pytest.mark.slow
+@needs_litemedsam
+def test_bench_litemedsam_has_a_row_per_installed_encoder_path(tmp_path, monkeypatch):
+    """bench --litemedsam: float32 PyTorch and every compiled path installed here, each with its
+    encoder and decoder times and its box answers' agreement with PyTorch."""
+    from helpers import example
+
+    from seqpatch_core.bench.boxes import boxes_markdown, time_litemedsam
+    from seqpatch_core.inference import engines
+
+    monkeypatch.setenv("SEQPATCH_CACHE", str(tmp_path))
+    image, label = example("lung2_ct_crop")
+    r = time_litemedsam(image, label, repeats=1, agreement_slices=1)
+    installed = ["torch-float32"] + [s.label for s in engines.candidates("auto")]
+    assert list(r["paths"]) == installed and r["reference"] == "torch-float32"
+    for e in r["paths"].values():
+        assert e["encoder"]["n"] == 1 and e["decoder"]["n"] == 5
+        assert e["encoder"]["min_ms"] > e["decoder"]["min_ms"] > 0 and e["encoder"]["cpu_p50_ms"] > 0
+        assert 0 <= e["min_dice"] <= e["mean_dice"] <= 1.0
+    assert r["paths"]["torch-float32"]["mean_dice"] == 1.0
+    assert r["fastest_agreeing"] in installed
+    table = boxes_markdown(r)
+    assert all(f"| {p} |" in table for p in installed) and "encoder p50 ms" in table
+    assert table.count("\n| ") == len(installed) + 1  # the header and one row per path

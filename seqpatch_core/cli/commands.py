@@ -222,7 +222,8 @@ def cmd_bench(args) -> int:
     if args.litemedsam:
         from seqpatch_core.bench.boxes import boxes_markdown, time_litemedsam
 
-        result = time_litemedsam(args.image, args.label, repeats=args.clicks)
+        # every encoder path installed here, each checked against float32 PyTorch on generated slices
+        result = time_litemedsam(args.image, args.label, repeats=args.clicks, agreement_slices=args.agreement_slices)
         print(boxes_markdown(result))
         _write_json(result, args.json)
         return 0

@@ -6,6 +6,11 @@ slice and its embedding is kept (the most recent few slices); a new box on a sli
 only the prompt encoder and the mask decoder. Boxes are voxel indices in the volume's array order,
 ``(z, y0, x0, y1, x1)``, corners inclusive (:func:`check_box`); the recipe that turns a slice and a
 box into the network's input is :mod:`seqpatch_core.method.box_prompt`.
+
+On a CPU the encoder may run compiled by OpenVINO or ONNX Runtime (:func:`choose_encoder`, the rule of
+:mod:`seqpatch_core.inference.engines`: the fastest path whose box answers agree with float32
+PyTorch); :func:`on_path` gives the model whose :meth:`~LiteMedSAM.encode` runs on a path, which the
+predictor then uses like any other.
 """
 
 from __future__ import annotations
@@ -18,16 +23,37 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from seqpatch_core.base.errors import InputError
 from seqpatch_core.base.lru import LRU
+from seqpatch_core.images.volume import volume_from_array
+from seqpatch_core.inference import engines
+from seqpatch_core.inference.engines import Choice, CompiledModule, EngineSpec
 from seqpatch_core.method import box_prompt
-from seqpatch_core.method.models.litemedsam import LiteMedSAM, load_litemedsam
+from seqpatch_core.method.models.litemedsam import ARCH, LiteMedSAM, load_litemedsam
 
 if TYPE_CHECKING:
     from seqpatch_core.images.volume import Volume
 
-__all__ = ["Box", "BoxPredictor", "BoxResult", "box_around", "check_box"]
+__all__ = [
+    "ENCODER_INPUT",
+    "Box",
+    "BoxPredictor",
+    "BoxResult",
+    "box_around",
+    "check_answers",
+    "check_box",
+    "choose_encoder",
+    "encoder_path",
+    "on_path",
+]
+
+#: The image encoder's input, one slice: (1, 3, 256, 256) float32 (:func:`box_prompt.prepare_slice`).
+ENCODER_INPUT = (1, 3, box_prompt.IMAGE_SIZE, box_prompt.IMAGE_SIZE)
+#: The boxes of each check slice: its label's tight box and that box this many px wider (a prompt
+#: from a rough drawing or from SeqPatch's mask plus a margin, as the page makes them).
+CHECK_MARGINS = (0, 8)
 
 
 @dataclass(frozen=True)
@@ -204,3 +230,88 @@ class BoxPredictor:
     def predict(self, box: Sequence[float]) -> BoxResult:
         """One box ``(z, y0, x0, y1, x1)``: the encoder runs only if slice z is not cached."""
         return self.predict_many([box])[0]
+
+    @property
+    def encoder_path(self) -> str:
+        """What runs the image encoder: "torch-float32", "openvino-bfloat16", ... (:func:`encoder_path`)."""
+        return encoder_path(self.model)
+
+
+# ----------------------------------------------------------------------------- the encoder's paths
+
+
+class _EncoderOnPath(LiteMedSAM):
+    """LiteMedSAM whose :meth:`encode` runs a compiled copy of its image encoder. Its modules (the
+    PyTorch encoder among them, the reference), weights and record are the source model's, shared."""
+
+    def __init__(self, source: LiteMedSAM, encoder: CompiledModule):
+        nn.Module.__init__(self)  # not LiteMedSAM's: it would build a second, random set of modules
+        self.image_encoder = source.image_encoder
+        self.prompt_encoder = source.prompt_encoder
+        self.mask_decoder = source.mask_decoder
+        self.record = getattr(source, "record", {})
+        self.compiled = encoder  # not a module: outside the state dict, which stays the source's
+        self.encoder_path = encoder.spec.label
+        self.train(source.training)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, 3, 256, 256) float32 -> (1, 256, 64, 64) float32 on ``image``'s device."""
+        return self.compiled(image).to(image.device)
+
+
+def encoder_path(model: LiteMedSAM) -> str:
+    """The path ``model``'s encoder runs on: "torch-float32" for a plain LiteMedSAM."""
+    return getattr(model, "encoder_path", "torch-float32")
+
+
+def on_path(model: LiteMedSAM, spec: EngineSpec | None) -> LiteMedSAM:
+    """``model`` with its image encoder on ``spec``'s path (exported once for
+    :data:`ENCODER_INPUT`, cached by its weights' digest, compiled here); None or a "torch" spec:
+    the PyTorch model. The prompt encoder and the mask decoder stay PyTorch (a tenth of a pass)."""
+    if spec is None or spec.engine == "torch":
+        return model
+    compiled = CompiledModule(model.image_encoder, spec, ENCODER_INPUT, f"{ARCH}_encoder")
+    return _EncoderOnPath(model, compiled)
+
+
+def check_answers(model: LiteMedSAM, slices: list) -> tuple[list[np.ndarray], list[float]]:
+    """``model``'s box answers on generated slices (:func:`engines.check_slices`: windowed images
+    (H, W) in [0, 1] with a label), through a :class:`BoxPredictor` as the page runs it: the boxes
+    of :data:`CHECK_MARGINS` around each label. Returns their masks ((H, W) bool, slice by slice, box
+    by box) and each slice's encoder ms (the first pass includes any warm-up)."""
+    images = np.stack([s.image for s in slices]).astype(np.float32)
+    spacing = float(slices[0].spacing_mm)
+    pred = BoxPredictor(model, cache_slices=len(slices))
+    pred.set_volume(volume_from_array(images, spacing=(spacing, spacing, spacing), modality="CT"), windowed=images)
+    encoder_ms = [pred.set_slice(z) for z in range(len(slices))]
+    boxes = [box_around(s.label, z, m).as_list() for z, s in enumerate(slices) for m in CHECK_MARGINS]
+    return [r.mask for r in pred.predict_many(boxes)], encoder_ms
+
+
+def _typical_ms(encoder_ms: list[float]) -> float:
+    """The median encoder pass after the first (a compiled graph's first run is slower)."""
+    return round(float(np.median(encoder_ms[1:] or encoder_ms)), 1)
+
+
+def choose_encoder(model: LiteMedSAM, engine: str = "auto", slices: list | None = None) -> Choice:
+    """The fastest path for LiteMedSAM's image encoder on this CPU: float32 PyTorch or one of
+    ``engines.candidates(engine)`` whose box answers agree with it (mean Dice >= engines.AGREEMENT
+    over :func:`check_answers`, default 4 generated slices, 2 boxes each); ms: the median encoder
+    pass. The choice's ``net`` is the model on that path (:func:`on_path`).
+
+    ``engine`` "torch", or a model on another device than the CPU, returns the model at once; an
+    engine that is missing, fails or disagrees leaves the encoder in PyTorch, with a warning.
+    """
+    if engine == "torch" or next(model.parameters()).device.type != "cpu":
+        return Choice(model, "torch", {})
+    slices = slices if slices is not None else engines.check_slices()
+    reference, encoder_ms = check_answers(model, slices)
+    start = Choice(model, "torch-float32", {"torch-float32": {"ms": _typical_ms(encoder_ms)}})
+
+    def measure(fast: LiteMedSAM) -> dict[str, float]:
+        answers, ms = check_answers(fast, slices)
+        return {"ms": _typical_ms(ms), **engines.mask_agreement(reference, answers)}
+
+    return engines.fastest_agreeing(
+        start, engines.candidates(engine), lambda spec: on_path(model, spec), measure, f"{ARCH} encoder"
+    )

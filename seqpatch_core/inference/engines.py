@@ -8,9 +8,11 @@ by the engine. An engine path is used only where its masks agree with float32 Py
 
 The sequential net's recurrence over the K patches of a ray is unrolled when it is exported, so a
 :class:`CompiledNet` holds one compiled graph per K (one per ray preset, compiled on first use or
-ahead by :meth:`CompiledNet.prepare`); the U-net's graph takes any batch and field of view. Exported
+ahead by :meth:`CompiledNet.prepare`); the U-net's graph takes any batch and field of view. A module
+with one fixed input shape (LiteMedSAM's image encoder, :mod:`seqpatch_core.inference.boxes`) is a
+:class:`CompiledModule`, chosen by the same rule (:func:`fastest_agreeing`) on its own masks. Exported
 graphs are cached on disk (``SEQPATCH_CACHE``, default ``~/.cache/seqpatch``), keyed by the weights,
-K and the torch version, so a restart compiles without exporting again.
+K or the input shape, and the torch version, so a restart compiles without exporting again.
 """
 
 from __future__ import annotations
@@ -108,36 +110,91 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def export_onnx(model: nn.Module, k: int | None, path: Path) -> Path:
-    """Export ``model`` to ONNX at ``path`` (written through a temporary file, so a concurrent
-    reader never sees half a file). Sequential net: input (B, K, 1, P, P) with B dynamic and this K;
-    U-net: (B, 1, H, W), all dynamic but the channel."""
-    arch = model_arch(model)
-    if arch == "seqpatch":
-        example = torch.rand(2, k, 1, rays.PRESETS["ct"].patch, rays.PRESETS["ct"].patch)
-        axes = {"x": {0: "batch"}, "y": {0: "batch"}}
-    else:
-        example = torch.rand(1, 1, 64, 64)
-        axes = {"x": {0: "batch", 2: "h", 3: "w"}, "y": {0: "batch", 2: "h", 3: "w"}}
+def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, dynamic_axes: dict | None = None) -> Path:
+    """Export ``module`` called on ``example`` to ONNX at ``path``: one input "x", one output "y" (its
+    first, if it returns several); every dimension is fixed at ``example``'s shape but those named in
+    ``dynamic_axes`` (torch.onnx's form). Written through a temporary file, so a concurrent reader
+    never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
     import warnings
 
-    with warnings.catch_warnings():  # tracing warns about the Python loop over K, which is intended
+    with warnings.catch_warnings():  # tracing warns about Python loops (over K, over windows): intended
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model.cpu().eval(),
+            module.cpu().eval(),
             (example,),
             tmp,
             input_names=["x"],
             output_names=["y"],
-            dynamic_axes=axes,
+            dynamic_axes=dynamic_axes,
             opset_version=17,
             dynamo=False,
         )
     os.replace(tmp, path)
     return path
+
+
+def network_example(model: nn.Module, k: int | None) -> tuple[torch.Tensor, dict]:
+    """A click network's export input and dynamic axes. Sequential net: (B, K, 1, P, P) with B
+    dynamic and this K; U-net: (B, 1, H, W), all dynamic but the channel."""
+    if model_arch(model) == "seqpatch":
+        example = torch.rand(2, k, 1, rays.PRESETS["ct"].patch, rays.PRESETS["ct"].patch)
+        return example, {"x": {0: "batch"}, "y": {0: "batch"}}
+    axes = {0: "batch", 2: "h", 3: "w"}
+    return torch.rand(1, 1, 64, 64), {"x": axes, "y": axes}
+
+
+def exported(module: nn.Module, name: str, example: torch.Tensor, dynamic_axes: dict | None = None) -> Path:
+    """The ONNX file of ``module`` in :func:`cache_dir` under ``name`` (which must say the weights,
+    e.g. by :func:`weights_digest`, and the graph's shape), exported on first use."""
+    path = cache_dir() / f"{name}.onnx"
+    if not path.exists():
+        export_onnx(module, example, path, dynamic_axes)
+    return path
+
+
+def compile_graph(path: Path, spec: EngineSpec, threads: int, batch: int | None = None):
+    """The ONNX graph at ``path`` compiled by ``spec``'s engine for the CPU with ``threads`` threads:
+    an OpenVINO compiled model (its input's dimension 0 fixed at ``batch`` where given) or an ONNX
+    Runtime session. Run it with :func:`run_graph`."""
+    if spec.engine == "openvino":
+        import openvino as ov
+
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if spec.precision == "bfloat16" else "f32",
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        core = ov.Core()
+        model = core.read_model(str(path))
+        if batch is not None:
+            shape = model.input(0).get_partial_shape()
+            shape[0] = batch
+            model.reshape({0: shape})
+        return core.compile_model(model, "CPU", config)
+    if spec.engine != "onnxruntime":
+        raise InputError(f"{spec.engine!r} is not a compiled engine")
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_graph(graph, x: torch.Tensor) -> torch.Tensor:
+    """One pass of a :func:`compile_graph` graph on ``x`` (taken to the CPU as float32); its output
+    "y" as a float32 CPU tensor."""
+    arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+    if hasattr(graph, "create_infer_request"):  # OpenVINO
+        # an infer request per call: a compiled model is shared by threads, a request is not
+        y = graph.create_infer_request().infer({0: arr})[0]
+    else:
+        y = graph.run(None, {"x": arr})[0]
+    return torch.from_numpy(np.asarray(y, dtype=np.float32))
 
 
 class CompiledNet:
@@ -181,37 +238,16 @@ class CompiledNet:
                 t = time.perf_counter()
                 kk = key[0]
                 name = f"{self.record.get('name', model_arch(self.model))}_{self._digest}" + (f"_k{kk}" if kk else "")
-                path = cache_dir() / f"{name}.onnx"
-                if not path.exists():
-                    export_onnx(self.model, kk or None, path)
-                self._graphs[key] = self._compile(path, batch)
-                log.info("%s: graph for K=%s, batch %s ready in %.1f s", self, kk or "any", batch or "any",
-                         time.perf_counter() - t)
+                path = exported(self.model, name, *network_example(self.model, kk or None))
+                self._graphs[key] = compile_graph(path, self.spec, self.threads, batch)
+                log.info(
+                    "%s: graph for K=%s, batch %s ready in %.1f s",
+                    self,
+                    kk or "any",
+                    batch or "any",
+                    time.perf_counter() - t,
+                )
             return self._graphs[key]
-
-    def _compile(self, path: Path, batch: int | None = None):
-        if self.spec.engine == "openvino":
-            import openvino as ov
-
-            config = {
-                "INFERENCE_PRECISION_HINT": "bf16" if self.spec.precision == "bfloat16" else "f32",
-                "INFERENCE_NUM_THREADS": self.threads,
-                "PERFORMANCE_HINT": "LATENCY",
-            }
-            core = ov.Core()
-            model = core.read_model(str(path))
-            if batch is not None:
-                shape = model.input(0).get_partial_shape()
-                shape[0] = batch
-                model.reshape({0: shape})
-            return core.compile_model(model, "CPU", config)
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # one click's rays (the common case) get OpenVINO's graph of that fixed batch: measured about
@@ -219,14 +255,39 @@ class CompiledNet:
         static = (
             self.spec.engine == "openvino" and model_arch(self.model) == "seqpatch" and x.shape[0] == self.click_batch
         )
-        graph = self._graph(int(x.shape[1]), int(x.shape[0]) if static else None)
-        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        if self.spec.engine == "openvino":
-            # an infer request per call: a compiled model is shared by threads, a request is not
-            y = graph.create_infer_request().infer({0: arr})[0]
-        else:
-            y = graph.run(None, {"x": arr})[0]
-        return torch.from_numpy(np.asarray(y, dtype=np.float32))
+        return run_graph(self._graph(int(x.shape[1]), int(x.shape[0]) if static else None), x)
+
+
+class CompiledModule:
+    """A module of one fixed input shape run by OpenVINO or ONNX Runtime; called like it: ``net(x)``.
+
+    ``shape``: the input's shape, e.g. (1, 3, 256, 256). x: a float32 tensor of that shape, or, when
+    ``shape[0]`` is 1, a batch of B items of ``shape[1:]`` (run one item at a time); returns the
+    module's first output as a float32 CPU tensor (the items' outputs concatenated along dimension 0).
+    ``name``, with the weights' digest and the shape, names the cached export; the graph is compiled
+    here, and shared by threads.
+    """
+
+    def __init__(self, module: nn.Module, spec: EngineSpec, shape: tuple[int, ...], name: str,
+                 threads: int | None = None):  # fmt: skip
+        if spec.engine not in ("openvino", "onnxruntime"):  # before the export, which takes seconds
+            raise InputError(f"{spec.engine!r} is not a compiled engine")
+        self.spec, self.shape, self.name = spec, tuple(int(n) for n in shape), name
+        self.threads = threads or usable_threads()
+        t = time.perf_counter()
+        key = f"{name}_{weights_digest(module)}_" + "x".join(map(str, self.shape))
+        self.graph = compile_graph(exported(module, key, torch.rand(self.shape)), spec, self.threads)
+        log.info("%s ready in %.1f s", self, time.perf_counter() - t)
+
+    def __repr__(self) -> str:
+        return f"CompiledModule({self.name!r}, {self.spec.label}, {self.shape})"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) == self.shape:
+            return run_graph(self.graph, x)
+        if self.shape[0] == 1 and tuple(x.shape[1:]) == self.shape[1:]:
+            return torch.cat([run_graph(self.graph, x[i : i + 1]) for i in range(x.shape[0])])
+        raise InputError(f"{self} takes input of shape {self.shape}, got {tuple(x.shape)}")
 
 
 # ----------------------------------------------------------------------------- agreement and choice
@@ -253,7 +314,12 @@ def masks(net, slices: list, preset: str = "ct") -> list[np.ndarray]:
 
 def agreement(reference: list[np.ndarray], net, slices: list, preset: str = "ct") -> dict[str, float]:
     """Dice between the masks of ``net`` and the ``reference`` masks (float32 PyTorch's, :func:`masks`)."""
-    pairs = zip(reference, masks(net, slices, preset), strict=True)
+    return mask_agreement(reference, masks(net, slices, preset))
+
+
+def mask_agreement(reference: list[np.ndarray], answers: list[np.ndarray]) -> dict[str, float]:
+    """Mean and lowest Dice between paired bool masks (two empty masks agree: 1.0)."""
+    pairs = zip(reference, answers, strict=True)
     scores = [dice(a, b) if (a.any() or b.any()) else 1.0 for a, b in pairs]
     return {"mean_dice": round(float(np.mean(scores)), 5), "min_dice": round(float(np.min(scores)), 5)}
 
@@ -312,23 +378,42 @@ def choose(
         if tried[torch_label]["mean_dice"] < AGREEMENT:  # PyTorch in float32 is the fallback, then
             tried["torch-float32"] = {"ms": round(time_click(model, None, presets[0]), 1)}
             best_label, best_dtype = "torch-float32", None
-    best_ms = tried[best_label]["ms"]
-    specs = candidates(engine)
+
+    def build(spec: EngineSpec) -> CompiledNet:
+        return CompiledNet(model, spec).prepare(ks)
+
+    def measure(net: CompiledNet) -> dict[str, float]:
+        return {"ms": round(time_click(net, None, presets[0]), 1), **agreement(reference, net, slices, presets[0])}
+
+    start = Choice(best, best_label, tried, best_dtype)
+    return fastest_agreeing(start, candidates(engine), build, measure, model.record.get("name"))
+
+
+def fastest_agreeing(start: Choice, specs: list[EngineSpec], build, measure, name: str | None = None) -> Choice:
+    """``start`` (the PyTorch path, measured: ``start.tried[start.label]["ms"]``) or the fastest of
+    the compiled ``specs`` that beats it and agrees with float32 PyTorch (mean Dice >= AGREEMENT).
+
+    ``build(spec)`` makes a path's net; ``measure(net)`` returns ``{"ms", "mean_dice", "min_dice"}``.
+    A path that fails to build or measure is recorded with its error and skipped. Every path's figures
+    are added to the returned choice's ``tried``; ``name`` is the network's, for the log.
+    """
+    best = start
+    tried = dict(start.tried)
     if not specs:
-        log.warning("engine %s is not installed: the networks run in PyTorch", engine)
+        log.warning("no compiled engine is installed for %s: it runs in PyTorch", name)
     for spec in specs:
         try:
-            net = CompiledNet(model, spec).prepare(ks)
-            entry = {"ms": round(time_click(net, None, presets[0]), 1), **agreement(reference, net, slices, presets[0])}
+            net = build(spec)
+            entry = measure(net)
         except Exception as exc:  # an engine that cannot take this network is skipped, not fatal
-            log.warning("%s cannot run %s: %s", spec.label, model.record.get("name"), exc)
+            log.warning("%s cannot run %s: %s", spec.label, name, exc)
             tried[spec.label] = {"error": first_line(exc, 200)}
             continue
         tried[spec.label] = entry
-        if entry["mean_dice"] >= AGREEMENT and entry["ms"] < best_ms:
-            best, best_label, best_ms, best_dtype = net, spec.label, entry["ms"], None
-    log.info("%s runs on %s (%s)", model.record.get("name"), best_label, tried)
-    return Choice(best, best_label, tried, best_dtype)
+        if entry["mean_dice"] >= AGREEMENT and entry["ms"] < tried[best.label]["ms"]:
+            best = Choice(net, spec.label, tried)
+    log.info("%s runs on %s (%s)", name, best.label, tried)
+    return Choice(best.net, best.label, tried, best.dtype)
 
 
 class AsRun:
