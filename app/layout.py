@@ -23,7 +23,7 @@ from seqpatch_core.method.models.litemedsam import LiteMedSAM
 log = logging.getLogger(__name__)
 
 # Shown first when present (the rest follow alphabetically).
-_EXAMPLE_ORDER = ("lung2_ct_crop", "brain1_mr_crop", "synthetic_ct", "synthetic_mr")
+_EXAMPLE_ORDER = ("lung2_ct_crop", "brain1_mr_crop", "synthetic_ct", "synthetic_ct_large", "synthetic_mr")
 
 CSS = """
 #overlay img { cursor: crosshair; }

@@ -1,4 +1,8 @@
-"""Rebuild the bundled examples: crops of the two real labelled cases and two synthetic slices.
+"""Rebuild the bundled examples: crops of the two real labelled cases and three synthetic slices.
+
+The synthetic ones: a CT and an MR slice with a lesion-sized object, and ``synthetic_ct_large``, a CT
+slice of 384 px at 1.0 mm with an object of organ size (equivalent radius 49 mm), for the scale
+rule: a click there climbs the grids and SeqPatch answers on the 2-mm one.
 
 Run from the project root: ``python -m seqpatch_core make-examples [--real ../shared/data/real]``.
 The real cases come from pyradiomics' test data (BSD-3-Clause, see LICENSE-pyradiomics.txt here);
@@ -35,9 +39,19 @@ def crop_real(real: Path) -> None:
         logging.info("wrote %s", out)
 
 
-def synthetic(name: str, modality: str, seed: int) -> None:
-    """One generated slice (phantom background) as a one-slice volume: CT in HU, MR in arbitrary units."""
-    s = synth.make_slice(np.random.default_rng(seed), size=192, spacing_mm=1.0 if modality == "CT" else 0.8)
+def synthetic(
+    name: str,
+    modality: str,
+    seed: int,
+    *,
+    size: int = 192,
+    radius_mm: tuple[float, float] | None = None,
+) -> None:
+    """One generated slice (phantom background) as a one-slice volume (1, size, size): CT in HU, MR in
+    arbitrary units; pixels 1.0 mm (CT) or 0.8 mm (MR), 5 mm thick. ``radius_mm``: (lo, hi) of the
+    object's nominal radius (:func:`seqpatch_core.data.synth.make_slice`); ``None``: the recipe's."""
+    spacing_mm = 1.0 if modality == "CT" else 0.8
+    s = synth.make_slice(np.random.default_rng(seed), size=size, spacing_mm=spacing_mm, radius_mm=radius_mm)
     if modality == "CT":
         width, level = CT_PRESETS["soft"]
         arr = level - width / 2 + s.image * width
@@ -54,8 +68,9 @@ def synthetic(name: str, modality: str, seed: int) -> None:
 
 
 def make_examples(real: str | Path) -> None:
-    """Write all four examples (with labels) into ``examples/``."""
+    """Write all five examples (with labels) into ``examples/``."""
     EXAMPLES_DIR.mkdir(exist_ok=True)
     crop_real(Path(real))
     synthetic("synthetic_ct", "CT", 11)
     synthetic("synthetic_mr", "MR", 12)
+    synthetic("synthetic_ct_large", "CT", 13, size=384, radius_mm=(45, 55))
