@@ -292,3 +292,35 @@ def test_choose_encoder_keeps_a_path_only_if_its_answers_agree(litemedsam, monke
     monkeypatch.setattr(engines, "candidates", lambda engine="auto": [bad])
     choice = boxes.choose_encoder(litemedsam, "openvino", slices=engines.check_slices(2))
     assert choice.label == "torch-float32" and choice.net is litemedsam
+
+
+_SIGNAL_AFTER_DROPPED_GRAPHS = """
+import gc, signal, subprocess, sys
+from pathlib import Path
+import torch
+from seqpatch_core.inference.engines import EngineSpec, compile_graph, export_onnx
+
+path = export_onnx(torch.nn.ReLU(), torch.rand(1, 4), Path(sys.argv[1]) / "relu.onnx")
+first = compile_graph(path, EngineSpec("openvino", "float32"), 1)
+second = compile_graph(path, EngineSpec("openvino", "bfloat16"), 1)
+del first; gc.collect()  # dropped in the order a refused path is: not the reverse of the making
+del second; gc.collect()
+signal.signal(signal.SIGCHLD, lambda *_: None)  # as PyTorch's DataLoader sets it
+for _ in range(3):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("alive")
+"""
+
+
+def test_signals_are_handled_after_compiled_graphs_are_dropped(tmp_path):
+    """Graphs compiled and dropped in any order leave the process able to take a signal: with a Core
+    per graph, the CPU plugins' signal stacks were unmapped under the main thread, and the next SIGCHLD
+    ended the process (CI's pytest died silently with exit 139)."""
+    import subprocess
+    import sys
+
+    _installed(EngineSpec("openvino"))
+    p = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_AFTER_DROPPED_GRAPHS, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 0 and "alive" in p.stdout, (p.returncode, p.stderr[-2000:])

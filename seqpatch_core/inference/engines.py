@@ -17,6 +17,7 @@ K or the input shape, and the torch version, so a restart compiles without expor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -155,19 +156,33 @@ def exported(module: nn.Module, name: str, example: torch.Tensor, dynamic_axes: 
     return path
 
 
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO ``Core``, kept for the life of the process.
+
+    Each ``Core`` makes its own CPU plugin, and the plugin gives the thread that makes it a signal stack
+    of its own, which its destructor puts back and unmaps. Cores dropped in another order than they were
+    made (compiled graphs tried and refused, one Core per graph) left the main thread's signal stack in
+    unmapped memory: the next signal it handled (a child's SIGCHLD with PyTorch's DataLoader handler, or
+    Ctrl-C) killed the process with a segmentation fault and no traceback. One Core, never dropped,
+    makes one plugin whose stack stays mapped; OpenVINO's guide also says to make the Core once."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def compile_graph(path: Path, spec: EngineSpec, threads: int, batch: int | None = None):
     """The ONNX graph at ``path`` compiled by ``spec``'s engine for the CPU with ``threads`` threads:
     an OpenVINO compiled model (its input's dimension 0 fixed at ``batch`` where given) or an ONNX
     Runtime session. Run it with :func:`run_graph`."""
     if spec.engine == "openvino":
-        import openvino as ov
 
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if spec.precision == "bfloat16" else "f32",
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
         }
-        core = ov.Core()
+        core = openvino_core()
         model = core.read_model(str(path))
         if batch is not None:
             shape = model.input(0).get_partial_shape()
