@@ -37,6 +37,7 @@ from app.session import (
 from app.view import (
     USER_BOX,
     best_slice,
+    checking_note,
     empty_view,
     partial_metrics,
     ray_detail,
@@ -314,11 +315,28 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         out["rays"] = render.placeholder("Per-ray view\n(SeqPatch running…)")
         out["ray_detail"] = render.placeholder("One ray, large\n(SeqPatch running…)")
         yield out
-    with s.using():
-        for m in slow:
-            t0 = time.perf_counter()
-            new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
-            s.seqpatch_seconds = time.perf_counter() - t0
+    shown: dict[str, Result] = {}  # SeqPatch's answers on the page before its last grid was checked
+    for m in slow:
+        t0 = time.perf_counter()
+        steps = s.predictor.predict_steps((zi, yf, xf), method=m, **opts)
+        while True:
+            with s.using():  # (not held across the yield below: see the first pass)
+                new[m], final = next(steps)
+            if final:
+                break
+            if partial is None or s.results.get(zi) is not partial:
+                continue  # nothing shown yet, or undone / replaced meanwhile: no view until the last grid
+            # The scale rule checks a coarser grid (:meth:`Predictor.predict_steps`): the answer so far
+            # is shown now, and stands unless the coarser grid finds the object wider.
+            s.settle(new[m], s.threshold)
+            shown[m] = new[m]
+            partial = {k: new[k] for k in METHODS if k in new}
+            s.results[zi] = partial
+            out = render_view(s, skip=[*(f"lik_{k}" for k in fast), "lik_litemedsam", "rays", "coronal"])
+            out.update({"state": s, "files": None, "progress": checking_note(new[m])})
+            out["status"] = out["progress"] + "\n\n" + out["status"]
+            yield out
+        s.seqpatch_seconds = time.perf_counter() - t0
     # LiteMedSAM follows in its own event (segment_box), once both contours are on the page
     out = {"state": s, "files": None, "progress": BOX_RUNNING if s.boxes is not None else ""}
     if partial is None:
@@ -335,6 +353,7 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     # Redraw what changed: the fast methods' maps stand as drawn (unless the threshold moved), and
     # the per-ray pictures, below the fold, follow in their own event (draw_rays) after this view.
     unchanged = [f"lik_{m}" for m in fast] if partial is not None and not moved else []
+    unchanged += [f"lik_{m}" for m in shown if shown[m] is new[m] and not moved]  # the finer answer stood
     out.update(render_view(s, skip=[*unchanged, "rays"]))
     if s.z == zi:  # (the user may have moved to another slice meanwhile: stay there)
         out["slice"] = zi

@@ -25,6 +25,7 @@ from seqpatch_core.images.intensity import apply_window
 from seqpatch_core.images.orientation import orientation
 from seqpatch_core.images.volume import Volume
 from seqpatch_core.inference.predictor import METHODS, Result
+from seqpatch_core.method.run import Coarsen
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,19 @@ def running_note(session: Session) -> str:
     else:
         eta = f"about {t:.0f} s"
     return f"**SeqPatch running…** ({eta} on this machine; the U-net's result is shown meanwhile)"
+
+
+def checking_note(result: Result) -> str:
+    """What the page says while the scale rule checks the next coarser grid after ``result``, the
+    answer on the grids tried so far (:meth:`~seqpatch_core.inference.predictor.Predictor.predict_steps`)."""
+    tried = result.grids_mm
+    grids = Coarsen.grids(tried[0])
+    following = grids[len(tried)] if len(tried) < len(grids) else tried[-1]
+    name = NAMES[result.method]
+    return (
+        f"**{name} running: checking the {following:g} mm grid…** (its {result.working_spacing:g} mm answer is "
+        "shown; it stands unless the object is wider there)"
+    )
 
 
 def partial_metrics(session: Session, z: int, res: dict[str, Result]) -> str:

@@ -180,6 +180,29 @@ def test_click_shows_the_unet_first_then_seqpatch(loaded):
     assert "about a second" in running_note(loaded)
 
 
+@pytest.mark.parametrize(("growth", "stands"), [(100.0, True), (None, False)])
+def test_seqpatch_first_grid_is_shown_while_the_next_is_checked(volume_files, growth, stands):
+    """A click whose SeqPatch answer is checked on a coarser grid shows that answer at once, says the
+    check runs, then ends with the answer of the grid that won; a finer answer that stood is not drawn
+    again."""
+    from helpers import BrightNet
+
+    net = BrightNet("seqpatch")
+    net.record["coarsen"] = {"radius_px": 1.0, "growth": growth}  # every mask checked on the next grid
+    pred = Predictor({"seqpatch": net, "unet": BrightNet("unet")}, device="cpu")
+    s = handlers.load(pred, None, *volume_files)["state"]
+    views = list(handlers.segment_steps(s, 2, *CENTRE))
+    base = rays.WORKING_SPACING_MM["CT"]
+    first_grid = views[1]
+    assert "SeqPatch running: checking the" in first_grid["status"] and first_grid["lik_seqpatch"].ndim == 3
+    assert f"its {base:g} mm answer is shown" in first_grid["progress"] and "lik_unet" not in first_grid
+    last = views[-1]
+    assert "running" not in last["status"] and "| SeqPatch |" in last["metrics"]
+    sp = s.results[2]["seqpatch"]
+    assert len(sp.grids_mm) == len(views) - 1  # the U-net's view, then one per SeqPatch grid
+    assert (sp.working_spacing == base) is stands and ("lik_seqpatch" in last) is not stands
+
+
 def test_undo_or_threshold_while_seqpatch_runs(loaded):
     handlers.segment(loaded, 2, *CENTRE)
     before = loaded.results[2]

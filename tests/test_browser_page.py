@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import test_browser_flows as flows
+from helpers import free_port
 from PIL import Image
 from test_browser import CHROMIUM
 from test_browser_flows import Page, _case
@@ -391,39 +392,82 @@ _CONTOUR_PX = 150
 CLICK_TO_BOTH_MS = 600
 
 
-def test_click_to_both_contours_time(page, server):
+@pytest.fixture(scope="module")
+def app_server():
+    """(url, examples): the demo with the networks on the engine app.py picks (``--engine auto``: the
+    fastest compiled path whose masks agree with PyTorch), for the time as a user feels it."""
+    from app import LAUNCH_KWARGS, build_demo, find_examples
+    from app.session import load_box_model
+    from seqpatch_core.inference.predictor import Predictor
+    from seqpatch_core.method.models import load_models
+
+    models = load_models(["seqpatch", "unet"], strict=False)
+    if set(models) != {"seqpatch", "unet"}:
+        pytest.skip("the time is the shipped networks'")
+    predictor = Predictor(models, device="cpu", dtype="auto", engine="auto", engine_for=("seqpatch", "unet"))
+    demo = build_demo(predictor, examples=find_examples(), box_model=load_box_model())
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_KWARGS)
+    yield f"http://127.0.0.1:{port}/", find_examples()
+    demo.close()
+
+
+#: In the page: when the line beside the slice last stopped saying that SeqPatch runs.
+_SETTLED = """() => {
+  const el = document.querySelector("#progress");
+  new MutationObserver(() => {
+    const t = el.innerText;
+    if (!t.includes("SeqPatch running")) window.__settled = performance.now();
+  }).observe(el, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_click_to_both_contours_time(browser, app_server):
     """Item 9: the time from a click (pointer down on the slice) to the picture with both contours
-    decoded in the page, p50 over seven clicks on lung2. Printed; held to the target when the machine
-    is otherwise idle (a load average above one per core measures the neighbours, not the page)."""
+    decoded in the page, p50 over seven clicks on lung2, with the networks on app.py's engine. SeqPatch's
+    first grid's answer is drawn while the scale rule checks the next grid; the time until that check
+    has answered (the line beside the slice no longer says SeqPatch runs) is printed beside it. Held to
+    the target when the machine is otherwise idle (a load average above one per core measures the
+    neighbours, not the page)."""
     import os
 
     from playwright.sync_api import expect
 
     from app.drawing import COLOURS
 
-    image, _, (z, y, x), f, _ = _case(server[1])
+    page = Page(browser, app_server[0])
+    image, _, (z, y, x), f, _ = _case(app_server[1])
     page.pick_example(image)
     page.page.evaluate(_WATCH % (*COLOURS["seqpatch"], *COLOURS["unet"]))
-    times = []
+    page.page.evaluate(_SETTLED)
+    times, settled = [], []
     offsets = ((0, 0), (3, 0), (0, 3), (-3, 0), (0, -3), (2, 2), (-2, -2), (2, -2))  # each a new picture
     for i, (dy, dx) in enumerate(offsets):
         # the previous click's follow-up (LiteMedSAM, the per-ray pictures) redraws its own contours:
         # wait for it, so that the pictures counted are this click's
         expect(page.page.locator("#progress")).not_to_contain_text("running", timeout=120_000)
         page.page.wait_for_timeout(300)
-        page.page.evaluate("window.__views = []")
+        page.page.evaluate("window.__views = []; window.__settled = null")
         yx = page.click_slice(y + dy, x + dx, f)
         page.wait_done(z, yx)
         page.page.wait_for_function(
             f"() => window.__views.some(v => v.sp > {_CONTOUR_PX} && v.un > {_CONTOUR_PX})", timeout=30_000
         )
+        page.page.wait_for_function("() => window.__settled !== null", timeout=30_000)
         if i == 0:
             continue  # the first click warms the page's caches
         down = page.page.evaluate("window.__down")
         both = page.page.evaluate(f"window.__views.find(v => v.sp > {_CONTOUR_PX} && v.un > {_CONTOUR_PX}).t")
         times.append(both - down)
-    p50 = float(np.median(times))
+        settled.append(page.page.evaluate("window.__settled") - down)
+    assert not page.errors, page.errors
+    page.close()
+    p50, p50_settled = float(np.median(times)), float(np.median(settled))
     load = os.getloadavg()[0] / max(1, len(os.sched_getaffinity(0)))
-    print(f"click to both contours: p50 {p50:.0f} ms, {[round(t) for t in times]} ms; load {load:.1f} per core")
+    print(
+        f"click to both contours: p50 {p50:.0f} ms, {[round(t) for t in times]} ms; "
+        f"to SeqPatch's last grid checked: p50 {p50_settled:.0f} ms, {[round(t) for t in settled]} ms; "
+        f"load {load:.1f} per core"
+    )
     if load <= 1.0:
         assert p50 <= CLICK_TO_BOTH_MS, (p50, times)

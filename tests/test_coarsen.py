@@ -74,6 +74,20 @@ def test_a_large_object_climbs_the_pyramid_until_its_mask_fits(arch, radius_px, 
     assert not pred.predict_many(1, [(32, 30)], arch, coarsen=False)[0].coarsened
 
 
+@pytest.mark.parametrize(("radius_px", "grids"), [(15.0, (1.0,)), (7.0, (1.0, 2.0)), (4.0, (1.0, 2.0, 4.0))])
+def test_predict_steps_shows_each_grid_and_ends_with_predicts_answer(radius_px, grids):
+    """One answer per grid tried, only the last one final, and that one is predict's."""
+    image, _ = sphere_arrays(**BALL)
+    vol = volume_from_array(image, spacing=BALL["spacing_zyx"], modality="CT")
+    pred = Predictor({"seqpatch": _bright("seqpatch", radius_px)}, device="cpu")
+    pred.set_volume(vol)
+    steps = list(pred.predict_steps((1, 32, 30)))
+    assert [r.grids_mm for r, _ in steps] == [grids[: i + 1] for i in range(len(grids))]
+    assert [final for _, final in steps] == [False] * (len(grids) - 1) + [True]
+    last, one = steps[-1][0], pred.predict((1, 32, 30))
+    assert last.working_spacing == one.working_spacing and np.array_equal(last.mask, one.mask)
+
+
 def test_only_the_large_clicks_of_a_batch_climb():
     image, _ = sphere_arrays(**BALL)
     image[:, 55:59, 55:59] = 150  # a small object: 4 x 4 px, equivalent radius 2.3 px

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -339,6 +339,28 @@ class Predictor:
         own grid by resampling the likelihood and thresholding there (no blocky masks from coarse
         grids).
         """
+        *_, (results, _) = self._climb(z, points_yx, method, preset, threshold, coarsen, window)
+        return results
+
+    def predict_steps(
+        self,
+        point_zyx,
+        method: str = "seqpatch",
+        preset: str | None = None,
+        threshold: float = 0.5,
+        coarsen: bool | None = None,
+        window: str | Window | None = None,
+    ) -> Iterator[tuple[Result, bool]]:
+        """:meth:`predict`, one answer per grid as the scale rule climbs the pyramid: ``(the answer so
+        far, final)``. A page shows the first grid's answer while the next grid is checked; the last
+        step's answer (``final`` True) is :meth:`predict`'s. The answer is complete at every step (mask,
+        likelihood, ``grids_mm`` tried so far); options as in :meth:`predict`."""
+        for results, todo in self._climb(point_zyx[0], [point_zyx[1:]], method, preset, threshold, coarsen, window):
+            yield results[0], not todo
+
+    def _climb(self, z, points_yx, method, preset, threshold, coarsen, window):
+        """The scale rule of :meth:`predict_many`, one grid at a time: after each grid's pass, yields
+        ``(results, todo)``, the answers so far (one per click) and the clicks still climbing."""
         t0 = time.perf_counter()
         pts = [self.check_point((z, *p)) for p in points_yx]
         z = pts[0][0]
@@ -379,9 +401,9 @@ class Predictor:
                 ):
                     climbing.append(i)
             todo = climbing
+            yield results, todo
             if not todo:
                 break
-        return results
 
     def _pass(self, z, pts, method, preset, window, spacing_mm, threshold, t0) -> list[Result]:
         """One batch of clicks ``pts`` ((z, y, x) checked) on the ``spacing_mm`` working grid."""
