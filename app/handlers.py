@@ -274,6 +274,15 @@ def change_display(session: Session | None, opacity: float, show_rays: bool) -> 
 SLOW = ("seqpatch",)
 
 
+def _first_step(session: Session, method: str, point_zyx, opts: dict) -> tuple[float, Iterator, tuple[Result, bool]]:
+    """Starts ``method``'s scale rule at the point and runs its first grid: (the start time, the steps
+    still to come, the first step) (:meth:`~seqpatch_core.inference.predictor.Predictor.predict_steps`)."""
+    t0 = time.perf_counter()
+    steps = session.predictor.predict_steps(point_zyx, method=method, **opts)
+    with session.using():
+        return t0, steps, next(steps)
+
+
 @user_errors
 def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iterator[dict[str, Any]]:
     """Run every loaded method at the point (z, y, x) (voxels) and keep the result for slice z.
@@ -317,25 +326,21 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
         yield out
     shown: dict[str, Result] = {}  # SeqPatch's answers on the page before its last grid was checked
     for m in slow:
-        t0 = time.perf_counter()
-        steps = s.predictor.predict_steps((zi, yf, xf), method=m, **opts)
-        while True:
-            with s.using():  # (not held across the yield below: see the first pass)
+        t0, steps, (new[m], final) = _first_step(s, m, (zi, yf, xf), opts)
+        while not final:
+            if partial is not None and s.results.get(zi) is partial:  # (not undone or replaced meanwhile)
+                # The scale rule checks a coarser grid (:meth:`Predictor.predict_steps`): the answer so
+                # far is shown now, and stands unless the coarser grid finds the object wider.
+                s.settle(new[m], s.threshold)
+                shown[m] = new[m]
+                partial = {k: new[k] for k in METHODS if k in new}
+                s.results[zi] = partial
+                out = render_view(s, skip=[*(f"lik_{k}" for k in fast), "lik_litemedsam", "rays", "coronal"])
+                out.update({"state": s, "files": None, "progress": checking_note(new[m])})
+                out["status"] = out["progress"] + "\n\n" + out["status"]
+                yield out
+            with s.using():  # (not held across the yield above: see the first pass)
                 new[m], final = next(steps)
-            if final:
-                break
-            if partial is None or s.results.get(zi) is not partial:
-                continue  # nothing shown yet, or undone / replaced meanwhile: no view until the last grid
-            # The scale rule checks a coarser grid (:meth:`Predictor.predict_steps`): the answer so far
-            # is shown now, and stands unless the coarser grid finds the object wider.
-            s.settle(new[m], s.threshold)
-            shown[m] = new[m]
-            partial = {k: new[k] for k in METHODS if k in new}
-            s.results[zi] = partial
-            out = render_view(s, skip=[*(f"lik_{k}" for k in fast), "lik_litemedsam", "rays", "coronal"])
-            out.update({"state": s, "files": None, "progress": checking_note(new[m])})
-            out["status"] = out["progress"] + "\n\n" + out["status"]
-            yield out
         s.seqpatch_seconds = time.perf_counter() - t0
     # LiteMedSAM follows in its own event (segment_box), once both contours are on the page
     out = {"state": s, "files": None, "progress": BOX_RUNNING if s.boxes is not None else ""}
