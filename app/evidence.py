@@ -7,7 +7,9 @@ signs that the something is not an object:
 * its likelihood never reaches the threshold within :data:`NEAR_MM` of the click (the mask kept is
   then a component elsewhere, or nothing);
 * the mask has no edge in the image: the median intensity of its inside and of a ring just outside it
-  differ by less than :data:`MIN_CONTRAST` of the window (a blob drawn in air, or in flat tissue).
+  differ by less than :data:`MIN_CONTRAST` of the window (a blob drawn in air, or in flat tissue). The
+  ring widens with the mask (:data:`RING_FRACTION`): a large object's contour may lie a few mm inside
+  its edge, and a ring as thin as a small one's would then compare the object with itself.
 
 Arrays are (y, x) slices on the volume's grid; spacing is (y, x) in mm.
 """
@@ -19,13 +21,16 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MIN_CONTRAST", "NEAR_MM", "RING_MM", "no_object_reason"]
+__all__ = ["MIN_CONTRAST", "NEAR_MM", "RING_FRACTION", "RING_MM", "no_object_reason"]
 
 #: The likelihood must reach the threshold this close to the click (mm).
 NEAR_MM = 3.0
 #: The ring outside the mask compared with its inside: from RING_MM[0] to RING_MM[1] mm off its edge
 #: (the first mm skipped: partial volume and the contour's own pixel).
 RING_MM = (1.0, 4.0)
+#: The ring's outer edge reaches at least this fraction of the mask's equivalent radius (the radius of
+#: a disc of its area) off its contour: 10 mm for an 80-mm-wide mask, RING_MM[1] below 32 mm.
+RING_FRACTION = 0.25
 #: Least difference of medians, inside against the ring, in units of the window's width (0 to 1). The
 #: bundled objects show 0.06 to 0.5; clicks in air or flat tissue 0.00 to 0.01.
 MIN_CONTRAST = 0.02
@@ -61,7 +66,8 @@ def no_object_reason(
     if not mask.any():
         return "nothing passes the threshold"
     outside = ndimage.distance_transform_edt(~mask, sampling=(sy, sx))
-    ring = (outside > RING_MM[0]) & (outside <= RING_MM[1])
+    radius_mm = float(np.sqrt(mask.sum() * sy * sx / np.pi))
+    ring = (outside > RING_MM[0]) & (outside <= max(RING_MM[1], RING_FRACTION * radius_mm))
     inside = ndimage.distance_transform_edt(mask, sampling=(sy, sx))
     core = mask & (inside > RING_MM[0])
     core = core if core.sum() >= 4 else mask

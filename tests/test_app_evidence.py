@@ -26,6 +26,21 @@ def test_a_blob_in_flat_air_is_no_object():
     assert why is not None and "no edge" in why
 
 
+def test_a_large_object_whose_contour_lies_inside_its_edge_is_found():
+    """A 40-mm object whose mask stops 4 mm short of its edge: the ring, widened with the mask, still
+    reaches the outside (a 1-4 mm ring would lie inside the object and call it no edge)."""
+    yy, xx = np.mgrid[:128, :128]
+    dist = np.hypot(yy - 64, xx - 64)
+    image = np.where(dist <= 40, 0.55, 0.45).astype(np.float32)
+    mask = dist <= 36
+    full = np.ones((128, 128), np.float32)
+    assert no_object_reason(image, mask * 0.9, full, mask, (64.0, 64.0), 0.5, (1.0, 1.0)) is None
+    # the same mask in flat tissue is still no object
+    flat = np.full((128, 128), 0.5, np.float32)
+    why = no_object_reason(flat, mask * 0.9, full, mask, (64.0, 64.0), 0.5, (1.0, 1.0))
+    assert why is not None and "no edge" in why
+
+
 def test_the_contrast_rule_sits_at_its_constant():
     for delta, found in ((2 * MIN_CONTRAST, True), (MIN_CONTRAST / 2, False)):
         image = np.where(DISC, 0.5 + delta, 0.5).astype(np.float32)
