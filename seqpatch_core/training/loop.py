@@ -205,7 +205,12 @@ def train(tc: TrainConfig) -> dict:
                 f"the batch ({tc.slices_per_batch} slices) is the global batch and must divide by the number of "
                 f"processes ({world}): give --batch a multiple of {world}"
             )
-        return _train(tc, rank, world, device)
+        record = _train(tc, rank, world, device)
+        if owns_group:
+            # every rank done before any tears the group down: gloo aborted a process (std::terminate,
+            # exit -6) whose peer destroyed the group first, about one run in four on a loaded CPU
+            dist.barrier()
+        return record
     finally:
         if owns_group:
             dist.destroy_process_group()
