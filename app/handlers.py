@@ -287,10 +287,11 @@ def _first_step(session: Session, method: str, point_zyx, opts: dict) -> tuple[f
 def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iterator[dict[str, Any]]:
     """Run every loaded method at the point (z, y, x) (voxels) and keep the result for slice z.
 
-    Yields the view twice when SeqPatch and a faster method are loaded: first as soon as the fast ones
-    (the U-net) are done, with a "SeqPatch running…" note and their numbers on one line each, then
-    with every result and the full table. Yields once otherwise. The click is in the session (and in
-    the undo history) from the first yield. A new click on a slice replaces that slice's result (undo
+    When SeqPatch and a faster method are loaded, yields first as soon as the fast ones (the U-net) are
+    done, with a "SeqPatch running…" note and their numbers on one line each; then, while the scale
+    rule checks SeqPatch's answer on a coarser grid, that answer with a "checking" note (once per grid
+    checked); last, every result and the full table. Yields once otherwise. The click is in the
+    session (and in the undo history) from the first yield. A new click on a slice replaces that slice's result (undo
     brings the old one back).
     """
     s = require(session)
