@@ -272,27 +272,29 @@ def change_display(session: Session | None, opacity: float, show_rays: bool) -> 
 
 #: Methods slow enough on a CPU to show the others' results first (SeqPatch: 240 patches per click).
 SLOW = ("seqpatch",)
-
-
-def _first_step(session: Session, method: str, point_zyx, opts: dict) -> tuple[float, Iterator, tuple[Result, bool]]:
-    """Starts ``method``'s scale rule at the point and runs its first grid: (the start time, the steps
-    still to come, the first step) (:meth:`~seqpatch_core.inference.predictor.Predictor.predict_steps`)."""
-    t0 = time.perf_counter()
-    steps = session.predictor.predict_steps(point_zyx, method=method, **opts)
-    with session.using():
-        return t0, steps, next(steps)
+#: SeqPatch's first grid took longer than this (s) at the session's last click, or there was no click
+#: yet: the U-net's answer is sent first, SeqPatch's when its first grid is done. Faster, both come in
+#: one view. A view costs the page about 0.15 s on two cores before the next can follow (Gradio sends it
+#: before it resumes the handler, and the browser draws it on the cores the network needs), more than a
+#: U-net answer 0.3 s early is worth: on lung2 with the app's engine, both contours at p50 575-772 ms
+#: with the U-net first (five runs), 487-658 ms in one view (eight runs; ``tests/test_browser_page.py
+#: -k both_contours``).
+UNET_FIRST_S = 0.5
 
 
 @user_errors
 def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iterator[dict[str, Any]]:
     """Run every loaded method at the point (z, y, x) (voxels) and keep the result for slice z.
 
-    When SeqPatch and a faster method are loaded, yields first as soon as the fast ones (the U-net) are
-    done, with a "SeqPatch running…" note and their numbers on one line each; then, while the scale
-    rule checks SeqPatch's answer on a coarser grid, that answer with a "checking" note (once per grid
-    checked); last, every result and the full table. Yields once otherwise. The click is in the
-    session (and in the undo history) from the first yield. A new click on a slice replaces that slice's result (undo
-    brings the old one back).
+    Each method starts on its first grid of the scale rule
+    (:meth:`~seqpatch_core.inference.predictor.Predictor.predict_steps`). When SeqPatch was slow at the
+    session's last click (:data:`UNET_FIRST_S`) and a faster method is loaded, yields first as soon as
+    the fast ones (the U-net) are done, with a "SeqPatch running…" note and their numbers on one line
+    each; otherwise the first view has every method's first-grid answer. While the rule checks a coarser
+    grid, yields the answers so far with a "checking" note (once per grid); last, every result and the
+    full table. Yields once when no grid is left to check. The click is in the session (and in the undo
+    history) from the first yield. A new click on a slice replaces that slice's result (undo brings the
+    old one back).
     """
     s = require(session)
     zi, yf, xf = s.predictor.check_point((z, y, x))
@@ -300,23 +302,35 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
     methods = [m for m in METHODS if m in s.predictor.models]
     if not methods:
         raise InputError("no model is loaded: " + WEIGHTS_HELP.format(m="seqpatch") + " (and the same for unet)")
+    opts = {"threshold": s.threshold, "window": s.display_window(), "coarsen": s.second_pass}
+    steps: dict[str, Iterator[tuple[Result, bool]]] = {}
+    new: dict[str, Result] = {}
+    final: dict[str, bool] = {}
+    spent = dict.fromkeys(methods, 0.0)  # each method's own seconds (SeqPatch's: the next click's estimate)
+
+    def advance(ms: list[str]) -> None:
+        with s.using():  # no yield inside: a run that is never resumed cannot leave the session busy
+            for m in ms:
+                t0 = time.perf_counter()
+                if m not in steps:
+                    steps[m] = s.predictor.predict_steps((zi, yf, xf), method=m, **opts)
+                new[m], final[m] = next(steps[m])
+                s.settle(new[m], s.threshold)
+                spent[m] += time.perf_counter() - t0
+
     fast = [m for m in methods if m not in SLOW]
     slow = [m for m in methods if m in SLOW]
-    new: dict[str, Result] = {}
-    opts = {"threshold": s.threshold, "window": s.display_window(), "coarsen": s.second_pass}
-    with s.using():  # no yield inside: a run that is never resumed cannot leave the session busy
-        for m in fast:
-            new[m] = s.predictor.predict((zi, yf, xf), method=m, **opts)
-            s.settle(new[m], s.threshold)
-    partial = None
-    if fast and slow:  # show the fast results now, SeqPatch's when it is done
-        partial = dict(new)
-        s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
-        s.results[zi] = partial
-        s.z = zi
-        # The sooner this view is sent, the sooner SeqPatch starts: what SeqPatch will draw is a
-        # placeholder meanwhile (not drawn twice), and the planes wait for its lines.
-        out = render_view(s, skip=[f"lik_{m}" for m in slow] + ["rays", "coronal"])
+    last_first = s.seqpatch_first_seconds
+    unet_first = bool(fast and slow) and (last_first is None or last_first > UNET_FIRST_S)
+    advance(fast if unet_first else methods)
+    click = Click(zi, yf, xf, methods, s.results.get(zi), done=False)
+    s.history.append(click)
+    s.z = zi
+    partial = {m: new[m] for m in METHODS if m in new}
+    s.results[zi] = partial
+    drawn: dict[str, Result] = {}  # the answers whose likelihood maps are on the page
+    if unet_first:
+        out = render_view(s, skip=[*(f"lik_{m}" for m in slow), "rays", "coronal"])
         out.update({"state": s, "slice": zi, "files": None, "metrics": partial_metrics(s, zi, new)})
         out["status"] = running_note(s) + "\n\n" + out["status"]
         out["progress"] = running_note(s)
@@ -324,42 +338,44 @@ def segment_steps(session: Session | None, z: float, y: float, x: float) -> Iter
             out[f"lik_{m}"] = render.placeholder(f"{NAMES[m]} likelihood\n(running…)")
         out["rays"] = render.placeholder("Per-ray view\n(SeqPatch running…)")
         out["ray_detail"] = render.placeholder("One ray, large\n(SeqPatch running…)")
+        drawn.update(new)
         yield out
-    shown: dict[str, Result] = {}  # SeqPatch's answers on the page before its last grid was checked
+        advance(slow)
     for m in slow:
-        t0, steps, (new[m], final) = _first_step(s, m, (zi, yf, xf), opts)
-        while not final:
-            if partial is not None and s.results.get(zi) is partial:  # (not undone or replaced meanwhile)
-                # The scale rule checks a coarser grid (:meth:`Predictor.predict_steps`): the answer so
-                # far is shown now, and stands unless the coarser grid finds the object wider.
-                s.settle(new[m], s.threshold)
-                shown[m] = new[m]
-                partial = {k: new[k] for k in METHODS if k in new}
-                s.results[zi] = partial
-                out = render_view(s, skip=[*(f"lik_{k}" for k in fast), "lik_litemedsam", "rays", "coronal"])
-                out.update({"state": s, "files": None, "progress": checking_note(new[m])})
-                out["status"] = out["progress"] + "\n\n" + out["status"]
-                yield out
-            with s.using():  # (not held across the yield above: see the first pass)
-                new[m], final = next(steps)
-        s.seqpatch_seconds = time.perf_counter() - t0
+        s.seqpatch_first_seconds = spent[m]
+    while s.results.get(zi) is partial:  # (not undone, reset or replaced by a newer click meanwhile)
+        climbing = [m for m in methods if not final[m]]
+        partial = {m: new[m] for m in METHODS if m in new}
+        s.results[zi] = partial
+        if not climbing:
+            break
+        # The scale rule checks a coarser grid: the answers so far are shown now, and each stands
+        # unless that grid finds its object wider.
+        note = "\n\n".join(checking_note(new[m]) for m in climbing)
+        # (the planes and the per-ray pictures wait for the last grid; maps drawn already stay)
+        out = render_view(s, skip=[*(f"lik_{m}" for m in new if drawn.get(m) is new[m]), "rays", "coronal"])
+        out.update({"state": s, "files": None, "progress": note})
+        out["status"] = note + "\n\n" + out["status"]
+        if not drawn:
+            out["slice"] = zi
+        drawn.update(new)
+        yield out
+        advance(climbing)
+    for m in slow:
+        s.seqpatch_seconds = spent[m]
+    click.done = True
     # LiteMedSAM follows in its own event (segment_box), once both contours are on the page
     out = {"state": s, "files": None, "progress": BOX_RUNNING if s.boxes is not None else ""}
-    if partial is None:
-        s.history.append(Click(zi, yf, xf, methods, s.results.get(zi)))
-        s.z = zi
-    elif s.results.get(zi) is not partial:  # undone, reset or replaced while SeqPatch ran: drop it
+    if s.results.get(zi) is not partial:  # undone, reset or replaced while the climb ran: drop it
         out.update(render_view(s))
         yield out
         return
     moved = any(r.threshold != s.threshold for r in new.values())
     for r in new.values():  # the threshold may have moved while SeqPatch ran
         s.settle(r, s.threshold)
-    s.results[zi] = {m: new[m] for m in METHODS if m in new}
-    # Redraw what changed: the fast methods' maps stand as drawn (unless the threshold moved), and
-    # the per-ray pictures, below the fold, follow in their own event (draw_rays) after this view.
-    unchanged = [f"lik_{m}" for m in fast] if partial is not None and not moved else []
-    unchanged += [f"lik_{m}" for m in shown if shown[m] is new[m] and not moved]  # the finer answer stood
+    # Redraw what changed: the maps drawn from answers that stood stay as drawn (unless the threshold
+    # moved), and the per-ray pictures, below the fold, follow in their own event (draw_rays).
+    unchanged = [f"lik_{m}" for m in new if drawn.get(m) is new[m] and not moved]
     out.update(render_view(s, skip=[*unchanged, "rays"]))
     if s.z == zi:  # (the user may have moved to another slice meanwhile: stay there)
         out["slice"] = zi
@@ -419,7 +435,7 @@ def segment_box(session: Session | None, box: list[float] | None = None, source:
         z = checked.z
     else:
         z = s.clicks[-1].z
-        if any(m in s.predictor.models and m not in (s.results.get(z) or {}) for m in METHODS):
+        if not s.clicks[-1].done:
             return {}  # the latest click still runs: its own follow-up answers it
         if s.box_answer(z) is not None:  # answered already (by an older click's follow-up, run late)
             return {"progress": ""}

@@ -73,6 +73,9 @@ class Click:
     methods: list[str]
     replaced: dict[str, Result] | None
     time: float = field(default_factory=time.time)
+    #: False while the click's methods still run (their answers so far may be shown): its LiteMedSAM
+    #: follow-up waits for the last answer.
+    done: bool = True
 
 
 @dataclass
@@ -160,6 +163,9 @@ class Session:
     box_corner: tuple[int, int, int] | None = None
     #: Wall time (s) of this session's last SeqPatch click: the estimate shown while the next one runs.
     seqpatch_seconds: float | None = None
+    #: Wall time (s) of SeqPatch's first grid at this session's last click: whether the next click shows
+    #: the U-net's answer before SeqPatch's (:data:`app.handlers.UNET_FIRST_S`).
+    seqpatch_first_seconds: float | None = None
     tmpdir: str | None = None
     #: The server released this session's arrays while it was idle (:class:`app.memory.SessionPool`).
     released: bool = False

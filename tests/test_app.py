@@ -152,6 +152,7 @@ def test_status_and_clicks_record_say_which_working_grid_each_method_used(volume
 
 
 def test_click_shows_the_unet_first_then_seqpatch(loaded):
+    """With no SeqPatch time yet in the session, or a slow one, the U-net's answer is sent first."""
     steps = handlers.segment_steps(loaded, 2, *CENTRE)
     first = next(steps)  # the U-net is done, SeqPatch not yet
     assert set(loaded.results[2]) == {"unet"} and len(loaded.history) == 1
@@ -172,12 +173,27 @@ def test_click_shows_the_unet_first_then_seqpatch(loaded):
         next(steps)
     took = loaded.seqpatch_seconds
     assert took is not None and took > 0
+    assert loaded.seqpatch_first_seconds is not None and loaded.seqpatch_first_seconds <= took
     # the next click's estimate is the last SeqPatch time of this session
-    loaded.seqpatch_seconds = 7.4
+    loaded.seqpatch_seconds = loaded.seqpatch_first_seconds = 7.4
     first = next(handlers.segment_steps(loaded, 1, *CENTRE))
-    assert "about 7 s on this machine" in first["status"]
+    assert "about 7 s on this machine" in first["status"] and set(loaded.results[1]) == {"unet"}
     loaded.seqpatch_seconds = 0.3
     assert "about a second" in running_note(loaded)
+
+
+@pytest.mark.parametrize("took", [0.2, handlers.UNET_FIRST_S])
+def test_a_fast_seqpatch_comes_in_one_view_with_the_unet(loaded, took):
+    """SeqPatch's first grid as fast as :data:`handlers.UNET_FIRST_S` at the last click: no U-net-only
+    view, both answers (and the full table) in the first one."""
+    loaded.seqpatch_first_seconds = took
+    views = list(handlers.segment_steps(loaded, 2, *CENTRE))
+    assert len(views) == 1 and set(loaded.results[2]) == {"seqpatch", "unet"} and len(loaded.history) == 1
+    (view,) = views
+    assert "running" not in view["status"] and view["slice"] == 2
+    assert "| SeqPatch |" in view["metrics"] and "| U-net |" in view["metrics"]
+    assert view["lik_seqpatch"].shape[1] == view["lik_unet"].shape[1] == LIKELIHOOD_PX
+    assert "rays" not in view  # (drawn by their own event)
 
 
 @pytest.mark.parametrize(("growth", "stands"), [(100.0, True), (None, False)])
@@ -191,7 +207,7 @@ def test_seqpatch_first_grid_is_shown_while_the_next_is_checked(volume_files, gr
     net.record["coarsen"] = {"radius_px": 1.0, "growth": growth}  # every mask checked on the next grid
     pred = Predictor({"seqpatch": net, "unet": BrightNet("unet")}, device="cpu")
     s = handlers.load(pred, None, *volume_files)["state"]
-    views = list(handlers.segment_steps(s, 2, *CENTRE))
+    views = list(handlers.segment_steps(s, 2, *CENTRE))  # the session's first click: the U-net first
     base = rays.WORKING_SPACING_MM["CT"]
     first_grid = views[1]
     assert "SeqPatch running: checking the" in first_grid["status"] and first_grid["lik_seqpatch"].ndim == 3
@@ -201,10 +217,19 @@ def test_seqpatch_first_grid_is_shown_while_the_next_is_checked(volume_files, gr
     sp = s.results[2]["seqpatch"]
     assert len(sp.grids_mm) == len(views) - 1  # the U-net's view, then one per SeqPatch grid
     assert (sp.working_spacing == base) is stands and ("lik_seqpatch" in last) is not stands
+    # a fast SeqPatch: its first grid's answer comes in the U-net's view, with the check's note
+    s.seqpatch_first_seconds = 0.0
+    views = list(handlers.segment_steps(s, 1, *CENTRE))
+    first = views[0]
+    assert "SeqPatch running: checking the" in first["progress"] and first["slice"] == 1
+    assert first["lik_unet"].ndim == first["lik_seqpatch"].ndim == 3 and "| U-net |" in first["metrics"]
+    assert len(views) == len(s.results[1]["seqpatch"].grids_mm)  # one view per SeqPatch grid
+    assert "running" not in views[-1]["status"] and "lik_unet" not in views[-1]
 
 
 def test_undo_or_threshold_while_seqpatch_runs(loaded):
     handlers.segment(loaded, 2, *CENTRE)
+    loaded.seqpatch_first_seconds = 9.0  # a slow SeqPatch: each click's U-net answer comes first
     before = loaded.results[2]
     steps = handlers.segment_steps(loaded, 2, CENTRE[0] + 1, CENTRE[1])
     next(steps)
@@ -212,6 +237,7 @@ def test_undo_or_threshold_while_seqpatch_runs(loaded):
     assert loaded.results[2]["unet"].threshold == 0.3
     next(steps)
     assert all(r.threshold == 0.3 for r in loaded.results[2].values())
+    loaded.seqpatch_first_seconds = 9.0
     steps = handlers.segment_steps(loaded, 2, *CENTRE)
     next(steps)
     handlers.undo(loaded)  # the click is taken back before SeqPatch is done: its result is dropped

@@ -79,6 +79,7 @@ def test_a_newer_click_wins_over_litemedsams_answer_to_an_older_one(predictor, b
     s = _load(predictor, box_model, volume_files[0])
     handlers.segment(s, 2, *CENTRE)
     # a newer click still running (its first view shown, SeqPatch not done): nothing is answered
+    s.seqpatch_first_seconds = 9.0  # (a slow SeqPatch: the U-net's answer is shown first)
     steps = handlers.segment_steps(s, 1, *CENTRE)
     next(steps)
     assert handlers.segment_box(s) == {}

@@ -424,8 +424,8 @@ _SETTLED = """() => {
 
 def test_click_to_both_contours_time(browser, app_server):
     """Item 9: the time from a click (pointer down on the slice) to the picture with both contours
-    decoded in the page, p50 over seven clicks on lung2, with the networks on app.py's engine. SeqPatch's
-    first grid's answer is drawn while the scale rule checks the next grid; the time until that check
+    decoded in the page, p50 over seven clicks on lung2, with the networks on app.py's engine. Both
+    first-grid answers are drawn while the scale rule checks the next grid; the time until that check
     has answered (the line beside the slice no longer says SeqPatch runs) is printed beside it. Held to
     the target when the machine is otherwise idle (a load average above one per core measures the
     neighbours, not the page)."""
