@@ -37,9 +37,22 @@ ROW_KEYS = {"method", "case", "z", "click", "click_kind", "grid_mm", "coarsened"
 def test_parse_clicks():
     assert parse_clicks("centroid") == ("centroid", 1)
     assert parse_clicks(" Jitter:3 ") == ("jitter", 3)
-    for bad in ("jitter:0", "jitter:x", "random", ""):
+    assert parse_clicks("inner:2") == ("inner", 2)
+    for bad in ("jitter:0", "jitter:x", "inner", "inner:-1", "random", "centroid:2", ""):
         with pytest.raises(InputError):
             parse_clicks(bad)
+
+
+def test_inner_clicks_spread_over_the_inner_half():
+    """``inner:N``: clicks inside the object, at most half way to its boundary, many beyond jitter's 20 %."""
+    _, label = sphere_arrays()
+    lab = label[6]
+    radius = math.sqrt(lab.sum() / math.pi)
+    clicks = slice_clicks(lab, "inner", 200, np.random.default_rng(0))
+    assert len(clicks) == 201
+    dist = np.hypot(*(np.array(clicks[1:]) - clicks[0]).T)
+    assert dist.max() <= 0.5 * radius + 1.0 and np.mean(dist > 0.2 * radius) > 0.5
+    assert all(lab[round(y), round(x)] for y, x in clicks)
 
 
 def test_jitter_clicks_stay_within_20_percent_of_the_radius():
@@ -58,13 +71,15 @@ def test_jitter_clicks_stay_within_20_percent_of_the_radius():
 SMALL = {"shape": (5, 48, 48), "centre": (2.0, 24.0, 24.0), "radius_mm": 8.0, "spacing_zyx": (4.0, 1.0, 1.0)}
 
 
-def test_evaluate_volume_with_a_predictable_network():
+@pytest.mark.parametrize("mode", ["jitter", "inner"])
+def test_evaluate_volume_with_a_predictable_network(mode):
     pred = bright_predictor(**SMALL)
     _, label = sphere_arrays(**SMALL)
-    res = evaluate_volume(pred, label, ["seqpatch", "unet"], clicks="jitter:2", seed=3)
+    res = evaluate_volume(pred, label, ["seqpatch", "unet"], clicks=f"{mode}:2", seed=3)
     labelled = [int(z) for z in np.flatnonzero(label.any(axis=(1, 2)))]
     assert res["slices"] == labelled
-    assert len(res["rows"]) == 2 * len(labelled) * 3  # methods x slices x (centre + 2 jittered)
+    assert len(res["rows"]) == 2 * len(labelled) * 3  # methods x slices x (centre + 2 moved)
+    assert sorted({r.click_kind for r in res["rows"]}) == ["centre", mode]
     assert ROW_KEYS <= set(asdict(res["rows"][0]))
     assert all(r.cd_z == 0.0 and r.grid_mm == 1.0 for r in res["rows"])
     for method in ("seqpatch", "unet"):
@@ -73,7 +88,7 @@ def test_evaluate_volume_with_a_predictable_network():
         assert set(METRICS) <= set(s)
         assert s["dice"]["mean"] > 0.8  # BrightNet finds the bright ball
         assert abs(s["dice_lost"]["mean"]) < 0.1
-    again = evaluate_volume(pred, label, ["seqpatch"], clicks="jitter:2", seed=3)
+    again = evaluate_volume(pred, label, ["seqpatch"], clicks=f"{mode}:2", seed=3)
     first = [r.click for r in res["rows"] if r.method == "seqpatch"]
     assert [r.click for r in again["rows"]] == first  # seeded
     table = markdown_table(res["summary"])
@@ -268,15 +283,16 @@ def test_paired_comparison_of_noise_straddles_zero():
     assert lo < 0 < hi and e["wilcoxon_p"] > 0.05
 
 
-def test_paired_comparison_of_equal_methods_and_of_jittered_clicks():
+@pytest.mark.parametrize("mode", ["jitter", "inner"])
+def test_paired_comparison_of_equal_methods_and_of_moved_clicks(mode):
     same = [0.5, 0.7, 0.9]
     (e,) = paired_comparison(_pair_rows(same, same), ["a", "b"])
     assert e["mean"] == 0 and e["ci95"] == [0, 0] and e["ties"] == 3 and e["wilcoxon_p"] == 1.0
-    # jitter mode also compares the jittered clicks, averaged per slice first
+    # with moved clicks the comparison covers them too, averaged per slice first
     quarters = [0.25, 0.5, 0.75]  # exact in binary, so all differences are equal
-    rows = _pair_rows(same, same) + _pair_rows([0.5, 0.75, 1.0], quarters, kind="jitter", clicks_per_slice=2)
-    centre, jitter = paired_comparison(rows, ["a", "b"], mode="jitter")
+    rows = _pair_rows(same, same) + _pair_rows([0.5, 0.75, 1.0], quarters, kind=mode, clicks_per_slice=2)
+    centre, moved = paired_comparison(rows, ["a", "b"], mode=mode)
     assert centre["clicks"] == "centre" and centre["mean"] == 0
-    assert jitter["clicks"] == "jitter" and jitter["n"] == 3 and jitter["wins"] == 3
-    assert jitter["mean"] == 0.25 and jitter["ci95"] == [0.25, 0.25] and jitter["wilcoxon_p"] == pytest.approx(0.25)
+    assert moved["clicks"] == mode and moved["n"] == 3 and moved["wins"] == 3
+    assert moved["mean"] == 0.25 and moved["ci95"] == [0.25, 0.25] and moved["wilcoxon_p"] == pytest.approx(0.25)
     assert paired_comparison(rows, ["a"]) == []

@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--clicks",
         default="centroid",
-        help="centroid | jitter:N (N clicks per slice up to 20%% of the object's radius away)",
+        help="centroid | jitter:N (N clicks per slice up to 20%% of the object's radius away) | "
+        "inner:N (N clicks per slice anywhere in the object's inner half); the centre is clicked too",
     )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(

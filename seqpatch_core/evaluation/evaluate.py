@@ -10,13 +10,16 @@ Two sources of cases:
   ``ct``, half at 0.625 mm with ``promise12`` (the background bank's ``"val"`` split), each slice
   starting the pyramid of grids on its own grid, as a click in the app (:func:`segment_slice`).
 
-Click modes (:func:`parse_clicks`): ``centroid`` (one click per slice at the centre above) or
+Click modes (:func:`parse_clicks`): ``centroid`` (one click per slice at the centre above),
 ``jitter:N`` (N clicks per slice moved from the centre by a uniform distance of up to 20 % of the
 slice object's equivalent radius ``sqrt(area / pi)``, in a uniform direction, staying inside the
-object: :func:`seqpatch_core.data.synth.jitter_click`). Jitter is seeded by ``SeedSequence([seed, 13])``,
-apart from the synthetic slices' own stream. In jitter mode the centre click is evaluated as well,
-so the summary reports the Dice lost by moving the click ("dice_lost" = mean centre Dice - mean
-jittered Dice, per slice then averaged).
+object: :func:`seqpatch_core.data.synth.jitter_click`) or ``inner:N`` (N clicks anywhere in the
+object's inner half, spread evenly over its area: half way from the centre to the boundary along a
+uniform direction at most, :func:`seqpatch_core.data.synth.inner_click`; where a user may click on a
+large object). Moved clicks are seeded by ``SeedSequence([seed, 13])``, apart from the synthetic
+slices' own stream. With moved clicks the centre click is evaluated as well, so the summary reports
+the Dice lost by moving the click ("dice_lost" = mean centre Dice - mean moved-click Dice, per slice
+then averaged).
 
 Metrics are :func:`seqpatch_core.base.metrics.evaluate_masks` on 2D slices with the slice's in-plane
 spacing (y, x) in mm: Dice, CD-x/y/z (cd_z is 0 on 2D slices), HD95, ABD (mm) and aRVD.
@@ -82,6 +85,10 @@ __all__ = [
 
 #: Largest click displacement of ``jitter:N``, as a fraction of the object's equivalent radius.
 JITTER_FRAC = 0.2
+#: How far ``inner:N`` clicks go from the centre towards the boundary, as a fraction of the way.
+INNER_FRAC = 0.5
+#: The click modes that move clicks away from the centre (``MODE:N``).
+MOVED_CLICKS = ("jitter", "inner")
 #: Metrics summarised per method (keys of ``evaluate_masks``), with their table headers.
 METRICS: dict[str, str] = {
     "dice": "Dice",
@@ -109,10 +116,11 @@ class Row:
     """One click's answer scored against the reference slice.
 
     case: the volume's source or the synthetic slice's index; z: the slice; click: (y, x) slice px;
-    click_kind: "centre" or "jitter"; grid_mm: the working grid of the answer (the pyramid's,
-    :class:`~seqpatch_core.method.run.Coarsen`), coarsened: whether it is coarser than the click's
-    first grid. The metrics are :func:`~seqpatch_core.base.metrics.evaluate_masks` on the slice grid
-    (distances in mm, sizes in mm^2). preset, spacing_mm (pixel size) and kind: synthetic and atlas
+    click_kind: "centre", or the moved clicks' mode ("jitter", "inner"); grid_mm: the working grid of
+    the answer (the pyramid's, :class:`~seqpatch_core.method.run.Coarsen`), coarsened: whether it is
+    coarser than the click's first grid. The metrics are
+    :func:`~seqpatch_core.base.metrics.evaluate_masks` on the slice grid (distances in mm, sizes in
+    mm^2). preset, spacing_mm (pixel size) and kind: synthetic and atlas
     slices only. box: the box mode of a box-prompted method's row ("label+0", "from-seqpatch+5";
     :mod:`seqpatch_core.evaluation.boxes`), None for a click's.
     """
@@ -159,21 +167,23 @@ class SliceScorer(Protocol):
 
 
 def parse_clicks(spec: str) -> tuple[str, int]:
-    """``"centroid"`` -> ("centroid", 1); ``"jitter:N"`` (N >= 1) -> ("jitter", N); else InputError."""
+    """``"centroid"`` -> ("centroid", 1); ``"jitter:N"`` / ``"inner:N"`` (N >= 1) -> ("jitter", N) /
+    ("inner", N); else InputError."""
     text = str(spec).strip().lower()
     if text == "centroid":
         return "centroid", 1
-    if text.startswith("jitter:"):
+    mode, _, count = text.partition(":")
+    if mode in MOVED_CLICKS:
         try:
-            n = int(text.split(":", 1)[1])
+            n = int(count)
         except ValueError:
             n = 0
         if n >= 1:
-            return "jitter", n
-    raise InputError(f"unknown click mode {spec!r}; use centroid or jitter:N (N >= 1)")
+            return mode, n
+    raise InputError(f"unknown click mode {spec!r}; use centroid, jitter:N or inner:N (N >= 1)")
 
 
-def _jitter_rng(seed: int) -> np.random.Generator:
+def _clicks_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, 13]))
 
 
@@ -204,13 +214,15 @@ def slice_clicks(
 ) -> list[tuple[float, float]]:
     """Clicks (y, x) in slice px on a 2D label (H, W) for one click mode.
 
-    The first click is always the object's centre (``centre`` or :func:`mask_click`); ``jitter``
-    appends ``n`` jittered clicks (see the module docstring).
+    The first click is always the object's centre (``centre`` or :func:`mask_click`); ``jitter`` and
+    ``inner`` append ``n`` moved clicks (see the module docstring).
     """
     c = centre if centre is not None else mask_click(label)
     clicks = [(float(c[0]), float(c[1]))]
     if mode == "jitter":
         clicks += [synth.jitter_click(c, label, rng, max_frac=JITTER_FRAC) for _ in range(n)]
+    elif mode == "inner":
+        clicks += [synth.inner_click(c, label, rng, frac=INNER_FRAC) for _ in range(n)]
     return clicks
 
 
@@ -221,10 +233,12 @@ def _rows_for_slice(
     spacing_yx: tuple[float, float],
     case: str | int,
     z: int,
+    mode: str,
     **extra,
 ) -> list[Row]:
     """One :class:`Row` per (method, click) of one reference slice (H, W); ``results``: per method,
-    one answer per click; ``extra``: the synthetic slice's preset, spacing_mm and kind."""
+    one answer per click of :func:`slice_clicks` in ``mode`` (the centre first); ``extra``: the
+    synthetic slice's preset, spacing_mm and kind."""
     rows = []
     for method, answers in results.items():
         for i, (r, click) in enumerate(zip(answers, clicks, strict=True)):
@@ -234,7 +248,7 @@ def _rows_for_slice(
                     case=case,
                     z=z,
                     click=(round(float(click[0]), 3), round(float(click[1]), 3)),
-                    click_kind="centre" if i == 0 else "jitter",
+                    click_kind="centre" if i == 0 else mode,
                     grid_mm=float(r.working_spacing),
                     coarsened=r.coarsened,
                     **evaluate_masks(r.mask, ref, spacing_yx),
@@ -245,8 +259,8 @@ def _rows_for_slice(
 
 
 def _select(rows: list[Row], mode: str) -> list[Row]:
-    """The rows the summary is about: centre clicks (centroid mode) or jittered ones."""
-    kind = "centre" if mode == "centroid" else "jitter"
+    """The rows the summary is about: centre clicks (centroid mode) or the mode's moved ones."""
+    kind = "centre" if mode == "centroid" else mode
     return [r for r in rows if r.click_kind == kind]
 
 
@@ -286,14 +300,14 @@ def evaluate_volume(
         raise InputError("no volume loaded: load an image first")
     lab, zs = labelled_slices(label, vol.shape)
     spacing_yx = (float(vol.spacing[1]), float(vol.spacing[2]))
-    rng = _jitter_rng(seed)
+    rng = _clicks_rng(seed)
     rows: list[Row] = []
     for i, z in enumerate(zs):
         if progress is not None:
             progress(i / len(zs), f"slice {z}")
         pts = slice_clicks(lab[z], mode, n, rng)
         res = {m: predictor.predict_many(z, pts, m, preset=preset, threshold=threshold) for m in methods}
-        rows += _rows_for_slice(res, lab[z], pts, spacing_yx, vol.source, z)
+        rows += _rows_for_slice(res, lab[z], pts, spacing_yx, vol.source, z, mode)
     if progress is not None:
         progress(1.0, "done")
     return {
@@ -336,7 +350,7 @@ def _segment_slices(
             for m, net in models.items()
         }
         px = (s.spacing_mm, s.spacing_mm)
-        rows += _rows_for_slice(res, s.label, pts, px, i, 0, preset=preset, spacing_mm=s.spacing_mm, kind=s.kind)
+        rows += _rows_for_slice(res, s.label, pts, px, i, 0, mode, preset=preset, spacing_mm=s.spacing_mm, kind=s.kind)
         if extra is not None:
             rows += extra(i, s, preset, res)
     if progress is not None:
@@ -376,7 +390,7 @@ def evaluate_synthetic(
     mode, k = parse_clicks(clicks)
     names = _reported(models, extra, methods)
     val = synthetic_set(n, seed, backgrounds)
-    rows = _segment_slices(models, val, device, mode, k, _jitter_rng(seed), threshold, working_spacing, coarsen,
+    rows = _segment_slices(models, val, device, mode, k, _clicks_rng(seed), threshold, working_spacing, coarsen,
                            progress, extra)  # fmt: skip
     rows = [r for r in rows if r.method in names]
     # the two halves differ in working spacing and ray preset: each gets its own summary
@@ -432,7 +446,7 @@ def evaluate_atlas(
     bank = AtlasBank(bank_path)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
     val = [(bank.sample(rng, SLICE_SIZE, "val"), "promise12") for _ in range(n)]
-    rows = _segment_slices(models, val, device, mode, k, _jitter_rng(seed), threshold, None, coarsen, None, extra)
+    rows = _segment_slices(models, val, device, mode, k, _clicks_rng(seed), threshold, None, coarsen, None, extra)
     rows = [r for r in rows if r.method in names]
     return {
         "source": f"atlas val (n={n}, seed={seed}, sources={','.join(bank.ids())})",
@@ -455,9 +469,9 @@ def summarize(rows: list[Row], methods: Sequence[str], mode: str = "centroid") -
     """Per method: ``{metric: {"mean", "sd"}}`` over the mode's rows, ``"n"`` (rows), ``"slices"`` and
     ``"coarsened"`` (rows answered on a coarser grid of the pyramid than their first).
 
-    The sd is the sample standard deviation (0 for one row). In jitter mode also
+    The sd is the sample standard deviation (0 for one row). With moved clicks (jitter, inner) also
     ``"dice_centre"`` (mean Dice of the centre clicks) and ``"dice_lost"``: the mean over slices of
-    (centre Dice - mean jittered Dice).
+    (centre Dice - mean moved-click Dice).
     """
     out: dict[str, dict] = {}
     for method in methods:
@@ -469,7 +483,7 @@ def summarize(rows: list[Row], methods: Sequence[str], mode: str = "centroid") -
         entry["n"] = len(sel)
         entry["slices"] = len({(r.case, r.z) for r in sel})
         entry["coarsened"] = sum(r.coarsened for r in sel)
-        if mode == "jitter":
+        if mode in MOVED_CLICKS:
             centre = {(r.case, r.z): r.dice for r in mine if r.click_kind == "centre"}
             lost: dict[tuple, list[float]] = {}
             for r in sel:
@@ -574,7 +588,7 @@ def paired_comparison(rows: list[Row], methods: Sequence[str], mode: str = "cent
 
     Both methods are clicked at the same points, so the comparison is paired: per slice, the Dice of
     ``methods[0]`` minus that of the other (over the slice's clicks of each kind, averaged). Returns
-    one entry per other method and click kind (``"centre"``; in jitter mode also ``"jitter"``):
+    one entry per other method and click kind (``"centre"``; with moved clicks also the mode's):
     ``{"a", "b", "clicks", "n", "mean", "ci95": [lo, hi], "wins", "ties", "losses", "wilcoxon_p"}``,
     where ``wins`` counts slices on which ``a`` is ahead. ``ci95`` is a percentile bootstrap over
     slices (9,999 resamples, seeded); ``wilcoxon_p`` the two-sided signed-rank test. Both treat
@@ -583,7 +597,7 @@ def paired_comparison(rows: list[Row], methods: Sequence[str], mode: str = "cent
     """
     if len(methods) < 2:
         return []
-    kinds = ["centre"] + (["jitter"] if mode == "jitter" else [])
+    kinds = ["centre"] + ([mode] if mode in MOVED_CLICKS else [])
     out = []
     for kind in kinds:
         per: dict[str, dict[tuple, list[float]]] = {m: {} for m in methods}
@@ -620,7 +634,7 @@ def _fmt(stat: dict[str, float], digits: int) -> str:
 
 
 def markdown_table(summary: dict) -> str:
-    """One row per method: mean ± sd of each metric, n clicks and slices (and Dice lost in jitter mode)."""
+    """One row per method: mean ± sd of each metric, n clicks and slices (and Dice lost with moved clicks)."""
     jitter = any("dice_lost" in e for e in summary.values())
     head = ["method", *METRICS.values(), "n", "slices", "coarser"] + (["Dice (centre)", "Dice lost"] if jitter else [])
     rows = []
