@@ -72,5 +72,7 @@ def test_train_gpu_script_runs_end_to_end_on_the_cpu_without_simpleitk_or_gradio
         assert (out / f"{name}.safetensors").is_file()
     for name in ("synthetic", "atlas"):
         assert json.loads((out / f"eval_{name}.json").read_text())
+    synthetic = json.loads((out / "eval_synthetic.json").read_text())
+    assert {r["click_kind"] for r in synthetic["rows"]} == {"centre", "inner"}  # a user's click on an organ too
     assert not list(out.glob("*.resume.pt"))  # only small files come back
     assert max(p.stat().st_size for p in out.iterdir()) < 20e6

@@ -26,7 +26,7 @@
 #   KEEP_RESUME=0: the optimiser states (<name>.resume.pt, 3x the weights) are deleted at the end so that
 #   only small files remain; 1 keeps them for `train --resume`.
 # Outputs in OUT: {seqpatch,unet}.safetensors with their records (.json) and logs, eval_{synthetic,atlas}.json
-# (+ .log). The shipped weights change only by copying an output over weights/ after reading its evaluation
+# (+ .log; the synthetic one scores each object's centre click and one click in its inner half). The shipped weights change only by copying an output over weights/ after reading its evaluation
 # next to the shipped weights' on the same slices (weights/HISTORY.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,8 +65,9 @@ wait "$un" || status=$?
 grep -h "done:" "$out"/seqpatch.log "$out"/unet.log || tail -n 20 "$out"/seqpatch.log "$out"/unet.log
 [ "$status" -eq 0 ] || { echo "a training run failed (logs in $out)" >&2; exit "$status"; }
 weights=(--weights-seqpatch "$out/seqpatch.safetensors" --weights-unet "$out/unet.safetensors" --device "$device")
+# the centre of each object and a click anywhere in its inner half (the click a user may make on an organ)
 "$py" -m seqpatch_core evaluate --synthetic "${EVAL_SYNTHETIC:-192}" --seed 1000 --backgrounds "$bg" "${weights[@]}" \
-  --json "$out/eval_synthetic.json" >"$out/eval_synthetic.log" 2>&1
+  --clicks inner:1 --json "$out/eval_synthetic.json" >"$out/eval_synthetic.log" 2>&1
 "$py" -m seqpatch_core evaluate --atlas "${EVAL_ATLAS:-200}" --atlas-bank "$atlases" "${weights[@]}" \
   --json "$out/eval_atlas.json" >"$out/eval_atlas.log" 2>&1
 if [ "${KEEP_RESUME:-0}" != 1 ]; then
