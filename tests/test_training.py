@@ -113,12 +113,17 @@ def test_train_step_with_each_loss_lowers_it_on_a_fixed_batch(loss, one_thread):
 
 
 def test_validation_of_the_all_sizes_recipe_holds_large_objects():
-    """A third of the synthetic validation slices are large objects (20-80 mm at 2 mm) under ALL_SIZES;
-    under LESIONS the set is the one every earlier phase validated on."""
+    """A third of the synthetic validation slices are large objects (20-80 mm at 2 mm) under ALL_SIZES,
+    each clicked at its centre and in its inner half; under LESIONS the set is the one every earlier
+    phase validated on."""
     val = validation_set(6, 1000, None, recipe=ALL_SIZES)
-    assert [p for _, p in val] == ["ct", "ct", "promise12", "promise12", "ct", "ct"]
-    large = [s for s, _ in val[4:]]
+    assert [p for _, p in val] == ["ct", "ct", "promise12", "promise12", "ct", "ct"] * 2
+    # each slice clicked at its centre, then once anywhere in its inner half (as training clicks)
+    for (centre, _), (moved, _) in zip(val[:6], val[6:], strict=True):
+        assert moved.image is centre.image and moved.click != centre.click
+        assert moved.label[round(moved.click[0]), round(moved.click[1])]
+    large = [s for s, _ in val[4:6]]
     assert all(s.spacing_mm == ALL_SIZES.val_large_spacing_mm for s in large)
     assert all(20.0 <= float(s.kind.split(" r=")[1].split("mm")[0]) <= 80.0 for s in large)
     old = validation_set(6, 1000, None)
-    assert [s.spacing_mm for s, _ in old] == [1.0, 1.0, 1.0, 0.625, 0.625, 0.625]
+    assert [s.spacing_mm for s, _ in old] == [1.0, 1.0, 1.0, 0.625, 0.625, 0.625]  # centre clicks only

@@ -149,7 +149,10 @@ def _add_train_options(tr: argparse.ArgumentParser, default_backgrounds: str) ->
         "--eval-every", type=float, default=D.eval_every_s, dest="eval_every_s", metavar="EVAL_EVERY",
         help="seconds between validations",
     )
-    tr.add_argument("--val-slices", type=int, default=D.val_slices)
+    tr.add_argument(
+        "--val-slices", type=int, default=D.val_slices,
+        help="validation objects (under --recipe all-sizes each is clicked twice: centre and inner half)",
+    )
     tr.add_argument("--patience", type=int, default=D.patience)
     tr.add_argument("--threads", type=int, default=D.threads)
     tr.add_argument("--init", default=D.init, help="start from this checkpoint's weights (fresh optimiser)")

@@ -25,7 +25,7 @@ Validation slices (:func:`validation_set`) come from ``synth.benchmark_set`` (it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -347,7 +347,10 @@ def validation_set(
     recipe whose ``val_large_share`` > 0, that share of the synthetic slices are large objects
     (``val_large_radius_mm`` at ``val_large_spacing_mm``, ``ct``, seed ``seed + 2``), the rest as
     above: the checkpoint is chosen on large objects too. All synthetic slices are drawn by the
-    evaluation recipe (``synth.benchmark_set``); only the radius range changes.
+    evaluation recipe (``synth.benchmark_set``); only the radius range changes. With a recipe whose
+    training clicks go anywhere in the object's inner half (``click_rule`` "inner"), every slice is
+    also clicked there once (:func:`~seqpatch_core.data.synth.inner_click`, seeded): ``2 n`` entries,
+    the centre clicks first, so the checkpoint is chosen for the clicks a user may make.
     """
     bank = load_bank(bank_path, "val")
     n_atlas = round(n * atlas_ratio) if atlas_ratio > 0 else 0
@@ -365,5 +368,8 @@ def validation_set(
         atlases = load_atlases(atlas_bank)
         rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
         out += [(atlases.sample(rng, SLICE_SIZE, "val", 0.625), "promise12") for _ in range(n_atlas)]
+    if recipe.click_rule == "inner":
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+        out += [(replace(s, click=synth.inner_click(s.click, s.label, rng, recipe.click_frac)), p) for s, p in out]
     return out
 
