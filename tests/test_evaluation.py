@@ -43,27 +43,23 @@ def test_parse_clicks():
             parse_clicks(bad)
 
 
-def test_inner_clicks_spread_over_the_inner_half():
-    """``inner:N``: clicks inside the object, at most half way to its boundary, many beyond jitter's 20 %."""
+@pytest.mark.parametrize(
+    ("mode", "reach", "slack_px", "beyond"),
+    [
+        ("jitter", 0.2, 1e-9, 0.1),  # up to 20 % of the equivalent radius from the centre
+        ("inner", 0.5, 1.0, 0.2),  # up to half way to the boundary (a disc's: its radius, to the pixel)
+    ],
+)
+def test_moved_clicks_stay_inside_and_within_their_reach(mode, reach, slack_px, beyond):
+    """The moved clicks of ``jitter:N`` and ``inner:N``: inside the object, within the mode's reach of the
+    centre (fractions of the radius), and spread (most of them beyond ``beyond``); the centre first."""
     _, label = sphere_arrays()
     lab = label[6]
     radius = math.sqrt(lab.sum() / math.pi)
-    clicks = slice_clicks(lab, "inner", 200, np.random.default_rng(0))
+    clicks = slice_clicks(lab, mode, 200, np.random.default_rng(0))
     assert len(clicks) == 201
     dist = np.hypot(*(np.array(clicks[1:]) - clicks[0]).T)
-    assert dist.max() <= 0.5 * radius + 1.0 and np.mean(dist > 0.2 * radius) > 0.5
-    assert all(lab[round(y), round(x)] for y, x in clicks)
-
-
-def test_jitter_clicks_stay_within_20_percent_of_the_radius():
-    _, label = sphere_arrays()
-    lab = label[6]
-    radius = math.sqrt(lab.sum() / math.pi)
-    clicks = slice_clicks(lab, "jitter", 50, np.random.default_rng(0))
-    assert len(clicks) == 51
-    cy, cx = clicks[0]
-    dist = np.hypot(*(np.array(clicks[1:]) - [cy, cx]).T)
-    assert dist.max() <= 0.2 * radius + 1e-9 and dist.max() > 0.1 * radius
+    assert dist.max() <= reach * radius + slack_px and np.mean(dist > beyond * radius) > 0.3
     assert all(lab[round(y), round(x)] for y, x in clicks)
 
 
