@@ -277,8 +277,8 @@ SLOW = ("seqpatch",)
 #: one view. A view costs the page about 0.15 s on two cores before the next can follow (Gradio sends it
 #: before it resumes the handler, and the browser draws it on the cores the network needs), more than a
 #: U-net answer 0.3 s early is worth: on lung2 with the app's engine, both contours at p50 575-772 ms
-#: with the U-net first (five runs), 487-658 ms in one view (eight runs; ``tests/test_browser_page.py
-#: -k both_contours``).
+#: with the U-net first (five runs), 487-658 ms in one view (eight runs), by ``tests/test_browser_page.py
+#: -k both_contours`` when its clock still ran on through its own pixel count (469-569 ms without it).
 UNET_FIRST_S = 0.5
 
 
