@@ -27,6 +27,7 @@ from app.session import (
     BOX_WEIGHTS_MISSING,
     WEIGHTS_HELP,
     BoxAnswer,
+    BoxStep,
     Click,
     ObjectStep,
     Session,
@@ -451,7 +452,10 @@ def segment_box(session: Session | None, box: list[float] | None = None, source:
         return {"progress": ""}
     if box is None and s.box_answer(z) is not None:  # a box drawn meanwhile: the user's wins
         return {"progress": ""}
-    s.box_answers.append(BoxAnswer(result, source, follows))
+    answer = BoxAnswer(result, source, follows)
+    s.box_answers.append(answer)
+    if box is not None:  # the user's own box: undone on its own (a click's box goes with its click)
+        s.history.append(BoxStep(answer))
     out: dict[str, Any] = {"state": s, "progress": ""}
     if s.z == z:  # (the user may have moved to another slice meanwhile: it shows when they come back)
         view = render_view(s, skip=[*(f"lik_{m}" for m in METHODS), "rays", "coronal"])
@@ -574,12 +578,19 @@ def set_second_pass(session: Session | None, on: bool) -> dict[str, Any]:
 
 @user_errors
 def undo(session: Session | None) -> dict[str, Any]:
-    """Take back the last click: its slice gets back what it had before."""
+    """Take back the last step: a click (its slice gets back what it had before), a box given to
+    LiteMedSAM (its answer goes; what it covered shows again) or a whole object in 3D."""
     s = require(session)
     if not s.history:
         raise InputError("nothing to undo")
     click = s.history.pop()
     s.box_corner = None
+    if isinstance(click, BoxStep):
+        s.box_answers = [a for a in s.box_answers if a is not click.answer]  # (by identity: arrays inside)
+        s.z = click.answer.result.box.z
+        out = render_view(s)
+        out.update({"state": s, "slice": s.z, "files": None})
+        return out
     if isinstance(click, ObjectStep):  # a whole object in 3D: its method gets back what it had
         if click.replaced is not None:
             s.objects3d[click.method] = click.replaced

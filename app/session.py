@@ -126,6 +126,15 @@ class ObjectStep:
 
 
 @dataclass
+class BoxStep:
+    """A box given to LiteMedSAM (drawn on the slice, or as numbers) in the undo history: undo drops its
+    answer. A click's own box follows its click and is not a step of its own."""
+
+    answer: BoxAnswer
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
 class Session:
     """Everything one browser session holds (kept in ``gr.State``, never module-level)."""
 
@@ -151,8 +160,8 @@ class Session:
     #: The ray shown large in the per-ray view (with its forward- and backward-only readouts).
     ray: int = 0
     results: dict[int, dict[str, Result]] = field(default_factory=dict)
-    #: Undo history: clicks and 3D objects, oldest first.
-    history: list[Click | ObjectStep] = field(default_factory=list)
+    #: Undo history: clicks, boxes given to LiteMedSAM and 3D objects, oldest first.
+    history: list[Click | BoxStep | ObjectStep] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     objects3d: dict[str, Object3D] = field(default_factory=dict)
     robustness: RobustnessMap | None = None

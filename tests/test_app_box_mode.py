@@ -119,6 +119,23 @@ def test_two_corners_are_a_box_in_voxel_order_answered_beside_the_click(clicked)
     assert handlers.segment_box(s) == {"progress": ""} and s.box_answer(z) is answer
 
 
+def test_undo_takes_back_the_users_box_before_its_click(clicked):
+    """A box drawn after a click is a step of its own: the first undo drops the box's answer (the click's
+    own box shows again), the second takes the click back."""
+    s = clicked
+    z, y0, x0, y1, x1 = BOX
+    kept, click_answer = s.results[z], s.box_answer(z)
+    corner(s, y1, x0)
+    corner(s, y0, x1)
+    assert s.box_answer(z).source == "user"
+    out = handlers.undo(s)
+    assert s.results[z] is kept and s.box_answer(z) is click_answer and out["slice"] == z
+    assert "(your box)" not in out["metrics"] and "LiteMedSAM" in out["metrics"]
+    assert clicks_record(s)["clicks"][-1]["prompt_box"]["source"] == "seqpatch"
+    handlers.undo(s)
+    assert z not in s.results and s.box_answer(z) is None and not s.history
+
+
 def test_a_slice_or_mode_change_cancels_the_first_corner(clicked):
     s = clicked
     z, y0, x0, y1, x1 = BOX
