@@ -16,6 +16,7 @@ from helpers import ROOT, example
 from safetensors.torch import load_file, save_file
 
 from seqpatch_core.base.errors import InputError, WeightsError
+from seqpatch_core.base.metrics import dice
 from seqpatch_core.images.io import read_label, read_volume
 from seqpatch_core.images.volume import volume_from_array
 from seqpatch_core.inference.boxes import BoxPredictor, box_around, check_box
@@ -96,11 +97,10 @@ def _lung_slice() -> tuple[np.ndarray, list[int]]:
 @needs_package
 @needs_weights
 def test_forward_equals_the_packages_own(package, model):
-    """Same input, same weights: the package's MedSAMLite and the project's port give the same
-    embedding and the same mask logits."""
+    """Same input, same weights (the shipped ones): the package's MedSAMLite and the project's port
+    give the same embedding and the same mask logits."""
     theirs = package.build_lite_medsam()
-    state = torch.load(package.get_asset_path(), map_location="cpu", weights_only=True)
-    theirs.load_state_dict(state, strict=True)
+    theirs.load_state_dict(model.state_dict(), strict=True)
     theirs.eval()
     u8, (_z, y0, x0, y1, x1) = _lung_slice()
     image, _ = box_prompt.prepare_slice(u8)
@@ -116,6 +116,27 @@ def test_forward_equals_the_packages_own(package, model):
     torch.testing.assert_close(logits_ours, logits_theirs, rtol=1e-4, atol=1e-3)
     # and the masks agree pixel for pixel
     assert torch.equal(logits_ours > 0, logits_theirs > 0)
+
+
+@pytest.mark.slow
+@needs_package
+@needs_weights
+def test_float16_storage_keeps_the_published_models_masks(package, model):
+    """The shipped file stores the published float32 weights in float16 (widened on load): on a real CT
+    slice its embedding stays within float16's rounding of the published model's, and its masks for two
+    boxes agree with the published model's to a few boundary pixels."""
+    published = LiteMedSAM()
+    published.load_state_dict(torch.load(package.get_asset_path(), map_location="cpu", weights_only=True))
+    published.eval()
+    u8, (_z, y0, x0, y1, x1) = _lung_slice()
+    image, _ = box_prompt.prepare_slice(u8)
+    boxes = box_prompt.scale_boxes(np.array([[x0, y0, x1, y1], [x0 - 5, y0 - 5, x1 + 5, y1 + 5]]), u8.shape)
+    with torch.inference_mode():
+        emb = [m.encode(image) for m in (model, published)]
+        masks = [m.decode(e, boxes) > 0 for m, e in zip((model, published), emb, strict=True)]
+    assert (emb[0] - emb[1]).abs().max() < 0.05
+    for shipped, pub in zip(*masks, strict=True):
+        assert dice(shipped.numpy(), pub.numpy()) > 0.99 and pub.sum() > 100
 
 
 @needs_package
@@ -142,7 +163,7 @@ def test_shipped_checkpoint_says_what_it_is(model):
     assert rec["converted_from"]["bytes"] == 39_370_479
     assert rec["sha256"] == json.loads(LITEMEDSAM_WEIGHTS.with_suffix(".json").read_text())["sha256"]
     n = sum(p.numel() for p in model.parameters())
-    assert 9.7e6 < n < 9.9e6  # about 39 MB in float32
+    assert 9.7e6 < n < 9.9e6  # about 39 MB in float32, stored in float16
 
 
 @needs_weights
